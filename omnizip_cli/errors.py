@@ -1,0 +1,56 @@
+"""Errors that the CLI turns into a one-line message and an exit code.
+
+Every failure a user can cause (bad media, a wrong model folder, out of memory, a bad option value)
+is raised as an :class:`OmnizipError` subclass. The CLI prints ``error: <message>`` (and the hint,
+if any, on the same line) to stderr and exits with :attr:`OmnizipError.exit_code`; ``--debug`` or
+``OMNIZIP_DEBUG=1`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+
+class OmnizipError(Exception):
+    """A failure with a message meant for the user (exit code 1)."""
+
+    exit_code: int = 1
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def one_line(self) -> str:
+        """The message and hint on a single line, without a trailing period clash."""
+        text = " ".join(self.message.split())
+        if self.hint:
+            text = f"{text.rstrip('.')}. Hint: {' '.join(self.hint.split())}"
+        return text
+
+
+class UsageError(OmnizipError):
+    """A bad option value or combination (exit code 2, like Click's usage errors)."""
+
+    exit_code = 2
+
+
+class MediaError(OmnizipError):
+    """The media file is missing, unreadable, corrupt, or has no usable stream."""
+
+
+class ModelLoadError(OmnizipError):
+    """The model folder or hub id is not a loadable Qwen2.5-Omni checkpoint."""
+
+
+class EnvironmentProblem(OmnizipError):
+    """An installed dependency is missing or outside the tested version range."""
+
+
+class OutOfMemory(OmnizipError):
+    """The device ran out of memory; the hint says what to lower."""
+
+    DEFAULT_HINT = (
+        "lower --max-pixels, --max-frames or --fps, or compress harder (--preset 35 or a lower --retention)"
+    )
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message, hint or self.DEFAULT_HINT)

@@ -1,0 +1,222 @@
+"""Load the Qwen2.5-Omni thinker and its stock processor, from the hub, a folder, or the tiny builder.
+
+Only the thinker (``Qwen2_5OmniThinkerForConditionalGeneration``) is loaded: the talker and the
+token-to-wave model are not needed for text answers, and their weights in a full hub checkpoint are
+skipped. The processor is the stock ``Qwen2_5OmniProcessor``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import ModelLoadError, UsageError
+from .tiny import TINY_MODEL_NAME, ensure_tiny_checkpoint, is_tiny_checkpoint
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "Qwen/Qwen2.5-Omni-7B"
+MODEL_ENV_VAR = "OMNIZIP_MODEL"
+OMNI_MODEL_TYPES = ("qwen2_5_omni", "qwen2_5_omni_thinker")
+DEVICE_CHOICES = ("auto", "cpu", "cuda")
+DTYPE_CHOICES = ("auto", "bfloat16", "float16", "float32")
+ATTN_CHOICES = ("sdpa", "flash_attention_2", "eager")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What the user asked for, before anything heavy is imported."""
+
+    model: str = DEFAULT_MODEL
+    device: str = "auto"
+    dtype: str = "auto"
+    attn_implementation: str = "sdpa"
+    offline: bool = False
+    revision: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.device not in DEVICE_CHOICES and not _is_cuda_index(self.device):
+            raise UsageError(f"--device must be auto, cpu, cuda or cuda:N, not {self.device!r}")
+        if self.dtype not in DTYPE_CHOICES:
+            raise UsageError(f"--dtype must be one of {', '.join(DTYPE_CHOICES)}, not {self.dtype!r}")
+        if self.attn_implementation not in ATTN_CHOICES:
+            raise UsageError(
+                f"--attn-implementation must be one of {', '.join(ATTN_CHOICES)}, not {self.attn_implementation!r}"
+            )
+
+
+@dataclass
+class LoadedModel:
+    """The thinker, its processor and the settings actually used."""
+
+    model: Any  # Qwen2_5OmniThinkerForConditionalGeneration, in eval mode
+    processor: Any  # Qwen2_5OmniProcessor
+    name: str  # what the user asked for ("tiny", a hub id or a folder)
+    path: str  # where it was loaded from
+    is_tiny: bool
+    device: str  # resolved, e.g. "cpu" or "cuda:0"
+    dtype: str  # resolved, e.g. "float32"
+    attn_implementation: str  # resolved (after any fallback)
+    load_seconds: float = 0.0
+    warnings: tuple[str, ...] = ()
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "model": self.name,
+            "path": self.path,
+            "random_weights": self.is_tiny,
+            "device": self.device,
+            "dtype": self.dtype,
+            "attn_implementation": self.attn_implementation,
+        }
+
+
+def _is_cuda_index(device: str) -> bool:
+    return device.startswith("cuda:") and device[5:].isdigit()
+
+
+def apply_offline_mode(offline: bool) -> None:
+    """Set the hub's offline switches. Must run before huggingface_hub/transformers are imported."""
+    if offline:
+        os.environ["HF_HUB_OFFLINE"] = "1"
+        os.environ["TRANSFORMERS_OFFLINE"] = "1"
+
+
+def resolve_device(device: str) -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda:0" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise UsageError(f"--device {device} was asked for but no CUDA GPU is available (use --device cpu)")
+        index = int(device[5:]) if _is_cuda_index(device) else 0
+        if index >= torch.cuda.device_count():
+            raise UsageError(f"--device {device}: only {torch.cuda.device_count()} CUDA device(s) are visible")
+        return f"cuda:{index}"
+    return "cpu"
+
+
+def resolve_dtype(dtype: str, device: str) -> str:
+    """``auto`` is bfloat16 on a GPU that supports it, float16 on an older GPU, float32 on the CPU."""
+    import torch
+
+    if dtype != "auto":
+        return dtype
+    if device.startswith("cuda"):
+        return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
+    return "float32"
+
+
+def resolve_attn_implementation(requested: str) -> tuple[str, list[str]]:
+    """Fall back from flash_attention_2 to sdpa (with a warning) when flash-attn is not installed."""
+    warnings: list[str] = []
+    if requested == "flash_attention_2":
+        from transformers.utils import is_flash_attn_2_available
+
+        if not is_flash_attn_2_available():
+            warnings.append("flash-attn is not installed: using --attn-implementation sdpa instead")
+            return "sdpa", warnings
+    return requested, warnings
+
+
+def resolve_model_location(model: str, offline: bool = False, revision: str | None = None) -> tuple[str, bool]:
+    """Turn ``--model`` into a loadable location and check that it is a Qwen2.5-Omni checkpoint.
+
+    Returns ``(path_or_hub_id, is_tiny)``. Raises :class:`ModelLoadError` for a missing folder, a folder
+    that is not a Qwen2.5-Omni checkpoint, or a hub id that cannot be reached or found.
+    """
+    if model == TINY_MODEL_NAME:
+        return str(ensure_tiny_checkpoint()), True
+    path = Path(model).expanduser()
+    looks_local = path.exists() or model.startswith((".", "/", "~")) or model.count("/") > 1
+    if looks_local:
+        if not path.exists():
+            raise ModelLoadError(f"model folder {model} does not exist")
+        if not path.is_dir():
+            raise ModelLoadError(f"--model {model} is a file, not a checkpoint folder")
+        config_file = path / "config.json"
+        if not config_file.is_file():
+            raise ModelLoadError(f"{model} is not a model checkpoint: it has no config.json")
+        try:
+            config = json.loads(config_file.read_text())
+        except (OSError, ValueError) as exc:
+            raise ModelLoadError(f"{model}/config.json cannot be read: {exc}") from exc
+        _check_model_type(config.get("model_type"), model)
+        return str(path), is_tiny_checkpoint(path)
+    return _check_hub_model(model, offline=offline, revision=revision), False
+
+
+def _check_model_type(model_type: Any, model: str) -> None:
+    if model_type not in OMNI_MODEL_TYPES:
+        raise ModelLoadError(
+            f"{model} is not a Qwen2.5-Omni checkpoint (model_type is {model_type!r}, "
+            f"expected one of {', '.join(OMNI_MODEL_TYPES)})"
+        )
+
+
+def _check_hub_model(model: str, offline: bool, revision: str | None) -> str:
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(model, revision=revision, local_files_only=offline)
+    except (OSError, ValueError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        where = "in the local cache (offline mode)" if offline else "on the Hugging Face hub"
+        raise ModelLoadError(
+            f"cannot load {model} {where}: {reason}",
+            hint="check the name, your network, or pass a local checkpoint folder to --model",
+        ) from exc
+    _check_model_type(getattr(config, "model_type", None), model)
+    return model
+
+
+def load_model(spec: ModelSpec) -> LoadedModel:
+    """Load the thinker and the processor described by ``spec`` (same code path for tiny and real)."""
+    import time
+
+    import torch
+    from transformers import Qwen2_5OmniProcessor
+    from transformers.models.qwen2_5_omni.modeling_qwen2_5_omni import (
+        Qwen2_5OmniThinkerForConditionalGeneration,
+    )
+
+    started = time.perf_counter()
+    location, is_tiny = resolve_model_location(spec.model, offline=spec.offline, revision=spec.revision)
+    device = resolve_device(spec.device)
+    dtype = resolve_dtype(spec.dtype, device)
+    attn, warnings = resolve_attn_implementation(spec.attn_implementation)
+    common: dict[str, Any] = {"revision": spec.revision, "local_files_only": spec.offline or is_tiny}
+    try:
+        processor = Qwen2_5OmniProcessor.from_pretrained(location, **common)
+        model = Qwen2_5OmniThinkerForConditionalGeneration.from_pretrained(
+            location,
+            dtype=getattr(torch, dtype),
+            attn_implementation=attn,
+            device_map=device if device != "cpu" else None,
+            **common,
+        )
+    except torch.OutOfMemoryError:
+        raise
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ModelLoadError(f"cannot load the Qwen2.5-Omni thinker from {spec.model}: {first_line}") from exc
+    model.eval()
+    if is_tiny:
+        warnings.insert(0, "--model tiny: the weights are random, so the answer is meaningless")
+    return LoadedModel(
+        model=model,
+        processor=processor,
+        name=spec.model,
+        path=location,
+        is_tiny=is_tiny,
+        device=device,
+        dtype=dtype,
+        attn_implementation=attn,
+        load_seconds=time.perf_counter() - started,
+        warnings=tuple(warnings),
+    )
