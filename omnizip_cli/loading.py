@@ -37,6 +37,7 @@ class ModelSpec:
     attn_implementation: str = "sdpa"
     offline: bool = False
     revision: str | None = None
+    fast_encoders: bool = True  # one varlen attention call per encoder layer where it pays (CUDA, no flash-attn)
 
     def __post_init__(self) -> None:
         if self.device not in DEVICE_CHOICES and not _is_cuda_index(self.device):
@@ -63,6 +64,9 @@ class LoadedModel:
     attn_implementation: str  # resolved (after any fallback)
     load_seconds: float = 0.0
     warnings: tuple[str, ...] = ()
+    fast_encoder_attention: bool = False  # encoders on the single-call varlen path
+    encoder_attention_note: str = ""  # why (not)
+
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -72,6 +76,8 @@ class LoadedModel:
             "device": self.device,
             "dtype": self.dtype,
             "attn_implementation": self.attn_implementation,
+            "fast_encoder_attention": self.fast_encoder_attention,
+            "encoder_attention_note": self.encoder_attention_note,
         }
 
 
@@ -206,6 +212,7 @@ def load_model(spec: ModelSpec) -> LoadedModel:
         first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise ModelLoadError(f"cannot load the Qwen2.5-Omni thinker from {spec.model}: {first_line}") from exc
     model.eval()
+    fast, note = _set_up_encoder_attention(model, spec.fast_encoders)
     if is_tiny:
         warnings.insert(0, "--model tiny: the weights are random, so the answer is meaningless")
     return LoadedModel(
@@ -219,4 +226,17 @@ def load_model(spec: ModelSpec) -> LoadedModel:
         attn_implementation=attn,
         load_seconds=time.perf_counter() - started,
         warnings=tuple(warnings),
+        fast_encoder_attention=fast,
+        encoder_attention_note=note,
     )
+
+
+def _set_up_encoder_attention(model: Any, wanted: bool) -> tuple[bool, str]:
+    """Route the encoders through one varlen attention call per layer where that pays off."""
+    from .fast_attention import enable_fast_encoder_attention, fast_attention_decision
+
+    if not wanted:
+        return False, "stock encoder attention (--stock-encoders)"
+    decision = fast_attention_decision(model)
+    enabled = enable_fast_encoder_attention(model)
+    return enabled, decision.reason
