@@ -7,9 +7,11 @@ Three input kinds, decided by what the media holds:
 * video without audio: video tokens only;
 * audio only: audio tokens only.
 
-Audio longer than the Whisper feature extractor's 300-s window would be silently cut by the processor
-(it pads and truncates to ``max_length``); we raise ``max_length`` to the audio's own length so the
-whole track reaches the model.
+The processor always pads audio to the Whisper feature extractor's ``max_length`` (300 s by default)
+and cuts anything longer, silently. We set ``max_length`` to the audio's own length plus one FFT
+window instead: nothing is cut, and a 6-s clip no longer pays for 300 s of mel frames (0.3 s of CPU
+per call). The valid feature frames and the feature mask are bitwise identical to the stock 300-s
+padding (the padded zeros never raise the log-mel maximum the normalisation uses), which a test checks.
 """
 
 from __future__ import annotations
@@ -69,9 +71,8 @@ def build_inputs(processor: Any, media: DecodedMedia, question: str, system: str
     kwargs: dict[str, Any] = {"text": [prompt], "return_tensors": "pt"}
     if has_audio:
         feature_extractor = processor.feature_extractor
-        window = feature_extractor.n_samples  # 300 s at 16 kHz
         kwargs["audio"] = [media.audio]
-        kwargs["audio_kwargs"] = {"max_length": max(window, int(len(media.audio)))}
+        kwargs["audio_kwargs"] = {"max_length": int(len(media.audio)) + int(feature_extractor.n_fft)}
     if has_video:
         frames = media.frames
         height, width = int(frames.shape[1]), int(frames.shape[2])
