@@ -120,8 +120,12 @@ def run_guarded(debug: bool, body: Any) -> Any:
     except typer.Exit:
         raise
     except KeyboardInterrupt:
+        # Click would turn a re-raised KeyboardInterrupt into "Aborted!" and exit 1: print the
+        # traceback ourselves under --debug and keep the conventional 130 either way.
         if debug:
-            raise
+            import traceback
+
+            traceback.print_exc()
         sys.stderr.write("error: interrupted\n")
         raise typer.Exit(EXIT_INTERRUPTED) from None
     except OmnizipError as exc:
@@ -131,9 +135,9 @@ def run_guarded(debug: bool, body: Any) -> Any:
     except Exception as exc:  # noqa: BLE001 - last line of defence: one line, not a traceback
         if debug:
             raise
-        if _is_out_of_memory(exc):
-            _fail(OutOfMemory(f"out of memory: {str(exc).strip().splitlines()[0] if str(exc).strip() else exc}"))
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        if _is_out_of_memory(exc):
+            _fail(OutOfMemory(f"out of memory: {message}" if message else "out of memory"))
         _fail(OmnizipError(f"{type(exc).__name__}: {message}" if message else type(exc).__name__,
                            hint="run again with --debug for the traceback"))
 
@@ -233,7 +237,7 @@ def ask(
             question=question,
             model=_model_spec(model, device, dtype, attn_implementation, offline, revision),
             media=_media_options(fps, max_frames, min_pixels, max_pixels, total_pixels, no_audio),
-            compression=resolve_compression(
+            compression=_ask_compression(
                 no_compress, preset.value if preset else None, retention, rho_audio, rho_video, anchor_ratio, merge_g
             ),
             generation=_generation_options(max_new_tokens, temperature, seed),
@@ -247,6 +251,21 @@ def ask(
         run_ask(settings)
 
     run_guarded(debug, body)
+
+
+_FIELD_OPTIONS = {"rho_audio": "--rho-audio", "rho_video": "--rho-video", "anchor_ratio": "--anchor-ratio",
+                  "merge_g": "--merge-g", "retention": "--retention"}
+
+
+def _ask_compression(*args: Any) -> OmniZipConfig | None:
+    """:func:`resolve_compression`, with a bad value reported under its option name (``--rho-audio``)."""
+    try:
+        return resolve_compression(*args)
+    except UsageError as exc:
+        field, _, rest = exc.message.partition(" ")
+        if field in _FIELD_OPTIONS:
+            raise UsageError(f"{_FIELD_OPTIONS[field]} {rest}", hint=exc.hint) from exc
+        raise
 
 
 def _model_spec(model: str, device: str, dtype: str, attn: str, offline: bool, revision: str | None) -> Any:
@@ -265,6 +284,100 @@ def _generation_options(max_new_tokens: int, temperature: float, seed: int | Non
     if temperature < 0:
         raise UsageError("--temperature must be >= 0 (0 is greedy)")
     return GenerationOptions(max_new_tokens=max_new_tokens, temperature=temperature, seed=seed)
+
+
+# ----------------------------------------------------------------------------- profile
+DEFAULT_PROFILE_QUESTION = "What happens in this video?"
+
+
+@app.command()
+def profile(
+    video: Annotated[Path, typer.Argument(help="Video (or audio) file.", show_default=False)],
+    question_arg: Annotated[
+        str | None, typer.Argument(metavar="QUESTION", help="The question (or use --question).", show_default=False)
+    ] = None,
+    question: Annotated[
+        str | None, typer.Option("--question", help=f"The question [default: {DEFAULT_PROFILE_QUESTION!r}].")
+    ] = None,
+    model: ModelOpt = "Qwen/Qwen2.5-Omni-7B",
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = "auto",
+    attn_implementation: AttnOpt = "sdpa",
+    offline: OfflineOpt = False,
+    revision: RevisionOpt = None,
+    fps: FpsOpt = 2.0,
+    max_frames: MaxFramesOpt = 768,
+    min_pixels: MinPixelsOpt = 128 * 28 * 28,
+    max_pixels: MaxPixelsOpt = 768 * 28 * 28,
+    total_pixels: TotalPixelsOpt = None,
+    no_audio: NoAudioOpt = False,
+    preset: Annotated[
+        list[Preset] | None,
+        typer.Option("--preset", help="Paper setting to profile (45 or 35); repeat for several. Default: 45 and 35."),
+    ] = None,
+    retention: Annotated[
+        list[float] | None,
+        typer.Option("--retention", help="Fraction of audio+video tokens kept, e.g. 0.45; repeat for several."),
+    ] = None,
+    include_full: Annotated[
+        bool, typer.Option("--include-full/--no-full", help="Also run the uncompressed path (the reference).")
+    ] = True,
+    repeats: Annotated[int, typer.Option("--repeats", "-n", min=1, help="Timed runs per setting, after one warm-up.")] = 3,
+    max_new_tokens: MaxNewOpt = 32,
+    system: SystemOpt = None,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", "-o", help="Write metrics.json, config.json and timings.png into this folder."),
+    ] = None,
+    json_output: JsonOpt = False,
+    quiet: QuietOpt = False,
+    no_color: NoColorOpt = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show library logs.")] = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Measure the full path against compression settings on VIDEO, side by side (greedy answers)."""
+
+    def body() -> None:
+        import json
+
+        from .commands import load_model_with_progress, prepare_environment
+        from .profiling import ProfileRequest, build_settings, print_profile_report, run_profile, write_outputs
+        from .report import make_console
+
+        if question is not None and question_arg is not None and question != question_arg:
+            raise UsageError("give the question once: as QUESTION or as --question")
+        request = ProfileRequest(
+            media_path=video,
+            question=question or question_arg or DEFAULT_PROFILE_QUESTION,
+            model=_model_spec(model, device, dtype, attn_implementation, offline, revision),
+            media=_media_options(fps, max_frames, min_pixels, max_pixels, total_pixels, no_audio),
+            settings=build_settings([p.value for p in preset or []], list(retention or []), include_full),
+            generation=_generation_options(max_new_tokens, 0.0, None),
+            repeats=repeats,
+            system=system,
+        )
+        prepare_environment(verbose)
+        console = make_console(no_color=no_color)
+        show_progress = console.is_terminal and not quiet and not json_output
+        if show_progress:
+            with console.status("profiling ...", spinner="dots") as status:
+                payload = run_profile(
+                    request,
+                    progress=lambda message: status.update(message),
+                    load=lambda: load_model_with_progress(request.model, console, False),
+                )
+        else:
+            payload = run_profile(request)
+        paths = write_outputs(payload, out) if out is not None else {}
+        if json_output:
+            sys.stdout.write(json.dumps(payload, indent=2) + "\n")
+            sys.stdout.flush()
+        elif not quiet:
+            print_profile_report(console, payload)
+            if paths:
+                console.print(f"wrote {', '.join(str(p) for p in paths.values())}", markup=False)
+
+    run_guarded(debug, body)
 
 
 # ----------------------------------------------------------------------------- env

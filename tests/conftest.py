@@ -1,0 +1,33 @@
+"""Shared fixtures: a per-session cache for the tiny checkpoint, and the tiny model loaded once."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+
+@pytest.fixture(scope="session", autouse=True)
+def tiny_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """``OMNIZIP_CACHE``: the caller's when set (reuse a built checkpoint), else a session temp dir."""
+    if os.environ.get("OMNIZIP_CACHE"):
+        yield Path(os.environ["OMNIZIP_CACHE"])
+        return
+    patch = pytest.MonkeyPatch()
+    path = tmp_path_factory.mktemp("omnizip-cache")
+    patch.setenv("OMNIZIP_CACHE", str(path))
+    try:
+        yield path
+    finally:
+        patch.undo()
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_cache: Path) -> Any:
+    """The tiny random Qwen2.5-Omni, built (once per cache) and loaded through the real loader."""
+    from omnizip_cli.loading import ModelSpec, load_model
+
+    return load_model(ModelSpec(model="tiny"))
