@@ -403,7 +403,27 @@ def env() -> None:
 
 
 def main() -> None:
-    app()
+    """Console-script entry point: like ``app()``, but a usage error is one line (exit code 2)."""
+    # Typer vendors Click: its exception classes are reached through the public typer.BadParameter.
+    usage_error = typer.BadParameter.__mro__[1]  # click's UsageError
+    click_exception = typer.BadParameter.__mro__[2]  # click's ClickException
+
+    try:
+        code = app(standalone_mode=False)
+    except usage_error as exc:
+        if type(exc).__name__ == "NoArgsIsHelpError":  # bare `omnizip`: the help, as Click shows it
+            sys.stderr.write(exc.format_message() + "\n")
+            sys.exit(exc.exit_code)
+        hint = f" (see: omnizip {exc.ctx.info_name} --help)" if exc.ctx is not None and exc.ctx.parent else ""
+        sys.stderr.write(f"error: {' '.join(exc.format_message().split())}{hint}\n")
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        sys.stderr.write("error: interrupted\n")
+        sys.exit(EXIT_INTERRUPTED)
+    except click_exception as exc:
+        sys.stderr.write(f"error: {' '.join(exc.format_message().split())}\n")
+        sys.exit(exc.exit_code)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":
