@@ -44,6 +44,7 @@ STAGE_LABELS = {
     "saliency": "saliency",
     "keep_plan": "keep plan",
     "prefill": "prefill",
+    "decode_warmup": "decoder warm-up",
     "decode": "decode",
 }
 #: What the peak-memory figures measure.

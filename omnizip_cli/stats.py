@@ -25,6 +25,7 @@ STAGES = (
     "saliency",
     "keep_plan",
     "prefill",
+    "decode_warmup",  # CUDA-graph capture of the fast decoder: once per process
     "decode",
 )
 

@@ -124,6 +124,9 @@ def test_json_carries_every_figure_of_the_report(payload: dict[str, Any]) -> Non
     stages = timings["stages"]
     assert list(stages) == list(STAGES)
     for name in STAGES:
+        if name == "decode_warmup":  # only the CUDA-graph decoder has a warm-up
+            assert not stages[name]["ran"]
+            continue
         assert stages[name]["ran"], name
         assert stages[name]["memory_kind"] == "cpu_rss"
         assert stages[name]["peak_memory_bytes"] > 0, name
@@ -138,7 +141,7 @@ def test_json_carries_every_figure_of_the_report(payload: dict[str, Any]) -> Non
     assert gen["decoder"] and gen["stop_reason"] in ("eos", "max_new_tokens")
     memory = payload["memory"]
     assert memory["kind"] == "cpu_rss" and memory["label"] == "process RSS"
-    assert memory["peak_bytes"] == max(s["peak_memory_bytes"] for s in stages.values())
+    assert memory["peak_bytes"] == max(s["peak_memory_bytes"] for s in stages.values() if s["ran"])
 
 
 # ----------------------------------------------------------------------------- streaming and the report
