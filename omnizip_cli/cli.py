@@ -79,6 +79,13 @@ SystemOpt = Annotated[str | None, typer.Option(help="System prompt (default: the
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout instead of text and report.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No report and no progress on stderr.")]
 DebugOpt = Annotated[bool, typer.Option("--debug", help="Show tracebacks.", envvar=DEBUG_ENV_VAR)]
+StockEncodersOpt = Annotated[
+    bool,
+    typer.Option("--stock-encoders", help="Keep transformers' per-window encoder attention (no varlen fast path)."),
+]
+EagerDecodeOpt = Annotated[
+    bool, typer.Option("--eager-decode", help="Decode with the plain loop (no static cache / CUDA graph).")
+]
 NoColorOpt = Annotated[bool, typer.Option("--no-color", help="Plain report without colours.")]
 
 
@@ -225,6 +232,8 @@ def ask(
     quiet: QuietOpt = False,
     no_color: NoColorOpt = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show library logs.")] = False,
+    stock_encoders: StockEncodersOpt = False,
+    eager_decode: EagerDecodeOpt = False,
     debug: DebugOpt = False,
 ) -> None:
     """Answer QUESTION about VIDEO; the answer streams to stdout, the report goes to stderr."""
@@ -235,7 +244,9 @@ def ask(
         settings = AskSettings(
             media_path=video,
             question=question,
-            model=_model_spec(model, device, dtype, attn_implementation, offline, revision),
+            model=_model_spec(
+                model, device, dtype, attn_implementation, offline, revision, stock_encoders, eager_decode
+            ),
             media=_media_options(fps, max_frames, min_pixels, max_pixels, total_pixels, no_audio),
             compression=_ask_compression(
                 no_compress, preset.value if preset else None, retention, rho_audio, rho_video, anchor_ratio, merge_g
@@ -268,12 +279,21 @@ def _ask_compression(*args: Any) -> OmniZipConfig | None:
         raise
 
 
-def _model_spec(model: str, device: str, dtype: str, attn: str, offline: bool, revision: str | None) -> Any:
+def _model_spec(
+    model: str,
+    device: str,
+    dtype: str,
+    attn: str,
+    offline: bool,
+    revision: str | None,
+    stock_encoders: bool = False,
+    eager_decode: bool = False,
+) -> Any:
     from .loading import ModelSpec, apply_offline_mode
 
     apply_offline_mode(offline)  # before transformers / huggingface_hub are imported
     return ModelSpec(model=model, device=device, dtype=dtype, attn_implementation=attn, offline=offline,
-                     revision=revision)
+                     revision=revision, fast_encoders=not stock_encoders, fast_decoder=not eager_decode)
 
 
 def _generation_options(max_new_tokens: int, temperature: float, seed: int | None) -> Any:
@@ -333,6 +353,8 @@ def profile(
     quiet: QuietOpt = False,
     no_color: NoColorOpt = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show library logs.")] = False,
+    stock_encoders: StockEncodersOpt = False,
+    eager_decode: EagerDecodeOpt = False,
     debug: DebugOpt = False,
 ) -> None:
     """Measure the full path against compression settings on VIDEO, side by side (greedy answers)."""
@@ -349,7 +371,9 @@ def profile(
         request = ProfileRequest(
             media_path=video,
             question=question or question_arg or DEFAULT_PROFILE_QUESTION,
-            model=_model_spec(model, device, dtype, attn_implementation, offline, revision),
+            model=_model_spec(
+                model, device, dtype, attn_implementation, offline, revision, stock_encoders, eager_decode
+            ),
             media=_media_options(fps, max_frames, min_pixels, max_pixels, total_pixels, no_audio),
             settings=build_settings([p.value for p in preset or []], list(retention or []), include_full),
             generation=_generation_options(max_new_tokens, 0.0, None),

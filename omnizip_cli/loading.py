@@ -38,6 +38,7 @@ class ModelSpec:
     offline: bool = False
     revision: str | None = None
     fast_encoders: bool = True  # one varlen attention call per encoder layer where it pays (CUDA, no flash-attn)
+    fast_decoder: bool = True  # static KV cache + CUDA-graph decode step where it pays (CUDA)
 
     def __post_init__(self) -> None:
         if self.device not in DEVICE_CHOICES and not _is_cuda_index(self.device):
@@ -66,6 +67,7 @@ class LoadedModel:
     warnings: tuple[str, ...] = ()
     fast_encoder_attention: bool = False  # encoders on the single-call varlen path
     encoder_attention_note: str = ""  # why (not)
+    fast_decoder: bool = True  # may the runner use the CUDA-graph decoder (where supported)
 
 
     def describe(self) -> dict[str, Any]:
@@ -228,6 +230,7 @@ def load_model(spec: ModelSpec) -> LoadedModel:
         warnings=tuple(warnings),
         fast_encoder_attention=fast,
         encoder_attention_note=note,
+        fast_decoder=spec.fast_decoder,
     )
 
 

@@ -67,7 +67,7 @@ def answer(
     on_token: Callable[[int], None] | None = None,
     on_before_prefill: Callable[[int, int], None] | None = None,
     head_on_all_positions: bool = False,
-    fast_decoder: bool = True,
+    fast_decoder: bool | None = None,
 ) -> RunResult:
     """Encode, compress (when ``compression`` is given), prefill and decode one prompt.
 
@@ -98,7 +98,7 @@ def answer(
     if loaded.device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats(loaded.device)
     decoder, decoder_reason = choose_decoder(loaded.device, loaded.attn_implementation)
-    if not fast_decoder:
+    if not (loaded.fast_decoder if fast_decoder is None else fast_decoder):
         decoder, decoder_reason = "eager", "fast decoder off (--eager-decode)"
     run = generate_fast if decoder == "fast" else generate
     started = time.perf_counter()
