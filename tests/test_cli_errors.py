@@ -81,7 +81,6 @@ def test_non_media_file(tmp_path: Path) -> None:
     one_line_error(ask(path, "q", *FAST), 1, "data.json", "not a media file")
 
 
-@pytest.mark.xfail(reason="media layer: FFmpeg's 'tty' demuxer decodes any .txt file as ANSI-art video", strict=False)
 def test_text_file(tmp_path: Path) -> None:
     path = tmp_path / "notes.txt"
     path.write_text("these are my notes, not a video\n" * 20)

@@ -1,0 +1,54 @@
+"""Media input for omnizip: decode a video or audio file into what Qwen2.5-Omni consumes.
+
+Public API::
+
+    from omnizip_cli.media import MediaOptions, load_media, probe, smart_resize
+
+    media = load_media("clip.mp4", MediaOptions(fps=2.0))
+    media.frames        # [T, H, W, 3] uint8 RGB (T even, H and W multiples of 28) or None
+    media.frame_times   # [T] seconds
+    media.audio         # [N] float32, 16 kHz mono, or None
+    media.summary       # MediaSummary (to_dict() for --json)
+
+Everything is decoded with PyAV (no ffmpeg binary, no librosa on the common path). Bad input raises
+:class:`omnizip_cli.errors.MediaError` with a one-line message; bad option values raise
+:class:`omnizip_cli.errors.UsageError`.
+"""
+
+from omnizip_cli.media.container import probe
+from omnizip_cli.media.datatypes import (
+    AUDIO_SAMPLE_RATE,
+    FPS,
+    FPS_MAX_FRAMES,
+    FPS_MIN_FRAMES,
+    FRAME_FACTOR,
+    IMAGE_FACTOR,
+    VIDEO_MAX_PIXELS,
+    VIDEO_MIN_PIXELS,
+    DecodedMedia,
+    MediaOptions,
+    MediaProbe,
+    MediaSummary,
+    StreamInfo,
+)
+from omnizip_cli.media.loader import load_media
+from omnizip_cli.media.sizing import smart_resize
+
+__all__ = [
+    "AUDIO_SAMPLE_RATE",
+    "FPS",
+    "FPS_MAX_FRAMES",
+    "FPS_MIN_FRAMES",
+    "FRAME_FACTOR",
+    "IMAGE_FACTOR",
+    "VIDEO_MAX_PIXELS",
+    "VIDEO_MIN_PIXELS",
+    "DecodedMedia",
+    "MediaOptions",
+    "MediaProbe",
+    "MediaSummary",
+    "StreamInfo",
+    "load_media",
+    "probe",
+    "smart_resize",
+]

@@ -1,0 +1,261 @@
+"""Opening files with PyAV, choosing streams and turning failures into one-line :class:`MediaError`."""
+
+from __future__ import annotations
+
+import logging
+import os
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import av.error
+
+from omnizip_cli.errors import MediaError
+from omnizip_cli.media.datatypes import MediaProbe, StreamInfo
+
+logger = logging.getLogger(__name__)
+
+#: Largest picture side accepted; anything larger (or 0) is treated as a broken header.
+MAX_SIDE = 16384
+#: FFmpeg demuxers that mean "a still image".
+_IMAGE_FORMATS = frozenset({"image2", "image2pipe", "gif_pipe", "apng"})
+_IMAGE_EXTENSIONS = frozenset(
+    {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".heic", ".heif", ".avif", ".jxl", ".ppm", ".pgm"}
+)
+#: Audio files that libsndfile (librosa's reader) may read when FFmpeg cannot.
+SOUNDFILE_EXTENSIONS = frozenset({".wav", ".flac", ".mp3", ".ogg", ".oga", ".aiff", ".aif", ".caf", ".w64"})
+
+#: Extensions whose demuxer has another name.
+_EXT_FORMATS = {"mkv": "matroska", "mka": "matroska", "m4v": "mp4", "oga": "ogg", "opus": "ogg", "aif": "aiff"}
+#: FFmpeg demuxers that accept arbitrary text or bytes as "video" (``tty`` renders any .txt as ANSI art).
+_TEXT_FORMATS = frozenset({"tty", "bin", "idf", "adf", "xbin"})
+_IMAGES_HINT = "extract frames into a video first, e.g. ffmpeg -loop 1 -i IMAGE -t 2 OUT.mp4"
+
+
+def one_line(text: str) -> str:
+    """Collapse whitespace (FFmpeg messages sometimes carry newlines) to a single line."""
+    return " ".join(str(text).split())
+
+
+def ffmpeg_reason(exc: BaseException) -> str:
+    """A short reason from a PyAV exception, without the file name FFmpeg appends."""
+    reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+    return one_line(reason)
+
+
+class UnreadableFile(MediaError):
+    """FFmpeg could not open the file, or has no decoder for the stream we need."""
+
+
+def check_path(path: str | os.PathLike) -> Path:
+    """Return ``path`` as a :class:`Path` if it is a readable, non-empty regular file.
+
+    Raises
+    ------
+    MediaError
+        Missing, a directory, not a regular file, unreadable, or empty.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise MediaError(f"no such file: {p}")
+    if p.is_dir():
+        raise MediaError(f"{p} is a directory, not a media file")
+    if not p.is_file():
+        raise MediaError(f"{p} is not a regular file")
+    try:
+        with open(p, "rb") as handle:
+            head = handle.read(1)
+    except PermissionError:
+        raise MediaError(f"cannot read {p}: permission denied") from None
+    except OSError as exc:
+        raise MediaError(f"cannot read {p}: {one_line(exc.strerror or exc)}") from None
+    if not head:
+        raise MediaError(f"{p} is empty (0 bytes)")
+    return p
+
+
+def is_image_path(path: Path) -> bool:
+    """True for the usual still-image file extensions."""
+    return path.suffix.lower() in _IMAGE_EXTENSIONS
+
+
+def images_error(path: Path) -> MediaError:
+    """The error for a still image."""
+    return MediaError(f"{path} is an image; images are not supported, only video and audio files", hint=_IMAGES_HINT)
+
+
+def open_container(path: Path) -> av.container.InputContainer:
+    """Open ``path`` for reading, mapping FFmpeg failures to :class:`MediaError`."""
+    try:
+        container = av.open(str(path), mode="r")
+    except av.error.FFmpegError as exc:
+        if is_image_path(path):
+            raise images_error(path) from None
+        raise UnreadableFile(
+            f"cannot read {path}: not a media file FFmpeg understands, or the file is corrupt or truncated"
+            f" ({ffmpeg_reason(exc)})"
+        ) from None
+    except (OSError, ValueError, UnicodeError) as exc:
+        raise MediaError(f"cannot open {path}: {one_line(exc)}") from None
+    try:
+        if format_name(container) in _IMAGE_FORMATS or container.format.name.endswith("_pipe"):
+            raise images_error(path)
+        if format_name(container) in _TEXT_FORMATS:
+            raise UnreadableFile(f"cannot read {path}: it is a text file, not a video or audio file")
+    except BaseException:
+        container.close()
+        raise
+    return container
+
+
+def format_name(container: av.container.Container) -> str:
+    """A short container name: the one matching the file extension when FFmpeg lists several."""
+    names = container.format.name.split(",")
+    ext = Path(container.name).suffix.lower().lstrip(".")
+    return ext if ext in names or _EXT_FORMATS.get(ext) in names else names[0]
+
+
+def is_cover_art(stream: av.stream.Stream) -> bool:
+    """Attached pictures (album covers) and timed thumbnails are not video."""
+    flags = av.stream.Disposition.attached_pic | av.stream.Disposition.timed_thumbnails
+    return bool(stream.disposition & flags)
+
+
+def is_default(stream: av.stream.Stream) -> bool:
+    """True when the container flags the stream as the default of its type."""
+    return bool(stream.disposition & av.stream.Disposition.default)
+
+
+def pick_stream(container: av.container.InputContainer, kind: str) -> av.stream.Stream | None:
+    """The stream of ``kind`` (``"video"``/``"audio"``) to use: the default-flagged one, else the first.
+
+    Cover art is skipped. Streams whose codec this FFmpeg cannot decode are still returned (and then
+    rejected with a clear message by :func:`require_decoder`) when nothing better exists.
+    """
+    candidates = [s for s in container.streams if s.type == kind and not is_cover_art(s)]
+    if not candidates:
+        return None
+    decodable = [s for s in candidates if s.codec_context is not None] or candidates
+    defaults = [s for s in decodable if is_default(s)]
+    return (defaults or decodable)[0]
+
+
+def codec_name(stream: av.stream.Stream | None) -> str | None:
+    """Canonical codec name ("h264", "aac", "mp3"...), or None."""
+    if stream is None:
+        return None
+    ctx = stream.codec_context
+    if ctx is None:
+        return None
+    try:
+        return ctx.codec.canonical_name
+    except Exception:  # noqa: BLE001 - fall back to the context's name
+        return ctx.name
+
+
+def require_decoder(stream: av.stream.Stream, path: Path) -> None:
+    """Raise :class:`MediaError` when FFmpeg has no decoder for ``stream``."""
+    if stream.codec_context is not None:
+        return
+    if stream.type == "audio":
+        raise UnreadableFile(
+            f"the audio track of {path} uses a codec this FFmpeg build cannot decode",
+            hint=(
+                "pass --no-audio to use the video alone,"
+                " or re-encode the audio (ffmpeg -i IN -c:v copy -c:a aac OUT.mp4)"
+            ),
+        )
+    raise UnreadableFile(
+        f"the video track of {path} uses a codec this FFmpeg build cannot decode",
+        hint="re-encode it, e.g. ffmpeg -i IN -c:v libx264 -c:a aac OUT.mp4",
+    )
+
+
+def check_dimensions(width: int | None, height: int | None, path: Path) -> None:
+    """Reject zero or absurd picture sizes (over 16384 px on a side, or more elongated than 200:1)."""
+    w, h = int(width or 0), int(height or 0)
+    if w <= 0 or h <= 0:
+        raise MediaError(f"the video track of {path} has no valid picture size ({w}x{h}); the file is probably corrupt")
+    if w > MAX_SIDE or h > MAX_SIDE:
+        raise MediaError(f"the video track of {path} has absurd dimensions {w}x{h} (the limit is {MAX_SIDE} px a side)")
+    if max(w, h) / min(w, h) > 200:
+        raise MediaError(f"the video track of {path} has an extreme aspect ratio {w}x{h} (the limit is 200:1)")
+
+
+def stream_duration(stream: av.stream.Stream) -> float | None:
+    """Header duration of a stream in seconds, if known."""
+    if stream.duration is None or stream.time_base is None:
+        return None
+    return float(stream.duration * stream.time_base)
+
+
+def container_duration(container: av.container.InputContainer) -> float | None:
+    """Header duration of the file in seconds, if known."""
+    if container.duration is None:
+        return None
+    return container.duration / av.time_base
+
+
+def container_start(container: av.container.InputContainer) -> float:
+    """Start time of the file in seconds (0 when unknown); frame times are measured from it."""
+    if container.start_time is None:
+        return 0.0
+    return container.start_time / av.time_base
+
+
+def _rate(stream: av.stream.Stream) -> Fraction | None:
+    for attr in ("average_rate", "guessed_rate", "base_rate"):
+        value = getattr(stream, attr, None)
+        if value:
+            return Fraction(value)
+    return None
+
+
+def stream_rate(stream: av.stream.Stream) -> float | None:
+    """Nominal frame rate of a video stream, if the header gives one."""
+    rate = _rate(stream)
+    return float(rate) if rate else None
+
+
+def describe_stream(stream: av.stream.Stream) -> StreamInfo:
+    """A :class:`StreamInfo` for ``stream`` from header data only."""
+    ctx = stream.codec_context
+    info: dict = {
+        "index": stream.index,
+        "type": stream.type,
+        "codec": codec_name(stream),
+        "decodable": ctx is not None,
+        "default": is_default(stream),
+        "attached_pic": is_cover_art(stream),
+        "duration_s": stream_duration(stream),
+        "language": stream.metadata.get("language") if stream.metadata else None,
+    }
+    if stream.type == "video" and ctx is not None:
+        info.update(width=ctx.width or None, height=ctx.height or None, fps=stream_rate(stream))
+    if stream.type == "audio" and ctx is not None:
+        info.update(sample_rate=ctx.sample_rate or None, channels=ctx.layout.nb_channels or None)
+    return StreamInfo(**info)
+
+
+def probe(path: str | os.PathLike) -> MediaProbe:
+    """Cheap stream information (no decoding): container, duration and the streams, with the video
+    and audio streams that :func:`load_media` would pick.
+
+    Raises
+    ------
+    MediaError
+        The path is missing, unreadable, an image, or not a media file.
+    """
+    p = check_path(path)
+    with open_container(p) as container:
+        streams = tuple(describe_stream(s) for s in container.streams)
+        video = pick_stream(container, "video")
+        audio = pick_stream(container, "audio")
+        return MediaProbe(
+            path=str(p),
+            container=format_name(container),
+            duration_s=container_duration(container),
+            streams=streams,
+            video=next((s for s in streams if video is not None and s.index == video.index), None),
+            audio=next((s for s in streams if audio is not None and s.index == audio.index), None),
+        )

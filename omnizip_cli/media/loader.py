@@ -1,0 +1,347 @@
+"""``load_media``: one call from a path to model-ready frames, audio and a summary.
+
+Passes over the file (each opens its own PyAV container):
+
+1. header: pick the streams and reject what cannot work (:func:`_select`);
+2. video scan: packet timestamps without decoding (:func:`~omnizip_cli.media.video.scan_video`);
+3. decoding: the video on the calling thread, the audio at the same time on a worker thread
+   (PyAV releases the GIL while decoding, so the two use separate cores).
+
+Usability rule for damaged files: packets that fail to decode are skipped, and a read error ends a
+stream early; either way what decoded is kept, with a warning in ``summary.warnings``, as long as
+at least one video frame decoded (for a file with a video track) or at least 0.1 s of audio decoded
+(for an audio-only file). Otherwise :class:`MediaError`. Audio shorter than 0.1 s beside a usable
+video is dropped with a warning. A file that decodes to clearly less than its header announces
+(a truncated download) gets a warning too.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+import av
+import av.error
+import numpy as np
+
+from omnizip_cli.errors import MediaError
+from omnizip_cli.media import container as ct
+from omnizip_cli.media.audio import MIN_AUDIO_SECONDS, AudioResult, AudioSink, load_audio_with_librosa
+from omnizip_cli.media.datatypes import AUDIO_SAMPLE_RATE, DecodedMedia, MediaOptions, MediaSummary
+from omnizip_cli.media.video import VideoPlan, VideoResult, VideoSink, decoded_span, plan_video, scan_video
+
+logger = logging.getLogger(__name__)
+
+Sink = TypeVar("Sink", VideoSink, AudioSink)
+
+#: Decoding less than this share of the header's duration (and over 0.5 s less) means "truncated".
+_TRUNCATION_SHARE = 0.9
+
+
+@dataclass(frozen=True)
+class _Selection:
+    """The streams chosen from the header."""
+
+    container: str
+    video_index: int | None
+    audio_index: int | None  # None also when use_audio is False
+    video_codec: str | None
+    audio_codec: str | None
+    audio_rate_in: int | None
+    audio_channels_in: int | None
+    header_duration: float | None
+
+
+@dataclass(frozen=True)
+class _Decoded:
+    video: VideoResult | None
+    audio: AudioResult | None
+    read_error: str | None
+
+
+# -- header ---------------------------------------------------------------------------------------
+def _select(path: Path, options: MediaOptions) -> _Selection:
+    """Open the header, pick the streams and reject what cannot work."""
+    with ct.open_container(path) as container:
+        video = ct.pick_stream(container, "video")
+        audio_any = ct.pick_stream(container, "audio")
+        audio = audio_any if options.use_audio else None
+        if video is None and audio_any is None:
+            kinds = ", ".join(s.type for s in container.streams) or "no streams"
+            raise MediaError(
+                f"{path} has no video or audio stream (FFmpeg reads it as {ct.format_name(container)} with {kinds})"
+            )
+        if video is None and audio is None:
+            raise MediaError(f"{path} has no video track and --no-audio ignores its audio", hint="drop --no-audio")
+        if video is not None:
+            ct.require_decoder(video, path)
+            ct.check_dimensions(video.codec_context.width, video.codec_context.height, path)
+        if audio is not None:
+            ct.require_decoder(audio, path)
+        actx = audio_any.codec_context if audio_any is not None else None
+        return _Selection(
+            container=ct.format_name(container),
+            video_index=video.index if video is not None else None,
+            audio_index=audio.index if audio is not None else None,
+            video_codec=ct.codec_name(video),
+            audio_codec=ct.codec_name(audio_any),
+            audio_rate_in=(actx.sample_rate or None) if actx is not None else None,
+            audio_channels_in=(actx.layout.nb_channels or None) if actx is not None else None,
+            header_duration=ct.container_duration(container),
+        )
+
+
+# -- decoding -------------------------------------------------------------------------------------
+def _run_pass(path: Path, stream_index: int, make_sink: Callable[[av.stream.Stream], Sink]) -> tuple[Sink, str | None]:
+    """Demux one stream into a sink; a read error ends the pass early. Returns (flushed sink, error)."""
+    with ct.open_container(path) as container:
+        stream = container.streams[stream_index]
+        sink = make_sink(stream)
+        read_error = None
+        try:
+            packets = container.demux(stream)
+            while True:
+                try:
+                    packet = next(packets)
+                except StopIteration:
+                    break
+                except av.error.FFmpegError as exc:
+                    read_error = ct.ffmpeg_reason(exc)
+                    break
+                if packet.stream.index == stream_index:
+                    sink.feed(packet)
+            sink.flush()
+        except BaseException:
+            if isinstance(sink, VideoSink):
+                sink.close()
+            raise
+        return sink, read_error
+
+
+def _decode_video(path: Path, plan: VideoPlan, options: MediaOptions) -> tuple[VideoResult, str | None]:
+    sink, read_error = _run_pass(path, plan.stream_index, lambda s: VideoSink(s, plan, options, path))
+    return sink.result(), read_error
+
+
+def _decode_audio(path: Path, index: int, max_samples: int | None) -> tuple[AudioResult, str | None]:
+    sink, read_error = _run_pass(path, index, lambda s: AudioSink(s, max_samples))
+    return sink.result(), read_error
+
+
+def _decode(path: Path, plan: VideoPlan | None, audio_index: int | None, options: MediaOptions) -> _Decoded:
+    """Decode the chosen streams; with both, the audio runs on a worker thread beside the video."""
+    max_samples = None
+    if options.max_audio_seconds is not None:
+        max_samples = int(round(options.max_audio_seconds * AUDIO_SAMPLE_RATE))
+    if plan is None:
+        audio, error = _decode_audio(path, audio_index, max_samples)
+        return _Decoded(video=None, audio=audio, read_error=error)
+    audio = audio_error = None
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="omnizip-audio") as pool:
+        audio_job = pool.submit(_decode_audio, path, audio_index, max_samples) if audio_index is not None else None
+        video, video_error = _decode_video(path, plan, options)
+        if audio_job is not None:
+            audio, audio_error = audio_job.result()
+    return _Decoded(video=video, audio=audio, read_error=video_error or audio_error)
+
+
+# -- checks and warnings --------------------------------------------------------------------------
+def _check_video(result: VideoResult, path: Path, read_error: str | None) -> None:
+    if result.frames is None or result.n_decoded == 0:
+        reason = result.first_error or read_error
+        suffix = f" ({reason})" if reason else ""
+        raise MediaError(f"no video frame could be decoded from {path}; the file is corrupt or truncated{suffix}")
+
+
+def _skipped_packets(kind: str, count: int, first_error: str | None) -> str:
+    return f"{kind}: {count} packet(s) could not be decoded and were skipped ({first_error})"
+
+
+def _video_warnings(result: VideoResult, plan: VideoPlan, options: MediaOptions) -> list[str]:
+    warnings = []
+    if result.errors:
+        warnings.append(_skipped_packets("video", result.errors, result.first_error))
+    if plan.available < 2:
+        warnings.append("the video has a single frame; it is used twice (frames come in pairs)")
+    elif result.distinct < plan.n_frames:
+        warnings.append(
+            f"only {result.distinct} distinct frames could be decoded for {plan.n_frames} sampling points;"
+            " some frames are repeated"
+        )
+    if plan.duration_s * options.fps > options.max_frames + 1:
+        warnings.append(
+            f"--max-frames {options.max_frames} caps the sampling at {plan.fps_used:.2f} fps"
+            f" instead of {options.fps:g} over {plan.duration_s:.1f} s of video"
+        )
+    return warnings
+
+
+def _usable_audio(result: AudioResult, has_video: bool, path: Path, read_error: str | None) -> np.ndarray | None:
+    """The audio to return, or None (with video) when too short; raises without video."""
+    if result.total_seconds >= MIN_AUDIO_SECONDS:
+        return result.audio
+    if not has_video:
+        reason = result.first_error or read_error
+        suffix = f" ({reason})" if reason else ""
+        raise MediaError(
+            f"no usable audio in {path}: {result.total_seconds:.3f} s decoded,"
+            f" at least {MIN_AUDIO_SECONDS} s needed{suffix}"
+        )
+    return None
+
+
+def _audio_warnings(result: AudioResult, kept: bool, options: MediaOptions) -> list[str]:
+    warnings = []
+    if result.errors:
+        warnings.append(_skipped_packets("audio", result.errors, result.first_error))
+    if not kept:
+        warnings.append(f"the audio track gave only {result.total_seconds:.3f} s of audio; it is ignored")
+    elif result.truncated:
+        warnings.append(
+            f"audio cut to {result.seconds:.1f} s by --max-audio-seconds {options.max_audio_seconds:g};"
+            f" the track is {result.total_seconds:.1f} s"
+        )
+    return warnings
+
+
+def _completeness_warning(decoded_s: float, header_s: float | None, read_error: str | None) -> str | None:
+    header = f" of the {header_s:.1f} s the header announces" if header_s else ""
+    if read_error:
+        return f"the file is damaged or ends early ({read_error}); using the {decoded_s:.1f} s decoded{header}"
+    if header_s and decoded_s < _TRUNCATION_SHARE * header_s and header_s - decoded_s > 0.5:
+        return f"the file looks truncated: only {decoded_s:.1f} s decoded{header}"
+    return None
+
+
+# -- fallback for audio files PyAV cannot read ----------------------------------------------------
+def _cut(audio: np.ndarray, options: MediaOptions) -> tuple[np.ndarray, bool]:
+    if options.max_audio_seconds is None:
+        return audio, False
+    limit = int(round(options.max_audio_seconds * AUDIO_SAMPLE_RATE))
+    return audio[:limit], len(audio) > limit
+
+
+def _librosa_fallback(path: Path, error: MediaError, options: MediaOptions, start: float) -> DecodedMedia:
+    """Read an audio file with librosa when PyAV cannot; re-raises ``error`` if librosa cannot either."""
+    try:
+        audio, rate, channels = load_audio_with_librosa(path)
+    except MediaError:
+        raise error from None
+    if len(audio) < MIN_AUDIO_SECONDS * AUDIO_SAMPLE_RATE:
+        raise error
+    kept, truncated = _cut(audio, options)
+    warnings = ["decoded with librosa because PyAV could not read the file"]
+    if truncated:
+        warnings.append(f"audio cut to {len(kept) / AUDIO_SAMPLE_RATE:.1f} s by --max-audio-seconds")
+    summary = MediaSummary(
+        path=str(path),
+        container=path.suffix.lower().lstrip("."),
+        kind="audio",
+        duration_s=len(audio) / AUDIO_SAMPLE_RATE,
+        video_codec=None,
+        audio_codec=None,
+        frames_sampled=0,
+        frame_height=0,
+        frame_width=0,
+        fps_used=0.0,
+        rotation=0,
+        source_width=None,
+        source_height=None,
+        audio_seconds=len(kept) / AUDIO_SAMPLE_RATE,
+        audio_truncated=truncated,
+        audio_sample_rate_in=rate,
+        audio_channels_in=channels,
+        decode_seconds=time.perf_counter() - start,
+        warnings=tuple(warnings),
+    )
+    return DecodedMedia(frames=None, frame_times=None, audio=kept, summary=summary)
+
+
+def _may_use_librosa(path: Path, error: MediaError, options: MediaOptions) -> bool:
+    return isinstance(error, ct.UnreadableFile) and options.use_audio and path.suffix.lower() in ct.SOUNDFILE_EXTENSIONS
+
+
+# -- public entry point ---------------------------------------------------------------------------
+def load_media(path: str | os.PathLike, options: MediaOptions = MediaOptions()) -> DecodedMedia:  # noqa: B008 (frozen)
+    """Decode ``path`` into sampled RGB frames and 16 kHz mono audio for Qwen2.5-Omni.
+
+    Video frames are sampled at ``options.fps`` by presentation time (qwen-omni-utils' frame count
+    and even spacing, nearest decoded frame per target time), scaled with :func:`smart_resize` and
+    turned upright according to the rotation metadata. The audio track (or the audio file) is
+    resampled to 16 kHz and averaged to mono, as float32. See the module docstring for damaged files.
+
+    Raises
+    ------
+    MediaError
+        Missing, unreadable, not media, an image, no usable stream, undecodable codec, absurd
+        dimensions, or nothing decodable (one-line message, exit code 1).
+    """
+    start = time.perf_counter()
+    p = ct.check_path(path)
+    try:
+        sel = _select(p, options)
+    except MediaError as exc:
+        if _may_use_librosa(p, exc, options):
+            return _librosa_fallback(p, exc, options, start)
+        raise
+    plan = None
+    if sel.video_index is not None:
+        plan = plan_video(scan_video(p, sel.video_index), sel.video_index, options, p)
+    decoded = _decode(p, plan, sel.audio_index, options)
+    return _assemble(p, sel, plan, decoded, options, start)
+
+
+def _assemble(
+    path: Path, sel: _Selection, plan: VideoPlan | None, decoded: _Decoded, options: MediaOptions, start: float
+) -> DecodedMedia:
+    """Check what decoded, collect the warnings and build the :class:`DecodedMedia`."""
+    video, audio = decoded.video, decoded.audio
+    warnings: list[str] = []
+    video_span = 0.0
+    if video is not None:
+        _check_video(video, path, decoded.read_error)
+        warnings += _video_warnings(video, plan, options)
+        video_span = decoded_span(video, plan)
+    audio_out = None
+    if audio is not None:
+        audio_out = _usable_audio(audio, video is not None, path, decoded.read_error)
+        warnings += _audio_warnings(audio, audio_out is not None, options)
+    decoded_s = max(video_span, audio.total_seconds if audio is not None else 0.0)
+    if (note := _completeness_warning(decoded_s, sel.header_duration, decoded.read_error)) is not None:
+        warnings.insert(0, note)
+    frames = video.frames if video is not None else None
+    kind = "audio" if frames is None else ("video+audio" if audio_out is not None else "video")
+    summary = MediaSummary(
+        path=str(path),
+        container=sel.container,
+        kind=kind,
+        duration_s=round(decoded_s, 6),
+        video_codec=sel.video_codec,
+        audio_codec=sel.audio_codec,
+        frames_sampled=0 if frames is None else int(frames.shape[0]),
+        frame_height=0 if frames is None else int(frames.shape[1]),
+        frame_width=0 if frames is None else int(frames.shape[2]),
+        fps_used=round(plan.fps_used, 6) if plan is not None else 0.0,
+        rotation=video.rotation if video is not None else 0,
+        source_width=video.source_width if video is not None else None,
+        source_height=video.source_height if video is not None else None,
+        audio_seconds=0.0 if audio_out is None else len(audio_out) / AUDIO_SAMPLE_RATE,
+        audio_truncated=bool(audio_out is not None and audio.truncated),
+        audio_sample_rate_in=sel.audio_rate_in,
+        audio_channels_in=sel.audio_channels_in,
+        decode_seconds=time.perf_counter() - start,
+        warnings=tuple(ct.one_line(w) for w in warnings),
+    )
+    logger.debug("decoded %s in %.3f s (%s)", path, summary.decode_seconds, kind)
+    return DecodedMedia(
+        frames=frames,
+        frame_times=video.times if video is not None else None,
+        audio=audio_out,
+        summary=summary,
+    )
