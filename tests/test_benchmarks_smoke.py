@@ -174,12 +174,15 @@ def test_full_size_configs_have_the_stated_dimensions() -> None:
     assert abs(counts["3b"] / 1e9 - 4.70) < 0.01, counts
 
 
-@pytest.mark.parametrize("script", ["keep_plan.py", "media_decode.py"])
-def test_other_benchmarks_quick(script: str) -> None:
+@pytest.mark.parametrize(
+    ("script", "smoke_flag"),
+    [("keep_plan.py", "--quick"), ("media_decode.py", "--quick"), ("saliency_memory.py", "--quick"),
+     ("decode_speed.py", "--tiny")],
+)
+def test_other_benchmarks_quick(script: str, smoke_flag: str) -> None:
     path = BENCHMARKS / script
-    if not path.exists():
-        pytest.skip(f"benchmarks/{script} does not exist (yet)")
-    proc = run_script(f"benchmarks/{script}", "--quick")
+    assert path.exists(), f"benchmarks/{script} is missing"
+    proc = run_script(f"benchmarks/{script}", smoke_flag)
     assert proc.returncode == 0, proc.stderr[-4000:]
     records = json_lines(proc.stdout)
     expected = script.removesuffix(".py")
