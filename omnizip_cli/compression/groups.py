@@ -1,0 +1,295 @@
+"""Sequence layout, time groups and the dynamic per-group video drop ratio (method §3, steps 3-5).
+
+The layout (where audio and video tokens are, their runs, the frames) is derived **once on the
+CPU** from ``input_ids``: the ids are small (tens of thousands of ints), so this costs one small
+copy when they live on a GPU (pass them on the CPU to avoid even that). Index tensors then go to
+the device through pinned memory without blocking. Everything that depends on embeddings or
+scores (audio kept per group, the ratios, the keep counts) stays on the device: no host sync.
+
+Time groups: runs of consecutive audio positions and of consecutive video positions. Video run
+``i`` and audio run ``i`` form guided group ``i`` for ``i < min(#video runs, #audio runs)``; the
+remaining video runs are unguided and drop ``rho_video``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from omnizip_cli.compression.config import OmniZipConfig
+
+__all__ = [
+    "SequenceLayout",
+    "derive_layout",
+    "frame_tokens_per_grid",
+    "guided_budget",
+    "keep_counts",
+    "normalise_to_budget",
+    "ratio_dtype",
+    "runs_of_consecutive",
+    "segment_sums",
+    "video_drop_ratios",
+]
+
+BUDGET_TOLERANCE = 1e-3  # the reference's |difference| threshold, in tokens
+
+
+@dataclass(frozen=True)
+class SequenceLayout:
+    """Where the audio and video tokens are (CPU tensors, long).
+
+    Attributes
+    ----------
+    length: L, tokens in the sequence.
+    audio_positions: ``[N_a]`` sequence positions of audio tokens, ascending.
+    video_positions: ``[N_v]`` sequence positions of video tokens, ascending.
+    audio_runs, video_runs: ``[R, 2]`` (start, end) of each maximal run of consecutive positions,
+        as indices into ``audio_positions`` / ``video_positions`` (end exclusive).
+    tokens_per_frame: ``(H // s) * (W // s)``; 0 without video.
+    even_frames, odd_frames: ``[F, tokens_per_frame]`` sequence positions of the full frames whose
+        index local to their run is even / odd; ``odd_previous``: the frame before each odd frame.
+    even_frame_run, odd_frame_run: ``[F]`` video run of each frame.
+    partial_frame_positions: ``[K]`` sequence positions of the tokens after the last full frame of
+        a run that has at least one full frame (empty for the processor's layouts).
+    """
+
+    length: int
+    audio_positions: Tensor
+    video_positions: Tensor
+    audio_runs: Tensor
+    video_runs: Tensor
+    tokens_per_frame: int
+    even_frames: Tensor
+    even_frame_run: Tensor
+    odd_frames: Tensor
+    odd_previous: Tensor
+    odd_frame_run: Tensor
+    partial_frame_positions: Tensor
+
+    @property
+    def num_audio(self) -> int:
+        return int(self.audio_positions.numel())
+
+    @property
+    def num_video(self) -> int:
+        return int(self.video_positions.numel())
+
+    @property
+    def num_guided(self) -> int:
+        """Guided groups: min(#video runs, #audio runs) (0 without audio or without video)."""
+        return min(len(self.audio_runs), len(self.video_runs))
+
+    @property
+    def video_run_sizes(self) -> Tensor:
+        return self.video_runs[:, 1] - self.video_runs[:, 0]
+
+    @property
+    def audio_run_sizes(self) -> Tensor:
+        return self.audio_runs[:, 1] - self.audio_runs[:, 0]
+
+
+def frame_tokens_per_grid(video_grid_thw: tuple[int, int, int] | None, spatial_merge_size: int) -> int:
+    """LLM tokens per temporal grid step: ``(H // s) * (W // s)``; 0 without a grid."""
+    if video_grid_thw is None:
+        return 0
+    _, height, width = (int(v) for v in video_grid_thw)
+    return (height // spatial_merge_size) * (width // spatial_merge_size)
+
+
+def runs_of_consecutive(positions: Tensor) -> Tensor:
+    """Maximal runs of consecutive values. ``[N]`` ascending long -> ``[R, 2]`` (start, end) indices."""
+    if positions.numel() == 0:
+        return torch.zeros((0, 2), dtype=torch.long)
+    breaks = torch.nonzero(positions[1:] - positions[:-1] != 1).flatten() + 1
+    starts = torch.cat([torch.zeros(1, dtype=torch.long), breaks])
+    ends = torch.cat([breaks, torch.tensor([positions.numel()])])
+    return torch.stack([starts, ends], dim=1)
+
+
+def derive_layout(
+    input_ids: Tensor,
+    *,
+    audio_token_id: int,
+    video_token_id: int,
+    video_grid_thw: tuple[int, int, int] | None,
+    spatial_merge_size: int,
+) -> SequenceLayout:
+    """Positions, runs and frames from ``input_ids [L]`` (copied to the CPU once)."""
+    ids = input_ids.detach().to("cpu").reshape(-1)
+    audio_positions = torch.nonzero(ids == audio_token_id).flatten()
+    video_positions = torch.nonzero(ids == video_token_id).flatten()
+    audio_runs = runs_of_consecutive(audio_positions)
+    video_runs = runs_of_consecutive(video_positions)
+    tokens_per_frame = frame_tokens_per_grid(video_grid_thw, spatial_merge_size)
+    frames = _frames(video_positions, video_runs, tokens_per_frame)
+    return SequenceLayout(
+        length=int(ids.numel()),
+        audio_positions=audio_positions,
+        video_positions=video_positions,
+        audio_runs=audio_runs,
+        video_runs=video_runs,
+        tokens_per_frame=tokens_per_frame,
+        **frames,
+    )
+
+
+def _frames(video_positions: Tensor, video_runs: Tensor, tokens_per_frame: int) -> dict[str, Tensor]:
+    """Full frames of every video run, split by the parity of their index within the run."""
+    empty = torch.zeros((0, max(tokens_per_frame, 1)), dtype=torch.long)
+    if tokens_per_frame == 0 or len(video_runs) == 0:
+        none = torch.zeros(0, dtype=torch.long)
+        return dict(
+            even_frames=empty,
+            even_frame_run=none,
+            odd_frames=empty,
+            odd_previous=empty,
+            odd_frame_run=none,
+            partial_frame_positions=none,
+        )
+    sizes = video_runs[:, 1] - video_runs[:, 0]
+    frames_per_run = sizes // tokens_per_frame
+    run_of_frame = torch.repeat_interleave(torch.arange(len(video_runs)), frames_per_run)
+    first_frame_of_run = torch.cumsum(frames_per_run, 0) - frames_per_run
+    local_index = torch.arange(run_of_frame.numel()) - first_frame_of_run[run_of_frame]
+    frame_start = video_runs[run_of_frame, 0] + local_index * tokens_per_frame
+    tokens = video_positions[frame_start.unsqueeze(1) + torch.arange(tokens_per_frame)]  # [F, tpf]
+    is_odd = local_index % 2 == 1
+    odd_ids = torch.nonzero(is_odd).flatten()
+    in_run = torch.arange(video_positions.numel()) - torch.repeat_interleave(video_runs[:, 0], sizes)
+    run_frames = torch.repeat_interleave(frames_per_run, sizes)
+    partial = (run_frames > 0) & (in_run >= run_frames * tokens_per_frame)
+    return dict(
+        partial_frame_positions=video_positions[partial],
+        even_frames=tokens[~is_odd],
+        even_frame_run=run_of_frame[~is_odd],
+        odd_frames=tokens[odd_ids],
+        odd_previous=tokens[odd_ids - 1],
+        odd_frame_run=run_of_frame[odd_ids],
+    )
+
+
+# ----------------------------------------------------------------------------- video ratios
+
+
+def ratio_dtype(device: torch.device) -> torch.dtype:
+    """float64, like the reference's Python floats; float32 where the device has no float64 (MPS)."""
+    return torch.float32 if device.type == "mps" else torch.float64
+
+
+def segment_sums(values: Tensor, runs: Tensor) -> Tensor:
+    """Sum of ``values [N]`` (integer-valued) over each ``runs [R, 2]`` range -> ``[R]`` long, exact."""
+    prefix = torch.cat([torch.zeros(1, dtype=torch.long, device=values.device), torch.cumsum(values.long(), 0)])
+    return prefix[runs[:, 1]] - prefix[runs[:, 0]]
+
+
+def guided_budget(rho_video: float, layout: SequenceLayout) -> float:
+    """Target dropped tokens over the guided runs: ``rho_v * N_v - rho_v * unguided_tokens`` (host)."""
+    unguided_tokens = int(layout.video_run_sizes[layout.num_guided :].sum())
+    return rho_video * layout.num_video - rho_video * unguided_tokens
+
+
+def video_drop_ratios(
+    audio_keep: Tensor,
+    audio_runs: Tensor,
+    video_run_sizes: Tensor,
+    *,
+    layout: SequenceLayout,
+    config: OmniZipConfig,
+) -> Tensor:
+    """Drop ratio of every video run: dynamic for guided runs, ``rho_video`` for the others.
+
+    ``audio_keep: [N_a]`` bool, ``audio_runs: [R_a, 2]`` and ``video_run_sizes: [R_v]`` long, all
+    on the device -> ``[R_v]`` float64. Guided run ``i``: ``S_i`` = fraction of its audio run kept
+    (a float32 mean, as the reference), ``base_i = clamp(rho_max + (rho_min - rho_max) * S_i)``,
+    then :func:`normalise_to_budget`. ``rho_video == 0`` gives all zeros (video pruning off).
+    """
+    device = video_run_sizes.device
+    dtype = ratio_dtype(device)
+    ratios = torch.full((video_run_sizes.numel(),), config.rho_video, dtype=dtype, device=device)
+    num_guided = layout.num_guided
+    quirks = config.reference_quirks
+    if num_guided == 0 or (config.rho_video == 0.0 and not quirks):
+        return ratios
+    guided_audio = audio_runs[:num_guided]
+    kept = segment_sums(audio_keep, guided_audio)
+    sizes = guided_audio[:, 1] - guided_audio[:, 0]
+    kept_fraction = (kept.float() / sizes.float()).to(dtype)
+    base = torch.clamp(
+        config.rho_max + (config.rho_min - config.rho_max) * kept_fraction, config.rho_min, config.rho_max
+    )
+    if quirks and num_guided <= 2:
+        ratios[:num_guided] = base  # the reference skips the normalisation: rho_video is ignored
+        return ratios
+    ratios[:num_guided] = normalise_to_budget(
+        base,
+        video_run_sizes[:num_guided],
+        target=guided_budget(config.rho_video, layout),
+        fix_extremes=num_guided > 2,
+        count_coinciding_twice=quirks,
+        low=config.rho_min,
+        high=config.rho_max,
+    )
+    return ratios
+
+
+def normalise_to_budget(
+    base: Tensor,
+    sizes: Tensor,
+    *,
+    target: float,
+    fix_extremes: bool,
+    low: float,
+    high: float,
+    count_coinciding_twice: bool = False,
+) -> Tensor:
+    """Budget normalisation of the guided ratios (method §3 step 5), vectorized.
+
+    ``base: [G]`` float, ``sizes: [G]`` long -> ``[G]``. With ``fix_extremes`` (more than two guided
+    groups, as the reference) the first argmin and first argmax keep their base ratio (counted
+    once when they coincide) and the others are scaled by ``(target - fixed) / other``, clamped,
+    then shifted once by ``diff / their total size`` if the size-weighted total still misses the
+    target by more than 1e-3, and clamped again. Without it (one or two groups) every group is
+    scaled. Nothing changes when the base total already meets the target or is 0. Sums run in
+    group order (``cumsum``), matching a plain loop on the CPU. ``count_coinciding_twice``
+    reproduces the reference, which adds the fixed group twice when argmin == argmax.
+    """
+    count = base.numel()
+    weights = sizes.to(base.dtype)
+    weighted = base * weights
+    base_total = _ordered_sum(weighted)
+    index = torch.arange(count, device=base.device)
+    if fix_extremes:
+        is_lowest = index == torch.argmin(base)
+        is_highest = index == torch.argmax(base)
+        fixed_mask = is_lowest | is_highest
+        # Each term picks one entry with a masked sum (exact: the rest are zeros); no host sync.
+        lowest_term = torch.where(is_lowest, weighted, torch.zeros_like(weighted)).sum()
+        highest_term = torch.where(is_highest, weighted, torch.zeros_like(weighted)).sum()
+        if not count_coinciding_twice:
+            highest_term = torch.where((is_highest & is_lowest).any(), torch.zeros_like(highest_term), highest_term)
+        fixed = lowest_term + highest_term
+    else:
+        fixed_mask = torch.zeros(count, dtype=torch.bool, device=base.device)
+        fixed = torch.zeros_like(base_total)
+    others = ~fixed_mask
+    other_total = _ordered_sum(torch.where(others, weighted, torch.zeros_like(weighted)))
+    scale = (target - fixed) / other_total
+    adjusted = torch.where(others, torch.clamp(base * scale, low, high), base)
+    diff = target - _ordered_sum(adjusted * weights)
+    other_size = torch.where(others, sizes, torch.zeros_like(sizes)).sum().to(base.dtype)
+    shifted = torch.where(others, torch.clamp(adjusted + diff / other_size, low, high), adjusted)
+    adjusted = torch.where(diff.abs() > BUDGET_TOLERANCE, shifted, adjusted)
+    applies = ((base_total - target).abs() > BUDGET_TOLERANCE) & (base_total > 0) & others.any() & (other_total > 0)
+    return torch.where(applies, adjusted, base)
+
+
+def _ordered_sum(values: Tensor) -> Tensor:
+    """Sum in index order (sequential on the CPU, like a Python loop). ``[G] -> []``."""
+    return torch.cumsum(values, 0)[-1]
+
+
+def keep_counts(ratios: Tensor, tokens_per_frame: int) -> Tensor:
+    """Tokens kept per frame: ``int(tpf * (1 - ratio))`` (floor). ``[R] float -> [R] long``."""
+    return torch.floor(tokens_per_frame * (1 - ratios)).long()
