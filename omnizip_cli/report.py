@@ -310,6 +310,8 @@ def stages_table(console: Console, payload: dict[str, Any]) -> Table:
         if name in ("load_model", "decode"):
             continue
         stage = stages[name]
+        if not stage["ran"] and name == "decode_warmup":  # only the CUDA-graph decoder has one
+            continue
         if not stage["ran"]:
             table.add_row(STAGE_LABELS[name], "-", "-", "not run")
             continue
