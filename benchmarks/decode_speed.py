@@ -55,22 +55,10 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from benchmarks.thinker_configs import build_model, full_thinker_config, tiny_config  # noqa: E402
+
 BENCH = "decode_speed"
 FAST_OVER_STOCK_TARGET = 2.0
-QWEN_OMNI_7B_TEXT = dict(
-    vocab_size=152064,
-    hidden_size=3584,
-    intermediate_size=18944,
-    num_hidden_layers=28,
-    num_attention_heads=28,
-    num_key_value_heads=4,
-)
-QWEN_OMNI_TOKEN_IDS = dict(
-    pad=151643, im_start=151644, im_end=151645, audio=151646, audio_bos=151647, audio_eos=151648,
-    vision_bos=151652, vision_eos=151653, image=151655, video=151656, user=872,
-)
-
-
 def log(message: str) -> None:
     print(f"[{BENCH}] {message}", file=sys.stderr, flush=True)
 
@@ -92,72 +80,13 @@ def _json_default(value: Any) -> Any:
 
 def thinker_7b_config() -> Any:
     """The 7B thinker's language model dimensions; tiny vision and audio encoders (unused here)."""
-    from transformers import Qwen2_5OmniThinkerConfig
-
-    ids = QWEN_OMNI_TOKEN_IDS
-    hidden = QWEN_OMNI_7B_TEXT["hidden_size"]
-    text = dict(
-        QWEN_OMNI_7B_TEXT,
-        hidden_act="silu",
-        max_position_embeddings=32768,
-        rms_norm_eps=1e-6,
-        rope_parameters={"rope_type": "default", "rope_theta": 1e6, "mrope_section": [16, 24, 24]},
-        use_sliding_window=False,
-        tie_word_embeddings=False,
-        pad_token_id=ids["pad"],
-        bos_token_id=ids["im_start"],
-        eos_token_id=ids["im_end"],
-    )
-    vision = dict(
-        depth=1, hidden_size=64, intermediate_size=128, num_heads=2, patch_size=14, spatial_merge_size=2,
-        temporal_patch_size=2, window_size=112, fullatt_block_indexes=[0], out_hidden_size=hidden,
-    )
-    audio = dict(
-        num_mel_bins=128, encoder_layers=1, encoder_attention_heads=2, encoder_ffn_dim=128, d_model=64,
-        n_window=100, max_source_positions=1500, output_dim=hidden,
-    )
-    return Qwen2_5OmniThinkerConfig(
-        text_config=text,
-        vision_config=vision,
-        audio_config=audio,
-        audio_token_index=ids["audio"],
-        image_token_index=ids["image"],
-        video_token_index=ids["video"],
-        audio_start_token_id=ids["audio_bos"],
-        audio_end_token_id=ids["audio_eos"],
-        vision_start_token_id=ids["vision_bos"],
-        vision_end_token_id=ids["vision_eos"],
-        user_token_id=ids["user"],
-        position_id_per_seconds=25,
-        seconds_per_chunk=2,
-    )
+    return full_thinker_config("7b", tiny_encoders=True)
 
 
-def tiny_config() -> Any:
-    from omnizip_cli.tiny import build_tokenizer, tiny_thinker_config
-
-    return tiny_thinker_config(build_tokenizer())
-
-
-def build_model(config: Any, device: str, dtype: Any) -> Any:
-    """Random-weight thinker built directly on ``device`` in ``dtype``; decodes until max_new_tokens."""
-    import torch
-    from transformers.models.qwen2_5_omni.modeling_qwen2_5_omni import Qwen2_5OmniThinkerForConditionalGeneration
-    from transformers.utils import logging as hf_logging
-
-    verbosity = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()
-    try:
-        torch.manual_seed(0)
-        with torch.device(device):
-            model = Qwen2_5OmniThinkerForConditionalGeneration._from_config(
-                config, dtype=dtype, attn_implementation="sdpa"
-            )
-    finally:
-        hf_logging.set_verbosity(verbosity)
-    model.eval()
+def build_decoding_model(config: Any, device: str, dtype: Any) -> Any:
+    """Random-weight thinker on ``device`` that decodes until max_new_tokens (its end token is unreachable)."""
+    model = build_model(config, device, dtype)
     text = config.text_config
-    # An end token no path can produce: every run decodes exactly --new-tokens tokens.
     model.generation_config.eos_token_id = [int(text.vocab_size)]
     model.generation_config.pad_token_id = int(text.pad_token_id)
     return model
@@ -389,7 +318,7 @@ def main(argv: list[str] | None = None) -> int:
     dev = Device(device)
     log(f"building the {name} model (random weights) on {device}")
     started = time.perf_counter()
-    model = build_model(config, device, dtype)
+    model = build_decoding_model(config, device, dtype)
     dev.sync()
     build_seconds = time.perf_counter() - started
     policy = choose_decoder(device, "sdpa")

@@ -1,0 +1,120 @@
+"""The Qwen2.5-Omni thinker architectures the benchmarks build with random weights (no download).
+
+Shared by ``model_stages.py`` and ``decode_speed.py``. The 7B and 3B dimensions are those of the hub
+checkpoints' ``thinker_config`` (7B: 8.93 B parameters, 3B: 4.70 B; the smoke test checks them on
+the meta device).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+# The thinker dimensions of the hub checkpoints (see the module docstring).
+SIZES: dict[str, dict[str, Any]] = {
+    "7b": dict(
+        text=dict(
+            vocab_size=152064, hidden_size=3584, intermediate_size=18944, num_hidden_layers=28,
+            num_attention_heads=28, num_key_value_heads=4,
+        ),
+        out_dim=3584,
+    ),
+    "3b": dict(
+        text=dict(
+            vocab_size=151936, hidden_size=2048, intermediate_size=11008, num_hidden_layers=36,
+            num_attention_heads=16, num_key_value_heads=2,
+        ),
+        out_dim=2048,
+    ),
+}
+# Qwen2.5-Omni's special token ids (the hub checkpoints' thinker_config and tokenizer).
+QWEN_OMNI_TOKEN_IDS = dict(
+    pad=151643, im_start=151644, im_end=151645, audio=151646, audio_bos=151647, audio_eos=151648,
+    vision_bos=151652, vision_eos=151653, image=151655, video=151656, user=872,
+)
+
+
+def full_thinker_config(size: str, *, tiny_encoders: bool = False) -> Any:
+    """``Qwen2_5OmniThinkerConfig`` with the real 7B or 3B dimensions.
+
+    ``tiny_encoders=True`` keeps the language model full-size but shrinks the vision and audio
+    encoders to one small layer each, for benchmarks that time only the language model.
+    """
+    from transformers import Qwen2_5OmniThinkerConfig
+
+    spec = SIZES[size]
+    ids = QWEN_OMNI_TOKEN_IDS
+    text = dict(
+        spec["text"],
+        hidden_act="silu",
+        max_position_embeddings=32768,
+        rms_norm_eps=1e-6,
+        rope_parameters={"rope_type": "default", "rope_theta": 1e6, "mrope_section": [16, 24, 24]},
+        use_sliding_window=False,
+        tie_word_embeddings=False,
+        pad_token_id=ids["pad"],
+        bos_token_id=ids["im_start"],
+        eos_token_id=ids["im_end"],
+    )
+    vision = dict(
+        depth=32, hidden_size=1280, intermediate_size=3420, num_heads=16, hidden_act="silu", in_channels=3,
+        patch_size=14, spatial_merge_size=2, temporal_patch_size=2, window_size=112,
+        fullatt_block_indexes=[7, 15, 23, 31], out_hidden_size=spec["out_dim"],
+    )
+    audio = dict(
+        num_mel_bins=128, encoder_layers=32, encoder_attention_heads=20, encoder_ffn_dim=5120, d_model=1280,
+        n_window=100, max_source_positions=1500, output_dim=spec["out_dim"],
+    )
+    if tiny_encoders:
+        vision = dict(
+            depth=1, hidden_size=64, intermediate_size=128, num_heads=2, patch_size=14, spatial_merge_size=2,
+            temporal_patch_size=2, window_size=112, fullatt_block_indexes=[0], out_hidden_size=spec["out_dim"],
+        )
+        audio = dict(
+            num_mel_bins=128, encoder_layers=1, encoder_attention_heads=2, encoder_ffn_dim=128, d_model=64,
+            n_window=100, max_source_positions=1500, output_dim=spec["out_dim"],
+        )
+    return Qwen2_5OmniThinkerConfig(
+        text_config=text,
+        vision_config=vision,
+        audio_config=audio,
+        audio_token_index=ids["audio"],
+        image_token_index=ids["image"],
+        video_token_index=ids["video"],
+        audio_start_token_id=ids["audio_bos"],
+        audio_end_token_id=ids["audio_eos"],
+        vision_start_token_id=ids["vision_bos"],
+        vision_end_token_id=ids["vision_eos"],
+        user_token_id=ids["user"],
+        position_id_per_seconds=25,
+        seconds_per_chunk=2,
+    )
+
+
+def tiny_config() -> Any:
+    """The tiny thinker configuration of ``--model tiny`` (same special tokens as its tokenizer)."""
+    from omnizip_cli.tiny import build_tokenizer, tiny_thinker_config
+
+    return tiny_thinker_config(build_tokenizer())
+
+
+def build_model(config: Any, device: str, dtype: Any) -> Any:
+    """Random-weight thinker built directly on ``device`` in ``dtype`` (never changes the default dtype)."""
+    import torch
+    from transformers.models.qwen2_5_omni.modeling_qwen2_5_omni import Qwen2_5OmniThinkerForConditionalGeneration
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        torch.manual_seed(0)
+        with torch.device(device):
+            model = Qwen2_5OmniThinkerForConditionalGeneration._from_config(
+                config, dtype=dtype, attn_implementation="sdpa"
+            )
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    model.eval()
+    eos = config.text_config.eos_token_id
+    model.generation_config.eos_token_id = eos
+    model.generation_config.pad_token_id = config.text_config.pad_token_id
+    return model
