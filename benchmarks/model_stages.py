@@ -85,7 +85,6 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from benchmarks.thinker_configs import (  # noqa: E402  (after the sys.path set-up)
-    QWEN_OMNI_TOKEN_IDS,
     SIZES,
     build_model,
     full_thinker_config,

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import importlib.util
 import math
-import os
 from pathlib import Path
 
 import numpy as np
@@ -46,21 +45,6 @@ def _load_benchmark():
     return module
 
 
-@pytest.fixture(scope="session")
-def omnizip_cache(tmp_path_factory: pytest.TempPathFactory):
-    """The suite's own ``OMNIZIP_CACHE`` when set, else a temporary one for this session."""
-    if os.environ.get("OMNIZIP_CACHE"):
-        yield Path(os.environ["OMNIZIP_CACHE"])
-        return
-    patch = pytest.MonkeyPatch()
-    path = tmp_path_factory.mktemp("omnizip-cache")
-    patch.setenv("OMNIZIP_CACHE", str(path))
-    try:
-        yield path
-    finally:
-        patch.undo()
-
-
 def _load_tiny(attn_implementation: str):
     from omnizip_cli.loading import ModelSpec, load_model
 
@@ -70,13 +54,13 @@ def _load_tiny(attn_implementation: str):
 
 
 @pytest.fixture(scope="module")
-def tiny(omnizip_cache):
+def tiny(tiny_cache):
     """The tiny random thinker with the default ``sdpa`` attention."""
     return _load_tiny("sdpa")
 
 
 @pytest.fixture(scope="module")
-def tiny_eager(omnizip_cache):
+def tiny_eager(tiny_cache):
     return _load_tiny("eager")
 
 
