@@ -241,5 +241,34 @@ def _set_up_encoder_attention(model: Any, wanted: bool) -> tuple[bool, str]:
     if not wanted:
         return False, "stock encoder attention (--stock-encoders)"
     decision = fast_attention_decision(model)
+    if decision.enable:
+        problem = _varlen_self_check(model)
+        if problem is not None:  # never let an untested kernel/driver combination break the answer
+            logger.warning("fast encoder attention disabled: %s", problem)
+            return False, f"stock encoder attention: the varlen self-check failed ({problem})"
     enabled = enable_fast_encoder_attention(model)
     return enabled, decision.reason
+
+
+def _varlen_self_check(model: Any) -> str | None:
+    """Run the varlen kernel once on a small random problem against the reference; None when it agrees."""
+    import torch
+
+    from .fast_attention import kernel_supports, reference_varlen_attention
+
+    try:
+        device = next(model.model.visual.parameters()).device
+        dtype = next(model.model.visual.parameters()).dtype
+        generator = torch.Generator(device="cpu").manual_seed(0)
+        q, k, v = (torch.randn(96, 4, 64, generator=generator).to(device=device, dtype=dtype) for _ in range(3))
+        cu = torch.tensor([0, 40, 64, 96], dtype=torch.int32, device=device)
+        if not kernel_supports(q):
+            return None  # the reference path will run: nothing to check
+        from torch.nn.attention.varlen import varlen_attn
+
+        fast = varlen_attn(q, k, v, cu, cu, 40, 40).float()
+        reference = reference_varlen_attention(q.float(), k.float(), v.float(), cu, 40).float()
+        error = float((fast - reference).abs().max() / reference.abs().max().clamp_min(1e-6))
+    except Exception as exc:  # noqa: BLE001 - any failure means: keep the stock path
+        return f"{type(exc).__name__}: {exc}".splitlines()[0][:200]
+    return None if error < 5e-2 else f"relative error {error:.3g} against the reference"

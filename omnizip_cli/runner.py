@@ -100,17 +100,30 @@ def answer(
     decoder, decoder_reason = choose_decoder(loaded.device, loaded.attn_implementation)
     if not (loaded.fast_decoder if fast_decoder is None else fast_decoder):
         decoder, decoder_reason = "eager", "fast decoder off (--eager-decode)"
-    run = generate_fast if decoder == "fast" else generate
-    started = time.perf_counter()
-    result = run(
-        model,
-        prefill_inputs,
-        options,
-        prompt_ids=encoded.input_ids,
-        on_token=on_token,
-        sync=sync,
-        head_on_all_positions=head_on_all_positions,
+    emitted: list[int] = []
+
+    def on_token_counted(token_id: int) -> None:
+        emitted.append(token_id)
+        if on_token is not None:
+            on_token(token_id)
+
+    decode_kwargs = dict(
+        prompt_ids=encoded.input_ids, on_token=on_token_counted, sync=sync, head_on_all_positions=head_on_all_positions
     )
+    started = time.perf_counter()
+    if decoder == "fast":
+        try:
+            result = generate_fast(model, prefill_inputs, options, **decode_kwargs)
+        except (torch.OutOfMemoryError, KeyboardInterrupt):
+            raise
+        except Exception as exc:  # noqa: BLE001 - the fast path is an optimisation: fall back, say so
+            if emitted:  # part of the answer is out already: cannot restart silently
+                raise
+            decoder_reason = f"fast decoder failed ({type(exc).__name__}: {str(exc)[:120]}); eager loop used"
+            started = time.perf_counter()
+            result = generate(model, prefill_inputs, options, **decode_kwargs)
+    else:
+        result = generate(model, prefill_inputs, options, **decode_kwargs)
     elapsed = time.perf_counter() - started
     if decoder_reason:
         result.notes.append(decoder_reason)
