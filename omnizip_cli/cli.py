@@ -167,17 +167,16 @@ def resolve_compression(
     """The OmniZip setting the options ask for (None with --no-compress); default: the 45 % preset.
 
     Precedence: ``--preset`` or ``--retention`` (not both) picks the base ratios; ``--rho-audio``,
-    ``--rho-video``, ``--anchor-ratio`` and ``--merge-g`` override single fields of it.
+    ``--rho-video``, ``--anchor-ratio`` and ``--merge-g`` override single fields of it. For
+    ``--retention`` this solves with the paper's token mix (25 audio : 144 video tokens per second);
+    ``omnizip ask`` solves again with the clip's own mix once it is known
+    (:func:`compression_for_retention`).
     """
     from dataclasses import replace
 
-    from .compression import PRESETS, config_for_retention
+    from .compression import PRESETS
 
-    overrides = {
-        k: v
-        for k, v in {"rho_audio": rho_audio, "rho_video": rho_video, "anchor_ratio": anchor_ratio, "merge_g": merge_g}.items()
-        if v is not None
-    }
+    overrides = compression_overrides(rho_audio, rho_video, anchor_ratio, merge_g)
     if no_compress:
         if preset is not None or retention is not None or overrides:
             raise UsageError("--no-compress cannot be combined with compression settings")
@@ -185,10 +184,35 @@ def resolve_compression(
     if preset is not None and retention is not None:
         raise UsageError("give either --preset or --retention, not both")
     if retention is not None:
-        base = config_for_retention(retention)
-    else:
-        base = PRESETS[preset or "45"]
+        return compression_for_retention(retention, overrides)
+    base = PRESETS[preset or "45"]
     return replace(base, **overrides) if overrides else base
+
+
+def compression_overrides(
+    rho_audio: float | None, rho_video: float | None, anchor_ratio: float | None, merge_g: int | None
+) -> dict[str, Any]:
+    """The single-field overrides the user gave (``--rho-audio`` ...)."""
+    given = {"rho_audio": rho_audio, "rho_video": rho_video, "anchor_ratio": anchor_ratio, "merge_g": merge_g}
+    return {k: v for k, v in given.items() if v is not None}
+
+
+def compression_for_retention(
+    retention: float,
+    overrides: dict[str, Any],
+    audio_tokens_per_second: float = 25,
+    video_tokens_per_second: float = 144,
+) -> OmniZipConfig:
+    """Ratios for a target retention at a token mix; ``--anchor-ratio``/``--merge-g`` enter the solve,
+    ``--rho-audio``/``--rho-video`` override its result."""
+    from dataclasses import replace
+
+    from .compression import config_for_retention
+
+    solve = {k: v for k, v in overrides.items() if k in ("anchor_ratio", "merge_g")}
+    fixed = {k: v for k, v in overrides.items() if k in ("rho_audio", "rho_video")}
+    base = config_for_retention(retention, audio_tokens_per_second, video_tokens_per_second, **solve)
+    return replace(base, **fixed) if fixed else base
 
 
 def _media_options(fps: float, max_frames: int, min_pixels: int, max_pixels: int, total_pixels: int | None,
@@ -253,6 +277,8 @@ def ask(
             ),
             generation=_generation_options(max_new_tokens, temperature, seed),
             system=system,
+            retention=None if no_compress else retention,
+            compression_overrides=compression_overrides(rho_audio, rho_video, anchor_ratio, merge_g),
             stream=stream and not json_output,
             json_output=json_output,
             quiet=quiet,

@@ -6,7 +6,7 @@ import json
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +26,8 @@ class AskSettings:
     compression: OmniZipConfig | None
     generation: GenerationOptions
     system: str | None = None
+    retention: float | None = None  # --retention: re-solved for this clip's audio/video token mix
+    compression_overrides: dict[str, Any] = field(default_factory=dict)
     stream: bool = True
     json_output: bool = False
     quiet: bool = False
@@ -99,6 +101,18 @@ def _progress_timer(device: str, progress: _Progress) -> Any:
     return ProgressTimer(device=device)
 
 
+def clip_compression(loaded: LoadedModel, inputs: Any, retention: float, overrides: dict[str, Any]) -> Any:
+    """``--retention`` solved for this clip's own audio/video token mix (as ``omnizip profile`` does)."""
+    from .cli import compression_for_retention
+
+    ids = inputs.input_ids[0]
+    audio = int((ids == loaded.model.config.audio_token_id).sum())
+    video = int((ids == loaded.model.config.video_token_id).sum())
+    if audio + video == 0:
+        return compression_for_retention(retention, overrides)
+    return compression_for_retention(retention, overrides, audio, video)
+
+
 def run_ask(settings: AskSettings) -> None:
     """Decode the media, load the model, answer, then print the answer and the report.
 
@@ -142,6 +156,8 @@ def run_ask(settings: AskSettings) -> None:
             warn(message)
 
         inputs = prepare_inputs(loaded, media, settings.question, settings.system, timer)
+        if settings.retention is not None:
+            settings.compression = clip_compression(loaded, inputs, settings.retention, settings.compression_overrides)
 
         def before_prefill(prompt_length: int, prefill_length: int) -> None:
             from .runner import context_length

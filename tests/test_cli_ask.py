@@ -229,8 +229,13 @@ def test_no_compress_keeps_every_token(tiny_model: Any) -> None:
 def test_retention_option_reaches_the_payload(tiny_model: Any) -> None:
     data = json.loads(ok(ask(TALKING, QUESTION, *FAST, "--json", "--retention", "0.35")).stdout)
     assert data["compression"]["label"].startswith("OmniZip custom")
-    assert data["config"]["compression"]["rho_video"] == pytest.approx(0.7018)
-    assert data["tokens"]["audio_video"]["dropped"] > 0
+    from omnizip_cli.compression import config_for_retention
+
+    tokens = data["tokens"]
+    solved = config_for_retention(0.35, tokens["audio"]["before"], tokens["video"]["before"])
+    assert data["config"]["compression"]["rho_video"] == pytest.approx(solved.rho_video)
+    assert data["config"]["compression"]["rho_audio"] == pytest.approx(solved.rho_audio)
+    assert tokens["audio_video"]["dropped"] > 0
 
 
 def test_silent_video_has_no_audio_tokens(tiny_model: Any) -> None:
@@ -319,3 +324,14 @@ def test_no_progress_when_not_a_terminal(monkeypatch: pytest.MonkeyPatch, tiny_m
     spy = _Spy(monkeypatch, terminal=False)
     ok(ask(SPEECH, QUESTION, *FAST))
     assert spy.messages == []
+
+
+def test_retention_is_solved_for_the_clips_own_token_mix(tiny_model: Any) -> None:
+    from omnizip_cli.compression import config_for_retention
+
+    payload = json.loads(ok(ask(SPEECH, QUESTION, *FAST, "--retention", "0.5", "--json")).stdout)
+    used = payload["config"]["compression"]
+    paper_mix = config_for_retention(0.5)  # 25 audio : 144 video tokens per second
+    assert (used["rho_audio"], used["rho_video"]) != (paper_mix.rho_audio, paper_mix.rho_video)
+    # audio only: the whole budget is audio, so the target is met to rounding
+    assert payload["tokens"]["audio_video"]["retention"] == pytest.approx(0.5, abs=0.02)
