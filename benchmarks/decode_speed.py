@@ -43,7 +43,6 @@ exactness is proven on the tiny model in float32 by ``tests/test_fast_decoding.p
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import statistics
 import sys
@@ -55,24 +54,12 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from benchmarks.jsonlines import json_lines_output  # noqa: E402
 from benchmarks.thinker_configs import build_model, full_thinker_config, tiny_config  # noqa: E402
 
 BENCH = "decode_speed"
 FAST_OVER_STOCK_TARGET = 2.0
-def log(message: str) -> None:
-    print(f"[{BENCH}] {message}", file=sys.stderr, flush=True)
-
-
-def emit(record: dict[str, Any]) -> None:
-    print(json.dumps({"bench": BENCH, **record}, default=_json_default), flush=True)
-
-
-def _json_default(value: Any) -> Any:
-    if hasattr(value, "item"):
-        return value.item()
-    if isinstance(value, (set, tuple)):
-        return list(value)
-    return str(value)
+log, emit = json_lines_output(BENCH)
 
 
 # ------------------------------------------------------------------------------------------ model

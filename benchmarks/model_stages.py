@@ -69,7 +69,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import platform
 import statistics
@@ -84,6 +83,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from benchmarks.jsonlines import json_lines_output  # noqa: E402
 from benchmarks.thinker_configs import (  # noqa: E402  (after the sys.path set-up)
     SIZES,
     build_model,
@@ -101,20 +101,7 @@ RETENTIONS = {"45": 0.45, "35": 0.35}
 SYSTEM_TEXT_TOKENS = 20  # "You are a helpful assistant." and the chat template's text around it
 QUESTION_TEXT_TOKENS = 16
 
-def log(message: str) -> None:
-    print(f"[{BENCH}] {message}", file=sys.stderr, flush=True)
-
-
-def emit(record: dict[str, Any]) -> None:
-    print(json.dumps({"bench": BENCH, **record}, default=_json_default), flush=True)
-
-
-def _json_default(value: Any) -> Any:
-    if hasattr(value, "item"):
-        return value.item()
-    if isinstance(value, (set, tuple)):
-        return list(value)
-    return str(value)
+log, emit = json_lines_output(BENCH)
 
 
 # ------------------------------------------------------------------------------------------ model
