@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
 
@@ -106,6 +107,26 @@ def open_container(path: Path) -> av.container.InputContainer:
         container.close()
         raise
     return container
+
+
+def demux_until_error(
+    container: av.container.InputContainer, stream: av.stream.Stream, errors: list[str]
+) -> Iterator[av.Packet]:
+    """The packets of ``stream``, until its end or the first demuxing error.
+
+    A broken file ends the iteration early instead of raising: the reason is appended to ``errors``
+    so the caller can keep what was read and warn.
+    """
+    packets = container.demux(stream)
+    while True:
+        try:
+            packet = next(packets)
+        except StopIteration:
+            return
+        except av.error.FFmpegError as exc:
+            errors.append(ffmpeg_reason(exc))
+            return
+        yield packet
 
 
 def format_name(container: av.container.Container) -> str:

@@ -103,17 +103,9 @@ def _run_pass(path: Path, stream_index: int, make_sink: Callable[[av.stream.Stre
     with ct.open_container(path) as container:
         stream = container.streams[stream_index]
         sink = make_sink(stream)
-        read_error = None
+        errors: list[str] = []
         try:
-            packets = container.demux(stream)
-            while True:
-                try:
-                    packet = next(packets)
-                except StopIteration:
-                    break
-                except av.error.FFmpegError as exc:
-                    read_error = ct.ffmpeg_reason(exc)
-                    break
+            for packet in ct.demux_until_error(container, stream, errors):
                 if packet.stream.index == stream_index:
                     sink.feed(packet)
             sink.flush()
@@ -121,7 +113,7 @@ def _run_pass(path: Path, stream_index: int, make_sink: Callable[[av.stream.Stre
             if isinstance(sink, VideoSink):
                 sink.close()
             raise
-        return sink, read_error
+        return sink, errors[0] if errors else None
 
 
 def _decode_video(path: Path, plan: VideoPlan, options: MediaOptions) -> tuple[VideoResult, str | None]:

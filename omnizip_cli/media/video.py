@@ -46,6 +46,7 @@ from omnizip_cli.media import sizing
 from omnizip_cli.media.container import (
     check_dimensions,
     container_start,
+    demux_until_error,
     ffmpeg_reason,
     open_container,
     stream_rate,
@@ -113,18 +114,10 @@ def scan_video(path: Path, stream_index: int) -> VideoScan:
     """Demux (without decoding) the video stream ``stream_index`` and collect packet timestamps."""
     pts: list[int] = []
     n_packets = 0
-    error = None
+    errors: list[str] = []
     with open_container(path) as container:
         stream = container.streams[stream_index]
-        packets = container.demux(stream)
-        while True:
-            try:
-                packet = next(packets)
-            except StopIteration:
-                break
-            except av.error.FFmpegError as exc:
-                error = ffmpeg_reason(exc)
-                break
+        for packet in demux_until_error(container, stream, errors):
             if packet.size == 0 or packet.is_discard:
                 continue
             n_packets += 1
@@ -136,7 +129,7 @@ def scan_video(path: Path, stream_index: int) -> VideoScan:
             time_base=stream.time_base or Fraction(1, 1),
             start_s=container_start(container),
             rate=stream_rate(stream),
-            error=error,
+            error=errors[0] if errors else None,
         )
 
 
