@@ -39,3 +39,10 @@ def test_usage_errors_are_one_line_with_exit_code_2() -> None:
 def test_version() -> None:
     out = run_module("--version")
     assert out.returncode == 0 and out.stdout.startswith("omnizip ")
+
+
+def test_env_lists_versions_and_the_tested_transformers_range() -> None:
+    out = run_module("env")
+    assert out.returncode == 0, out.stderr
+    assert "transformers 5.23" in out.stdout and "transformers range tested" in out.stdout
+    assert "cuda available:" in out.stdout
