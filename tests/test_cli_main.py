@@ -46,3 +46,21 @@ def test_env_lists_versions_and_the_tested_transformers_range() -> None:
     assert out.returncode == 0, out.stderr
     assert "transformers 5.23" in out.stdout and "transformers range tested" in out.stdout
     assert "cuda available:" in out.stdout
+
+
+def test_library_chatter_is_silenced_unless_verbose() -> None:
+    import logging
+
+    from omnizip_cli.cli import _quiet_libraries
+
+    hub = logging.getLogger("huggingface_hub")
+    transformers_logger = logging.getLogger("transformers")
+    before = hub.level, transformers_logger.level
+    try:
+        _quiet_libraries(verbose=False)
+        # e.g. the hub's "Retrying in 2s" warnings would break the one-line error contract
+        assert hub.getEffectiveLevel() >= logging.ERROR
+        assert transformers_logger.getEffectiveLevel() >= logging.ERROR
+    finally:
+        hub.setLevel(before[0])
+        transformers_logger.setLevel(before[1])
