@@ -344,6 +344,10 @@ def model_table(console: Console, payload: dict[str, Any]) -> Table:
     table.add_row("device", model["device"])
     table.add_row("dtype", model["dtype"])
     table.add_row("attention", model["attn_implementation"])
+    if "fast_encoder_attention" in model:
+        encoders = "one varlen call per layer" if model["fast_encoder_attention"] else "stock per-window attention"
+        note = model.get("encoder_attention_note")
+        table.add_row("encoders", f"{encoders} ({note})" if note else encoders)
     table.add_row("compression", payload["compression"]["label"])
     decoder = gen["decoder"] + (f" ({'; '.join(gen['decoder_notes'])})" if gen["decoder_notes"] else "")
     table.add_row("decoder", f"{decoder}, stopped by {gen['stop_reason']}")

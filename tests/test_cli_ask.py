@@ -335,3 +335,11 @@ def test_retention_is_solved_for_the_clips_own_token_mix(tiny_model: Any) -> Non
     assert (used["rho_audio"], used["rho_video"]) != (paper_mix.rho_audio, paper_mix.rho_video)
     # audio only: the whole budget is audio, so the target is met to rounding
     assert payload["tokens"]["audio_video"]["retention"] == pytest.approx(0.5, abs=0.02)
+
+
+def test_report_says_which_encoder_attention_ran(json_run: Result) -> None:
+    model = json.loads(json_run.stdout)["model"]
+    assert model["fast_encoder_attention"] is False  # CPU: the stock path
+    assert "cpu" in model["encoder_attention_note"]
+    err = ok(ask(TALKING, QUESTION, *FAST)).stderr
+    assert "encoders" in err and "stock per-window attention" in err
