@@ -66,7 +66,7 @@ def _model_device(model: Any) -> torch.device:
 
 
 def move_inputs(inputs: ModelInputs, model: Any) -> dict[str, Any]:
-    """The processor tensors on the model's device (floating tensors in the model's dtype where the model does)."""
+    """The processor tensors on the model's device (the encoders cast their inputs to their own dtype)."""
     device = _model_device(model)
     return {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in inputs.tensors.items()}
 
