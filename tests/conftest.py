@@ -1,4 +1,10 @@
-"""Shared fixtures: a per-session cache for the tiny checkpoint, and the tiny model loaded once."""
+"""Shared fixtures: a per-session cache for the tiny checkpoint, and the tiny model loaded once.
+
+Tests are sorted by what they need: ``tests/unit`` (no model), ``tests/model`` (the tiny model),
+``tests/cli`` (the command line: a fake session for plumbing, a few real end-to-end runs);
+``tests/helpers`` holds shared builders and references. Slow subprocess smokes are marked ``slow``
+(they run in CI too).
+"""
 
 from __future__ import annotations
 
@@ -28,6 +34,6 @@ def tiny_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 @pytest.fixture(scope="session")
 def tiny_model(tiny_cache: Path) -> Any:
     """The tiny random Qwen2.5-Omni, built (once per cache) and loaded through the real loader."""
-    from omnizip_cli.loading import ModelSpec, load_model
+    from omnizip_cli import load_model
 
-    return load_model(ModelSpec(model="tiny"))
+    return load_model("tiny")

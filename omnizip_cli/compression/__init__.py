@@ -4,6 +4,7 @@ Public API::
 
     OmniZipConfig, PRESETS, config_for_retention, expected_retention   (config)
     KeepPlan, GroupStats, build_keep_plan, apply_keep_plan              (plan)
+    CompressionSetting                                                   (setting: what a user asks for)
 
 See :mod:`omnizip_cli.compression.plan` for the method, the numerics and the deviations from the
 reference implementation.
@@ -11,9 +12,11 @@ reference implementation.
 
 from omnizip_cli.compression.config import PRESETS, OmniZipConfig, config_for_retention, expected_retention
 from omnizip_cli.compression.plan import GroupStats, KeepPlan, apply_keep_plan, build_keep_plan
+from omnizip_cli.compression.setting import CompressionSetting
 
 __all__ = [
     "PRESETS",
+    "CompressionSetting",
     "GroupStats",
     "KeepPlan",
     "OmniZipConfig",

@@ -1,0 +1,145 @@
+"""The Typer app, its error guard and the console-script entry point.
+
+Only answers go to stdout; the report, progress and warnings go to stderr. Errors are one line
+(``error: ...``) with exit code 1 for runtime failures, 2 for usage errors and 130 on Ctrl-C;
+``--debug`` or ``OMNIZIP_DEBUG=1`` shows the traceback instead. Heavy libraries (torch,
+transformers, av) are imported inside the commands, so ``omnizip --help`` is instant.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+from typing import Annotated, Any, NoReturn, TypeVar
+
+import typer
+
+from .. import __version__
+from ..errors import OmnizipError, OutOfMemory
+
+app = typer.Typer(
+    name="omnizip",
+    help="Ask questions about local videos with omni models (Qwen2.5-Omni), made fast by OmniZip token compression.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+DEBUG_ENV_VAR = "OMNIZIP_DEBUG"
+EXIT_INTERRUPTED = 130
+T = TypeVar("T")
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        typer.echo(f"omnizip {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version_callback, is_eager=True, help="Show the version.")
+    ] = False,
+) -> None:
+    """Ask questions about local videos with omni models (Qwen2.5-Omni), made fast by OmniZip token compression."""
+
+
+def fail(error: OmnizipError) -> NoReturn:
+    sys.stderr.write(f"error: {error.one_line()}\n")
+    raise typer.Exit(error.exit_code)
+
+
+def debug_requested(flag: bool = False) -> bool:
+    return flag or os.environ.get(DEBUG_ENV_VAR, "") not in ("", "0", "false")
+
+
+def run_guarded(debug: bool, body: Callable[[], T]) -> T:
+    """Run ``body()`` turning failures into one-line errors with the right exit code."""
+    debug = debug_requested(debug)
+    try:
+        return body()
+    except typer.Exit:
+        raise
+    except KeyboardInterrupt:
+        # Click would turn a re-raised KeyboardInterrupt into "Aborted!" and exit 1: print the
+        # traceback ourselves under --debug and keep the conventional 130 either way.
+        if debug:
+            import traceback
+
+            traceback.print_exc()
+        sys.stderr.write("error: interrupted\n")
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+    except OmnizipError as exc:
+        if debug:
+            raise
+        fail(exc)
+    except Exception as exc:  # noqa: BLE001 - last line of defence: one line, not a traceback
+        if debug:
+            raise
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        if _is_out_of_memory(exc):
+            fail(OutOfMemory(f"out of memory: {message}" if message else "out of memory"))
+        fail(OmnizipError(f"{type(exc).__name__}: {message}" if message else type(exc).__name__,
+                          hint="run again with --debug for the traceback"))
+
+
+def _is_out_of_memory(exc: BaseException) -> bool:
+    if type(exc).__name__ in ("OutOfMemoryError", "MemoryError"):
+        return True
+    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+
+
+def quiet_libraries(verbose: bool = False) -> None:
+    """Silence transformers' and huggingface_hub's info/warnings (e.g. the hub's "Retrying in 2s"
+    lines) and transformers' weight-loading bars unless asked: they would clutter stderr around our
+    one-line errors. The hub's download bars stay: a first 7B download takes minutes."""
+    from huggingface_hub.utils import logging as hub_logging
+    from transformers.utils import logging as hf_logging
+
+    if not verbose:
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+        hub_logging.set_verbosity_error()
+
+
+def prepare_environment(verbose: bool) -> None:
+    """Check the transformers version, then quiet library logging and progress bars."""
+    from ..versions import check_transformers_version
+
+    check_transformers_version()
+    quiet_libraries(verbose)
+
+
+def register_commands() -> None:
+    """Import the command modules (each registers itself on :data:`app`)."""
+    from . import ask, env, profile  # noqa: F401
+
+
+def main() -> None:
+    """Console-script entry point: like ``app()``, but a usage error is one line (exit code 2)."""
+    # Typer vendors Click: its exception classes are reached through the public typer.BadParameter.
+    usage_error = typer.BadParameter.__mro__[1]  # click's UsageError
+    click_exception = typer.BadParameter.__mro__[2]  # click's ClickException
+
+    register_commands()
+    try:
+        code = app(standalone_mode=False)
+    except usage_error as exc:
+        if type(exc).__name__ == "NoArgsIsHelpError":  # bare `omnizip`: the help, as Click shows it
+            sys.stderr.write(exc.format_message() + "\n")
+            sys.exit(exc.exit_code)
+        hint = f" (see: omnizip {exc.ctx.info_name} --help)" if exc.ctx is not None and exc.ctx.parent else ""
+        sys.stderr.write(f"error: {' '.join(exc.format_message().split())}{hint}\n")
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        sys.stderr.write("error: interrupted\n")
+        sys.exit(EXIT_INTERRUPTED)
+    except click_exception as exc:
+        sys.stderr.write(f"error: {' '.join(exc.format_message().split())}\n")
+        sys.exit(exc.exit_code)
+    sys.exit(code if isinstance(code, int) else 0)
+
+

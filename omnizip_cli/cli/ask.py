@@ -1,0 +1,195 @@
+"""``omnizip ask VIDEO QUESTION [QUESTION ...]``: answers on stdout, the report on stderr.
+
+The video is decoded, encoded and compressed once (a :class:`~omnizip_cli.generation.Session`);
+each question then costs only its own tokens (the media prefix is prefilled once and reused).
+stdout gets the answers only (streamed, each ending with a newline, in order), or one JSON object
+with ``--json``. stderr gets warnings (not with ``--json``: they go into the JSON), the spinner
+(terminal only, not with ``--json`` or ``-q``) and the report (not with ``--json`` or ``-q``).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from ..errors import UsageError
+from .app import app, prepare_environment
+from .options import COMPRESSION, GENERATION, MEDIA, MODEL, OUTPUT, OutputOptions, SystemOpt, with_options
+from .progress import Spinner
+
+if TYPE_CHECKING:
+    from ..compression import CompressionSetting
+    from ..generation import GenerationOptions
+    from ..media import MediaOptions
+    from ..models import ModelSpec
+
+
+def check_questions(questions: list[str]) -> list[str]:
+    if not questions:
+        raise UsageError("give at least one QUESTION")
+    for index, question in enumerate(questions, 1):
+        if not question.strip():
+            raise UsageError(f"question {index} is empty")
+    return questions
+
+
+def load_model(spec: ModelSpec) -> Any:
+    """The model (tests replace this to run the CLI on a fake session)."""
+    from ..models import load_model as load
+
+    return load(spec)
+
+
+def open_session(loaded: Any, media: Any, **kwargs: Any) -> Any:
+    """The session (tests replace this to run the CLI on a fake session)."""
+    from ..generation import Session
+
+    return Session.open(loaded, media, **kwargs)
+
+
+def load_media(path: Path, options: MediaOptions) -> Any:
+    from ..media import load_media as load
+
+    return load(path, options)
+
+
+@app.command()
+@with_options(MODEL, MEDIA, COMPRESSION, GENERATION, OUTPUT)
+def ask(
+    video: Annotated[Path, typer.Argument(help="Video (or audio) file.", show_default=False)],
+    questions: Annotated[list[str], typer.Argument(
+        metavar="QUESTION...", help="Your question(s) about it; several share one compressed video.",
+        show_default=False)],
+    model: ModelSpec,
+    media: MediaOptions,
+    compression: CompressionSetting,
+    generation: GenerationOptions,
+    output: OutputOptions,
+    system: SystemOpt = None,
+    stream: Annotated[bool, typer.Option("--stream/--no-stream", help="Stream the answer as it is generated.")] = True,
+) -> None:
+    """Answer QUESTION(s) about VIDEO; answers stream to stdout, the report goes to stderr."""
+    check_questions(questions)
+    run_ask(video, questions, model=model, media_options=media, compression=compression, generation=generation,
+            output=output, system=system, stream=stream and not output.json_output)
+
+
+def run_ask(
+    video: Path,
+    questions: list[str],
+    *,
+    model: ModelSpec,
+    media_options: MediaOptions,
+    compression: CompressionSetting,
+    generation: GenerationOptions,
+    output: OutputOptions,
+    system: str | None,
+    stream: bool,
+) -> None:
+    from ..measure import StageTimer
+    from ..report import make_console
+    from ..report.ask_view import print_questions, print_report
+    from ..report.payload import answer_payload
+
+    prepare_environment(output.verbose)
+    console = make_console(no_color=output.no_color)
+    show_progress = console.is_terminal and not output.quiet and not output.json_output
+    spinner = Spinner(console, show_progress)
+    warnings: list[str] = []
+
+    def warn(message: str) -> None:
+        if message in warnings:
+            return
+        warnings.append(message)
+        if not output.json_output:
+            spinner.stop()
+            console.print(f"warning: {message}", style="yellow", markup=False, highlight=False, soft_wrap=True)
+
+    payloads: list[dict[str, Any]] = []
+    line_open = False
+    try:
+        # Media first: a bad file should fail before a multi-GB model load.
+        started = time.perf_counter()
+        spinner.update(f"decoding {video} ...")
+        media = load_media(video, media_options)
+        spinner.update(f"loading {model.model} ...")
+        load_started = time.perf_counter()
+        loaded = load_model(model)
+        load_wall = time.perf_counter() - load_started
+        timer = StageTimer(device=loaded.device, on_stage=spinner.stage)
+        timer.add("load_model", loaded.load_seconds)
+        timer.record_memory("load_model")
+        timer.add("media_decode", media.summary.decode_seconds)
+        for message in (*loaded.warnings, *media.summary.warnings):
+            warn(message)
+        session = open_session(loaded, media, compression=compression, system=system, timer=timer, warn=warn)
+        config = {
+            "media_path": str(video),
+            "system": system,
+            "model": _spec_dict(model),
+            "media": media_options.to_dict(),
+            "generation": {**_asdict(generation), "stream": stream},
+        }
+        for index, question in enumerate(questions):
+            asked = time.perf_counter()
+            first_token_at: float | None = None
+            stats = None
+            spinner.update(f"prefilling {'the video and ' if index == 0 else ''}question {index + 1} ...")
+            for chunk in session.ask(question, generation):
+                if chunk.token is not None and first_token_at is None:
+                    first_token_at = time.perf_counter()
+                    spinner.stop()
+                if stream and chunk.text:
+                    sys.stdout.write(chunk.text)
+                    sys.stdout.flush()
+                    line_open = True
+                if chunk.stats is not None:
+                    stats = chunk.stats
+            assert stats is not None
+            finished = time.perf_counter()
+            origin = started + load_wall if index == 0 else asked
+            ttft = (first_token_at - origin) if first_token_at is not None else finished - origin
+            payload = answer_payload(session, stats, question=question, config=config,
+                                     time_to_first_token_seconds=ttft, total_seconds=finished - origin,
+                                     include_setup=index == 0)
+            payloads.append(payload)
+            if not output.json_output:
+                sys.stdout.write(("" if stream else stats.text) + "\n")
+                sys.stdout.flush()
+                line_open = False
+    except BaseException:
+        spinner.stop()
+        if line_open:  # end the partial answer's line, so the error line starts clean
+            sys.stdout.write("\n")
+            sys.stdout.flush()
+        raise
+    spinner.stop()
+    for payload in payloads:
+        payload["warnings"] = list(warnings)
+    if output.json_output:
+        document = payloads[0] if len(payloads) == 1 else {
+            "schema_version": payloads[0]["schema_version"], "kind": "answers", "answers": payloads,
+            "warnings": list(warnings)}
+        sys.stdout.write(json.dumps(document, indent=2) + "\n")
+        sys.stdout.flush()
+        return
+    if not output.quiet:
+        print_report(console, payloads[0])
+        if len(payloads) > 1:
+            print_questions(console, payloads)
+
+
+def _spec_dict(spec: Any) -> dict[str, Any]:
+    keys = ("model", "device", "dtype", "attn_implementation", "offline", "revision")
+    return {key: getattr(spec, key, None) for key in keys}
+
+
+def _asdict(options: Any) -> dict[str, Any]:
+    from dataclasses import asdict
+
+    return asdict(options)

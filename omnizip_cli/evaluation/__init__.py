@@ -1,0 +1,1 @@
+"""Measuring runs over many settings: ``profile`` (one clip, timing) and ``evaluate`` (datasets, accuracy)."""

@@ -1,0 +1,303 @@
+"""Model families and loading: ``model_type`` -> adapter, and ``load_model(spec)``.
+
+``--model`` is a hub id, a local checkpoint folder, or the name of a family's tiny random checkpoint
+(built offline on first use). The checkpoint's ``config.json`` ``model_type`` picks the family's
+adapter (:data:`ADAPTERS`), which loads only the thinker (the talker and the token-to-wave model
+are not needed for text answers; their weights in a full hub checkpoint are skipped) and the
+family's stock processor.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import ModelLoadError, UsageError
+from .base import ModelAdapter
+from .tiny import ensure_tiny_checkpoint, is_tiny_checkpoint
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "Qwen/Qwen2.5-Omni-7B"
+MODEL_ENV_VAR = "OMNIZIP_MODEL"
+DEVICE_CHOICES = ("auto", "cpu", "cuda")
+DTYPE_CHOICES = ("auto", "bfloat16", "float16", "float32")
+ATTN_CHOICES = ("sdpa", "flash_attention_2", "eager")
+
+
+def adapters() -> tuple[ModelAdapter, ...]:
+    """Every registered model family (the first is the default family)."""
+    from .qwen2_5_omni import ADAPTER as QWEN25
+
+    return (QWEN25,)
+
+
+def adapter_for_model_type(model_type: Any) -> ModelAdapter | None:
+    return next((a for a in adapters() if model_type in a.model_types), None)
+
+
+def adapter_for_tiny_name(name: str) -> ModelAdapter | None:
+    return next((a for a in adapters() if a.tiny_name == name), None)
+
+
+def supported_model_types() -> list[str]:
+    return [t for a in adapters() for t in a.model_types]
+
+
+def tiny_names() -> list[str]:
+    return [a.tiny_name for a in adapters()]
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What the user asked for, before anything heavy is imported."""
+
+    model: str = DEFAULT_MODEL
+    device: str = "auto"
+    dtype: str = "auto"
+    attn_implementation: str = "sdpa"
+    offline: bool = False
+    revision: str | None = None
+    fast_encoders: bool = True  # one varlen attention call per encoder layer where it pays (CUDA, no flash-attn)
+    fast_decoder: bool = True  # static KV cache + CUDA-graph decode step where it pays (CUDA)
+
+    def __post_init__(self) -> None:
+        if self.device not in DEVICE_CHOICES and not _is_cuda_index(self.device):
+            raise UsageError(f"--device must be auto, cpu, cuda or cuda:N, not {self.device!r}")
+        if self.dtype not in DTYPE_CHOICES:
+            raise UsageError(f"--dtype must be one of {', '.join(DTYPE_CHOICES)}, not {self.dtype!r}")
+        if self.attn_implementation not in ATTN_CHOICES:
+            raise UsageError(
+                f"--attn-implementation must be one of {', '.join(ATTN_CHOICES)}, not {self.attn_implementation!r}"
+            )
+
+
+@dataclass
+class LoadedModel:
+    """The thinker, its processor, its family's adapter and the settings actually used."""
+
+    model: Any  # the family's thinker, in eval mode
+    processor: Any  # the family's stock processor
+    adapter: ModelAdapter
+    name: str  # what the user asked for ("tiny", a hub id or a folder)
+    path: str  # where it was loaded from
+    is_tiny: bool
+    device: str  # resolved, e.g. "cpu" or "cuda:0"
+    dtype: str  # resolved, e.g. "float32"
+    attn_implementation: str  # resolved (after any fallback)
+    load_seconds: float = 0.0
+    warnings: tuple[str, ...] = ()
+    fast_encoder_attention: bool = False  # encoders on the single-call varlen path
+    encoder_attention_note: str = ""  # why (not)
+    fast_decoder: bool = True  # may the runner use the CUDA-graph decoder (where supported)
+
+    @property
+    def context_length(self) -> int:
+        """The language model's maximum context (``max_position_embeddings``)."""
+        return int(getattr(self.model.config.get_text_config(), "max_position_embeddings", 32768))
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "model": self.name,
+            "family": self.adapter.display_name,
+            "path": self.path,
+            "random_weights": self.is_tiny,
+            "device": self.device,
+            "dtype": self.dtype,
+            "attn_implementation": self.attn_implementation,
+            "fast_encoder_attention": self.fast_encoder_attention,
+            "encoder_attention_note": self.encoder_attention_note,
+        }
+
+
+def _is_cuda_index(device: str) -> bool:
+    return device.startswith("cuda:") and device[5:].isdigit()
+
+
+def apply_offline_mode(offline: bool) -> None:
+    """Set the hub's offline switches. Must run before huggingface_hub/transformers are imported."""
+    if offline:
+        os.environ["HF_HUB_OFFLINE"] = "1"
+        os.environ["TRANSFORMERS_OFFLINE"] = "1"
+
+
+def resolve_device(device: str) -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda:0" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise UsageError(f"--device {device} was asked for but no CUDA GPU is available (use --device cpu)")
+        index = int(device[5:]) if _is_cuda_index(device) else 0
+        if index >= torch.cuda.device_count():
+            raise UsageError(f"--device {device}: only {torch.cuda.device_count()} CUDA device(s) are visible")
+        return f"cuda:{index}"
+    return "cpu"
+
+
+def resolve_dtype(dtype: str, device: str) -> str:
+    """``auto`` is bfloat16 on a GPU that supports it, float16 on an older GPU, float32 on the CPU."""
+    import torch
+
+    if dtype != "auto":
+        return dtype
+    if device.startswith("cuda"):
+        return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
+    return "float32"
+
+
+def resolve_attn_implementation(requested: str) -> tuple[str, list[str]]:
+    """Fall back from flash_attention_2 to sdpa (with a warning) when flash-attn is not installed."""
+    warnings: list[str] = []
+    if requested == "flash_attention_2":
+        from transformers.utils import is_flash_attn_2_available
+
+        if not is_flash_attn_2_available():
+            warnings.append("flash-attn is not installed: using --attn-implementation sdpa instead")
+            return "sdpa", warnings
+    return requested, warnings
+
+
+def resolve_model_location(
+    model: str, offline: bool = False, revision: str | None = None
+) -> tuple[str, bool, ModelAdapter]:
+    """Turn ``--model`` into a loadable location and the adapter of its family.
+
+    Returns ``(path_or_hub_id, is_tiny, adapter)``. Raises :class:`ModelLoadError` for a missing
+    folder, a folder that is not a supported checkpoint, or a hub id that cannot be reached or found.
+    """
+    tiny = adapter_for_tiny_name(model)
+    if tiny is not None:
+        return str(ensure_tiny_checkpoint(tiny)), True, tiny
+    path = Path(model).expanduser()
+    looks_local = path.exists() or model.startswith((".", "/", "~")) or model.count("/") > 1
+    if looks_local:
+        if not path.exists():
+            raise ModelLoadError(f"model folder {model} does not exist")
+        if not path.is_dir():
+            raise ModelLoadError(f"--model {model} is a file, not a checkpoint folder")
+        config_file = path / "config.json"
+        if not config_file.is_file():
+            raise ModelLoadError(f"{model} is not a model checkpoint: it has no config.json")
+        try:
+            config = json.loads(config_file.read_text())
+        except (OSError, ValueError) as exc:
+            raise ModelLoadError(f"{model}/config.json cannot be read: {exc}") from exc
+        model_type = config.get("model_type") if isinstance(config, dict) else None
+        return str(path), is_tiny_checkpoint(path), _adapter_for(model_type, model)
+    location, adapter = _check_hub_model(model, offline=offline, revision=revision)
+    return location, False, adapter
+
+
+def _adapter_for(model_type: Any, model: str) -> ModelAdapter:
+    adapter = adapter_for_model_type(model_type)
+    if adapter is None:
+        families = ", ".join(a.display_name for a in adapters())
+        raise ModelLoadError(
+            f"{model} is not a supported checkpoint (model_type is {model_type!r}; omnizip supports "
+            f"{families}: model_type {', '.join(supported_model_types())})"
+        )
+    return adapter
+
+
+def _check_hub_model(model: str, offline: bool, revision: str | None) -> tuple[str, ModelAdapter]:
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(model, revision=revision, local_files_only=offline)
+    except (OSError, ValueError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        where = "in the local cache (offline mode)" if offline else "on the Hugging Face hub"
+        raise ModelLoadError(
+            f"cannot load {model} {where}: {reason}",
+            hint="check the name, your network, or pass a local checkpoint folder to --model",
+        ) from exc
+    return model, _adapter_for(getattr(config, "model_type", None), model)
+
+
+def load_model(spec: ModelSpec) -> LoadedModel:
+    """Load the thinker and the processor described by ``spec`` (same code path for tiny and real)."""
+    import time
+
+    import torch
+
+    started = time.perf_counter()
+    location, is_tiny, adapter = resolve_model_location(spec.model, offline=spec.offline, revision=spec.revision)
+    device = resolve_device(spec.device)
+    dtype = resolve_dtype(spec.dtype, device)
+    attn, warnings = resolve_attn_implementation(spec.attn_implementation)
+    common: dict[str, Any] = {"revision": spec.revision, "local_files_only": spec.offline or is_tiny}
+    try:
+        model, processor = adapter.load(
+            location, dtype=getattr(torch, dtype), attn_implementation=attn, device=device,
+            from_pretrained_kwargs=common,
+        )
+    except torch.OutOfMemoryError:
+        raise
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ModelLoadError(f"cannot load the {adapter.display_name} thinker from {spec.model}: {first_line}") from exc
+    fast, note = _set_up_encoder_attention(adapter.encoder_modules(model), spec.fast_encoders)
+    if is_tiny:
+        warnings.insert(0, f"--model {spec.model}: the weights are random, so the answer is meaningless")
+    return LoadedModel(
+        model=model,
+        processor=processor,
+        adapter=adapter,
+        name=spec.model,
+        path=location,
+        is_tiny=is_tiny,
+        device=device,
+        dtype=dtype,
+        attn_implementation=attn,
+        load_seconds=time.perf_counter() - started,
+        warnings=tuple(warnings),
+        fast_encoder_attention=fast,
+        encoder_attention_note=note,
+        fast_decoder=spec.fast_decoder,
+    )
+
+
+def _set_up_encoder_attention(encoders: dict[str, Any], wanted: bool) -> tuple[bool, str]:
+    """Route the encoders through one varlen attention call per layer where that pays off."""
+    from .encoder_attention import enable_fast_encoder_attention, fast_attention_decision
+
+    if not wanted:
+        return False, "stock encoder attention (--stock-encoders)"
+    decision = fast_attention_decision(encoders)
+    if decision.enable:
+        problem = _varlen_self_check(encoders)
+        if problem is not None:  # never let an untested kernel/driver combination break the answer
+            logger.warning("fast encoder attention disabled: %s", problem)
+            return False, f"stock encoder attention: the varlen self-check failed ({problem})"
+    enabled = enable_fast_encoder_attention(encoders)
+    return enabled, decision.reason
+
+
+def _varlen_self_check(encoders: dict[str, Any]) -> str | None:
+    """Run the varlen kernel once on a small random problem against the reference; None when it agrees."""
+    import torch
+
+    from .encoder_attention import kernel_supports, reference_varlen_attention
+
+    try:
+        parameter = next(next(iter(encoders.values())).parameters())
+        device, dtype = parameter.device, parameter.dtype
+        generator = torch.Generator(device="cpu").manual_seed(0)
+        q, k, v = (torch.randn(96, 4, 64, generator=generator).to(device=device, dtype=dtype) for _ in range(3))
+        cu = torch.tensor([0, 40, 64, 96], dtype=torch.int32, device=device)
+        if not kernel_supports(q):
+            return None  # the reference path will run: nothing to check
+        from torch.nn.attention.varlen import varlen_attn
+
+        fast = varlen_attn(q, k, v, cu, cu, 40, 40).float()
+        reference = reference_varlen_attention(q.float(), k.float(), v.float(), cu, 40).float()
+        error = float((fast - reference).abs().max() / reference.abs().max().clamp_min(1e-6))
+    except Exception as exc:  # noqa: BLE001 - any failure means: keep the stock path
+        return f"{type(exc).__name__}: {exc}".splitlines()[0][:200]
+    return None if error < 5e-2 else f"relative error {error:.3g} against the reference"

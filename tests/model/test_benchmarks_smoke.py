@@ -1,0 +1,191 @@
+"""Smoke tests of the benchmarks (CI has no GPU): each runs its small mode and prints JSON lines.
+
+* ``benchmarks/model_stages.py --tiny``: the full-size benchmark's code with tiny dimensions on the
+  CPU; every stage, equivalence and ratio line is there with its keys.
+* its synthetic ``input_ids`` layout equals what the real ``Qwen2_5OmniProcessor`` produces for a
+  video with its audio track (so the full-size timings are for the sequence users really send);
+* ``benchmarks/keep_plan.py --quick`` and ``benchmarks/media_decode.py --quick`` when they exist.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[2]
+BENCHMARKS = ROOT / "benchmarks"
+TIMEOUT = 600
+
+STAGE_KEYS = {
+    "bench", "kind", "model", "device", "dtype", "clip_seconds", "tokens", "stage", "variant",
+    "best_s", "median_s", "runs_s", "peak_memory_bytes", "memory_kind",
+}
+EXPECTED_STAGES = {
+    ("vision_encoder", "stock"), ("vision_encoder", "fast"), ("audio_encoder", "stock"), ("audio_encoder", "fast"),
+    ("saliency", None), ("keep_plan", "45"), ("keep_plan", "35"), ("prune", "45"), ("prune", "35"),
+    ("prefill", "full"), ("prefill", "45"), ("prefill", "35"), ("decode", "full"), ("decode", "35"),
+    ("ttft", "stock_full"), ("ttft", "fast_35"), ("ttft", "stock_generate"),
+}
+EXPECTED_RATIOS = {
+    "prefill_full_over_35", "prefill_full_over_45", "ttft_stock_full_over_fast_35",
+    "ttft_stock_generate_over_fast_35", "compression_over_prefill_full",
+    "keep_plan_and_saliency_over_prefill_full", "vision_stock_over_fast", "audio_stock_over_fast",
+}
+
+
+def run_script(*args: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    return subprocess.run(
+        [sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=TIMEOUT, check=False
+    )
+
+
+def json_lines(stdout: str) -> list[dict]:
+    lines = [line for line in stdout.splitlines() if line.strip()]
+    assert lines, "no output"
+    records = []
+    for line in lines:
+        record = json.loads(line)  # every printed line is JSON
+        assert isinstance(record, dict) and record, line
+        records.append(record)
+    return records
+
+
+def load_model_stages():
+    name = "omnizip_benchmark_model_stages"
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / "model_stages.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up while the class is built
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_model_stages_tiny() -> None:
+    proc = run_script("benchmarks/model_stages.py", "--tiny")
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    records = json_lines(proc.stdout)
+    assert all(r["bench"] == "model_stages" for r in records)
+    kinds = {r["kind"] for r in records}
+    assert {"setup", "clip", "stage", "equivalence", "ratio"} <= kinds
+
+    (setup,) = [r for r in records if r["kind"] == "setup"]
+    assert setup["model"] == "tiny" and setup["device"] == "cpu" and setup["parameters"] > 0
+    for key in ("torch", "transformers", "fast_attention_backend", "repeats"):
+        assert key in setup
+
+    stages = [r for r in records if r["kind"] == "stage"]
+    for record in stages:
+        assert STAGE_KEYS <= record.keys(), STAGE_KEYS - record.keys()
+        assert 0 <= record["best_s"] <= record["median_s"]
+        assert len(record["runs_s"]) == setup["repeats"]
+    clips = {r["clip_seconds"] for r in stages}
+    assert clips
+    for seconds in clips:
+        assert EXPECTED_STAGES <= {(r["stage"], r["variant"]) for r in stages if r["clip_seconds"] == seconds}
+
+    equivalence = [r for r in records if r["kind"] == "equivalence"]
+    assert {r["what"] for r in equivalence} == {"vision_encoder", "audio_encoder"}
+    for record in equivalence:  # float32 on the CPU: the fast path equals stock within 1e-5
+        assert record["bound"] == 1e-5 and record["within_bound"], record
+
+    ratios = [r for r in records if r["kind"] == "ratio"]
+    assert EXPECTED_RATIOS <= {r["name"] for r in ratios}
+    for record in ratios:
+        assert {"name", "value", "target", "meets_target", "formula", "clip_seconds"} <= record.keys()
+        assert record["value"] >= 0
+
+    prefill_tokens = {r["variant"]: r["prefill_tokens"] for r in stages if r["stage"] == "prefill"}
+    assert prefill_tokens["35"] < prefill_tokens["45"] < prefill_tokens["full"]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without a GPU")
+def test_model_stages_refuses_full_size_on_cpu() -> None:
+    proc = run_script("benchmarks/model_stages.py", "--seconds", "30")
+    assert proc.returncode == 2
+    assert "--tiny" in proc.stderr and proc.stdout == ""
+
+
+def test_model_stages_layout_matches_processor() -> None:
+    """The synthetic audio-in-video token layout equals the stock processor's, on the tiny checkpoint."""
+    from omnizip_cli.inputs import build_inputs
+    from omnizip_cli.loading import ModelSpec, load_model
+
+    from tests.helpers.synthetic import synthetic_media
+
+    bench = load_model_stages()
+    loaded = load_model(ModelSpec(model="tiny", device="cpu", dtype="float32"))
+    config = loaded.model.config
+    for seconds, (height, width) in ((6, (224, 392)), (9, (168, 252))):
+        inputs = build_inputs(loaded.processor, synthetic_media(seconds, seconds, height=height, width=width), "Why?")
+        tensors = inputs.tensors
+        grid = tuple(int(x) for x in tensors["video_grid_thw"][0].tolist())
+        second_per_grid = float(tensors["video_second_per_grid"][0])
+        mel_frames = int(tensors["feature_attention_mask"].sum())
+        audio_tokens = ((mel_frames - 1) // 2 + 1 - 2) // 2 + 1
+        ids = tensors["input_ids"][0].tolist()
+        start = ids.index(config.vision_start_token_id)
+        end = ids.index(config.vision_end_token_id) + 1
+        assert ids[start:end] == bench.media_token_ids(config, grid, second_per_grid, audio_tokens)
+
+    # and the benchmark's own clip at the default budget: 112 video + 25 audio tokens per second
+    clip = bench.synthesize_clip(config, 6, 2.0, 112, "cpu")
+    assert clip.grid_thw == (6, 16, 28) and clip.frame_px == (224, 392)
+    ids = clip.inputs.input_ids[0]
+    assert int((ids == config.video_token_id).sum()) == clip.video_tokens == 6 * 112
+    assert int((ids == config.audio_token_id).sum()) == clip.audio_tokens == 6 * 25
+
+
+def test_full_size_configs_have_the_stated_dimensions() -> None:
+    bench = load_model_stages()
+    seven, three = bench.full_thinker_config("7b"), bench.full_thinker_config("3b")
+    assert (seven.text_config.num_hidden_layers, seven.text_config.hidden_size) == (28, 3584)
+    assert (seven.text_config.num_attention_heads, seven.text_config.num_key_value_heads) == (28, 4)
+    assert (seven.text_config.intermediate_size, seven.text_config.vocab_size) == (18944, 152064)
+    assert (three.text_config.num_hidden_layers, three.text_config.hidden_size) == (36, 2048)
+    assert (three.text_config.num_attention_heads, three.text_config.num_key_value_heads) == (16, 2)
+    assert (three.text_config.intermediate_size, three.text_config.vocab_size) == (11008, 151936)
+    for config, out in ((seven, 3584), (three, 2048)):
+        assert config.text_config.rope_parameters["mrope_section"] == [16, 24, 24]
+        vision, audio = config.vision_config, config.audio_config
+        assert (vision.depth, vision.hidden_size, vision.num_heads, vision.intermediate_size) == (32, 1280, 16, 3420)
+        assert vision.fullatt_block_indexes == [7, 15, 23, 31] and vision.out_hidden_size == out
+        assert (audio.encoder_layers, audio.d_model, audio.encoder_attention_heads, audio.encoder_ffn_dim) == (
+            32, 1280, 20, 5120,
+        )
+        assert audio.output_dim == out and audio.n_window == 100
+    # parameter count of the 7B thinker, from the shapes alone (meta device: nothing allocated)
+    from transformers.models.qwen2_5_omni.modeling_qwen2_5_omni import Qwen2_5OmniThinkerForConditionalGeneration
+
+    counts = {}
+    for name, config in (("7b", seven), ("3b", three)):
+        with torch.device("meta"):
+            model = Qwen2_5OmniThinkerForConditionalGeneration._from_config(config)
+        counts[name] = sum(p.numel() for p in model.parameters())
+    assert abs(counts["7b"] / 1e9 - 8.93) < 0.01, counts
+    assert abs(counts["3b"] / 1e9 - 4.70) < 0.01, counts
+
+
+@pytest.mark.parametrize(
+    ("script", "smoke_flag"),
+    [("keep_plan.py", "--quick"), ("media_decode.py", "--quick"), ("saliency_memory.py", "--quick"),
+     ("decode_speed.py", "--tiny")],
+)
+def test_other_benchmarks_quick(script: str, smoke_flag: str) -> None:
+    path = BENCHMARKS / script
+    assert path.exists(), f"benchmarks/{script} is missing"
+    proc = run_script(f"benchmarks/{script}", smoke_flag)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    records = json_lines(proc.stdout)
+    expected = script.removesuffix(".py")
+    for record in records:
+        if "bench" in record:
+            assert record["bench"] == expected, record
