@@ -28,9 +28,31 @@ class OmnizipError(Exception):
 
 
 class UsageError(OmnizipError):
-    """A bad option value or combination (exit code 2, like Click's usage errors)."""
+    """A bad option value or combination (exit code 2, like Click's usage errors).
+
+    ``field`` names the setting at fault (a config field such as ``rho_audio``) and ``problem`` says
+    what is wrong with it, so that a front end can name the value the way its user gave it
+    (:meth:`for_option`: ``--rho-audio must be ...``).
+    """
 
     exit_code = 2
+
+    def __init__(self, message: str, hint: str | None = None, *, field: str | None = None,
+                 problem: str | None = None) -> None:
+        super().__init__(message, hint)
+        self.field = field
+        self.problem = problem
+
+    @classmethod
+    def of_field(cls, field: str, problem: str, hint: str | None = None) -> UsageError:
+        """``"<field> <problem>"``, with the field and the problem kept apart."""
+        return cls(f"{field} {problem}", hint, field=field, problem=problem)
+
+    def for_option(self, options: dict[str, str]) -> UsageError:
+        """The same error naming the option that sets the field (``options``: field -> option), if any."""
+        if self.field in options and self.problem is not None:
+            return UsageError(f"{options[self.field]} {self.problem}", self.hint)
+        return self
 
 
 class MediaError(OmnizipError):

@@ -91,7 +91,7 @@ def run_ask(
     system: str | None,
     stream: bool,
 ) -> None:
-    from ..measure import StageTimer
+    from ..measure import CPU_RSS, StageTimer, process_peak_rss_bytes
     from ..report import make_console
     from ..report.ask_view import print_questions, print_report
     from ..report.payload import answer_payload
@@ -117,6 +117,7 @@ def run_ask(
         started = time.perf_counter()
         spinner.update(f"decoding {video} ...")
         media = load_media(video, media_options)
+        media_rss = process_peak_rss_bytes()
         spinner.update(f"loading {model.model} ...")
         load_started = time.perf_counter()
         loaded = load_model(model)
@@ -124,7 +125,9 @@ def run_ask(
         timer = StageTimer(device=loaded.device, on_stage=spinner.stage)
         timer.add("load_model", loaded.load_seconds)
         timer.record_memory("load_model")
-        timer.add("media_decode", media.summary.decode_seconds)
+        # Media decoding runs on the CPU before the model exists: no GPU memory to report for it.
+        timer.add("media_decode", media.summary.decode_seconds,
+                  peak_memory_bytes=None if timer.cuda else media_rss, memory_kind=CPU_RSS)
         for message in (*loaded.warnings, *media.summary.warnings):
             warn(message)
         session = open_session(loaded, media, compression=compression, system=system, timer=timer, warn=warn)

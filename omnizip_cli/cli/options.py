@@ -135,14 +135,23 @@ MEDIA = OptionGroup("media", (
 
 
 # --------------------------------------------------------------------------------- compression (one setting)
+#: The option that sets each compression field (a bad value is reported under the option's name).
+COMPRESSION_FIELD_OPTIONS = {"rho_audio": "--rho-audio", "rho_video": "--rho-video", "anchor_ratio": "--anchor-ratio",
+                             "merge_g": "--merge-g", "retention": "--retention"}
+
+
 def _compression(*, no_compress: bool, preset: Preset | None, retention: float | None, rho_audio: float | None,
                  rho_video: float | None, anchor_ratio: float | None, merge_g: int | None) -> Any:
     from ..compression import CompressionSetting
+    from ..errors import UsageError
 
-    return CompressionSetting.from_options(
-        no_compress=no_compress, preset=preset.value if preset else None, retention=retention,
-        rho_audio=rho_audio, rho_video=rho_video, anchor_ratio=anchor_ratio, merge_g=merge_g,
-    )
+    try:
+        return CompressionSetting.from_options(
+            no_compress=no_compress, preset=preset.value if preset else None, retention=retention,
+            rho_audio=rho_audio, rho_video=rho_video, anchor_ratio=anchor_ratio, merge_g=merge_g,
+        )
+    except UsageError as exc:
+        raise exc.for_option(COMPRESSION_FIELD_OPTIONS) from exc
 
 
 COMPRESSION = OptionGroup("compression", (

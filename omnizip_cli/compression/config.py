@@ -22,17 +22,17 @@ __all__ = ["PRESETS", "OmniZipConfig", "config_for_retention", "expected_retenti
 
 def _finite(name: str, value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise UsageError(f"{name} must be a number, got {value!r}")
+        raise UsageError.of_field(name, f"must be a number, got {value!r}")
     value = float(value)
     if not math.isfinite(value):
-        raise UsageError(f"{name} must be finite, got {value}")
+        raise UsageError.of_field(name, f"must be finite, got {value}")
     return value
 
 
 def _fraction(name: str, value: Any) -> float:
     value = _finite(name, value)
     if not 0.0 <= value < 1.0:
-        raise UsageError(f"{name} must be in [0, 1), got {value}")
+        raise UsageError.of_field(name, f"must be in [0, 1), got {value}")
     return value
 
 
@@ -41,9 +41,9 @@ def _count(name: str, value: Any) -> int:
         if isinstance(value, float) and value.is_integer():
             value = int(value)
         else:
-            raise UsageError(f"{name} must be a whole number, got {value!r}")
+            raise UsageError.of_field(name, f"must be a whole number, got {value!r}")
     if value < 0:
-        raise UsageError(f"{name} must be >= 0, got {value}")
+        raise UsageError.of_field(name, f"must be >= 0, got {value}")
     return value
 
 
@@ -172,7 +172,7 @@ def config_for_retention(
     """
     retention = _finite("retention", retention)
     if not 0.0 < retention <= 1.0:
-        raise UsageError(f"retention must be in (0, 1], got {retention}")
+        raise UsageError.of_field("retention", f"must be in (0, 1], got {retention}")
     audio_rate = _finite("audio_tokens_per_second", audio_tokens_per_second)
     video_rate = _finite("video_tokens_per_second", video_tokens_per_second)
     if audio_rate < 0 or video_rate < 0 or audio_rate + video_rate <= 0:
@@ -211,9 +211,9 @@ def _ratios_on_preset_line(
         rho_video = (1.0 - retention) * total / video_rate if video_rate > 0 else 0.0
         return 0.0, _rounded(max(0.0, rho_video))
     if retention < retention_at(x_bottom):
-        raise UsageError(
-            f"retention {retention} is below what OmniZip reaches at these token rates "
-            f"(about {retention_at(x_bottom):.3f})"
+        raise UsageError.of_field(
+            "retention",
+            f"{retention} is below what OmniZip reaches at these token rates (about {retention_at(x_bottom):.3f})",
         )
     # retention_at is continuous and linear on [0, anchors] and on [anchors, x_bottom].
     knee = min(anchors, x_bottom)

@@ -56,7 +56,7 @@ class CompressionSetting:
             value = self.retention
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
                     or not 0.0 < value <= 1.0:
-                raise UsageError(f"--retention must be in (0, 1], got {value}")
+                raise UsageError.of_field("retention", f"must be in (0, 1], got {value}")
         if self.source == "off" and self.overrides:
             raise UsageError("--no-compress cannot be combined with compression settings")
         unknown = [name for name, _ in self.overrides if name not in _OVERRIDE_FIELDS]

@@ -458,7 +458,7 @@ def resolved_config(
         "system": request.system,
         "model": {"requested": asdict(request.model), "resolved": loaded.describe()},
         "media_options": request.media.to_dict(),
-        "settings": [s.to_dict() for s in settings],
+        "settings": [{**s.to_dict(), "compression": _resolved(s, audio_tokens, video_tokens)} for s in settings],
         "ratios_derived_for": {"audio_tokens": audio_tokens, "video_tokens": video_tokens},
         "repeats": request.repeats,
         "warmup": request.warmup,
@@ -468,6 +468,11 @@ def resolved_config(
         "versions": versions(),
         "device": device_info(loaded.device),
     }
+
+
+def _resolved(setting: CompressionSetting, audio_tokens: int, video_tokens: int) -> dict[str, Any] | None:
+    config = setting.resolve(audio_tokens, video_tokens)
+    return config.to_dict() if config is not None else None
 
 
 # ----------------------------------------------------------------------------- output

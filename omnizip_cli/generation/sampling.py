@@ -32,7 +32,7 @@ class GenerationOptions:
         if not isinstance(self.max_new_tokens, int) or self.max_new_tokens < 1:
             raise UsageError("--max-new-tokens must be at least 1")
         if not math.isfinite(self.temperature) or self.temperature < 0:
-            raise UsageError(f"--temperature must be a finite number >= 0 (0 is greedy), not {self.temperature}")
+            raise UsageError(f"--temperature must be >= 0 and finite (0 is greedy), not {self.temperature}")
         if self.seed is not None and not 0 <= self.seed <= SEED_MAX:
             raise UsageError(f"--seed must be between 0 and {SEED_MAX}, not {self.seed}")
         if self.top_p is not None and not (math.isfinite(self.top_p) and 0 < self.top_p <= 1):

@@ -17,8 +17,9 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 from omnizip_cli.cli import app
-from omnizip_cli.report import TINY_NOTE
-from omnizip_cli.stats import STAGES
+from omnizip_cli.measure import STAGES
+
+TINY_NOTE = "--model tiny: the weights are random, so the answer is meaningless"
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLES = ROOT / "samples"
@@ -41,6 +42,17 @@ def _plain_stderr(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in ("FORCE_COLOR", "NO_COLOR", "TTY_COMPATIBLE", "OMNIZIP_DEBUG"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("COLUMNS", "120")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _reuse_the_tiny_model(tiny_model: Any) -> Any:
+    """Every run but one (``test_a_real_run_loads_the_model``) reuses the session's loaded tiny model."""
+    import omnizip_cli.cli.ask
+
+    patch = pytest.MonkeyPatch()
+    patch.setattr(omnizip_cli.cli.ask, "load_model", lambda spec: tiny_model)
+    yield
+    patch.undo()
 
 
 def ask(*args: Any) -> Result:
@@ -71,7 +83,7 @@ def stream_run(tiny_model: Any) -> Result:
 def test_json_is_one_object_on_stdout_and_nothing_on_stderr(json_run: Result, payload: dict[str, Any]) -> None:
     assert json_run.stderr == ""
     assert json_run.stdout.count("\n{") == 0 and json_run.stdout.startswith("{")
-    assert payload["schema_version"] == 1
+    assert payload["schema_version"] == 2
     assert isinstance(payload["answer"], str)
     assert payload["random_weights"] is True
     assert TINY_NOTE in payload["warnings"]
@@ -174,7 +186,6 @@ def test_report_on_stderr_shows_every_field(stream_run: Result, payload: dict[st
         assert found, f"no {label!r} line in:\n{err}"
         return " ".join(found[0].split())
 
-    assert f"note: {TINY_NOTE}" in err
     for name in ("video", "audio", "text", "total"):
         t = tokens[name]
         assert line(name).startswith(f"{name} {t['before']} {t['after']} {t['dropped']} {t['retention'] * 100:.1f} %")
@@ -188,13 +199,14 @@ def test_report_on_stderr_shows_every_field(stream_run: Result, payload: dict[st
     for label in ("media decode", "preprocessing", "audio encoder", "vision encoder", "saliency", "keep plan",
                   "prefill", "decode", "model load"):
         assert not line(label).endswith("not run"), label
-        assert " ms " in line(label) or " s " in line(label), label
+        assert " µs " in line(label) or " ms " in line(label) or " s " in line(label), label
         assert " MB" in line(label) or " GB" in line(label), label
     assert line("total", "load excluded").endswith("to the last token, load excluded")
     assert "tokens/s" in line("prefill") and "tokens/s" in line("decode")
     assert line("time to first token").endswith("from media decode, load excluded")
-    assert "peak RSS: process high-water resident memory" in err
-    assert line("model") == "model tiny (random weights)"
+    assert "peak RSS: high-water resident memory of the whole process" in err
+    assert line("model") == "model tiny (random weights: the answer is meaningless)"
+    assert line("family") == "family Qwen2.5-Omni"
     assert line("path").startswith("path ") and line("path").endswith("tiny-qwen2.5-omni-v1")
     assert line("device") == "device cpu"
     assert line("dtype") == "dtype float32"
@@ -261,9 +273,9 @@ def test_audio_only_file(tiny_model: Any) -> None:
 # ----------------------------------------------------------------------------- context-length warning
 def test_prompt_longer_than_the_context_is_warned_before_the_answer(monkeypatch: pytest.MonkeyPatch,
                                                                      tiny_model: Any) -> None:
-    import omnizip_cli.runner
+    from omnizip_cli.models import LoadedModel
 
-    monkeypatch.setattr(omnizip_cli.runner, "context_length", lambda model: 64)
+    monkeypatch.setattr(LoadedModel, "context_length", property(lambda self: 64))
     result = ok(ask(TALKING, QUESTION, *FAST, "--no-compress"))
     warnings = [x for x in result.stderr.splitlines() if x.startswith("warning: the prompt has")]
     assert len(warnings) == 1
@@ -282,14 +294,14 @@ class _Spy:
     """Records the spinner messages ``run_ask`` shows."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch, terminal: bool) -> None:
-        import omnizip_cli.commands
+        import omnizip_cli.cli.progress
         import omnizip_cli.report
 
         self.messages: list[str] = []
         self.file = io.StringIO()
         console = Console(file=self.file, force_terminal=terminal, width=100)
         monkeypatch.setattr(omnizip_cli.report, "make_console", lambda no_color=False: console)
-        original = omnizip_cli.commands._Progress.update
+        original = omnizip_cli.cli.progress.Spinner.update
         spy = self
 
         def update(progress: Any, message: str) -> None:
@@ -297,7 +309,7 @@ class _Spy:
                 spy.messages.append(message)
             original(progress, message)
 
-        monkeypatch.setattr(omnizip_cli.commands._Progress, "update", update)
+        monkeypatch.setattr(omnizip_cli.cli.progress.Spinner, "update", update)
 
 
 def test_progress_on_a_terminal_names_the_stages(monkeypatch: pytest.MonkeyPatch, payload: dict[str, Any]) -> None:

@@ -116,7 +116,7 @@ def test_model_folder_not_qwen_omni(tmp_path: Path) -> None:
     folder = tmp_path / "llama"
     folder.mkdir()
     (folder / "config.json").write_text(json.dumps({"model_type": "llama"}))
-    one_line_error(ask(TALKING, "q", *FAST, "--model", folder), 1, "not a Qwen2.5-Omni checkpoint", "'llama'")
+    one_line_error(ask(TALKING, "q", *FAST, "--model", folder), 1, "not a supported checkpoint", "'llama'")
 
 
 def test_model_folder_without_config(tmp_path: Path) -> None:
@@ -177,56 +177,56 @@ def _raise(exc: BaseException) -> Any:
 
 
 def test_out_of_memory_in_the_encoders(monkeypatch: pytest.MonkeyPatch, tiny_model: Any) -> None:
-    import omnizip_cli.pipeline
+    from omnizip_cli.models.qwen2_5_omni import Qwen25OmniAdapter
 
     message = "CUDA out of memory. Tried to allocate 334.76 GiB. GPU 0 has a total capacity of 79.19 GiB\nof which ..."
-    monkeypatch.setattr(omnizip_cli.pipeline, "encode_prompt", _raise(torch.OutOfMemoryError(message)))
+    monkeypatch.setattr(Qwen25OmniAdapter, "encode", _raise(torch.OutOfMemoryError(message)))
     line = one_line_error(ask(TALKING, "q", *FAST), 1, "out of memory", "Tried to allocate 334.76 GiB", OOM_HINT)
     assert line.startswith("error: out of memory: CUDA out of memory")
 
 
 def test_out_of_memory_while_loading(monkeypatch: pytest.MonkeyPatch) -> None:
-    import omnizip_cli.loading
+    import omnizip_cli.cli.ask
 
-    monkeypatch.setattr(omnizip_cli.loading, "load_model", _raise(torch.OutOfMemoryError("CUDA out of memory.")))
+    monkeypatch.setattr(omnizip_cli.cli.ask, "load_model", _raise(torch.OutOfMemoryError("CUDA out of memory.")))
     one_line_error(ask(TALKING, "q", *FAST), 1, "out of memory", OOM_HINT)
 
 
 def test_runtime_error_saying_out_of_memory(monkeypatch: pytest.MonkeyPatch, tiny_model: Any) -> None:
-    import omnizip_cli.pipeline
+    from omnizip_cli.models.qwen2_5_omni import Qwen25OmniAdapter
 
-    monkeypatch.setattr(omnizip_cli.pipeline, "encode_prompt", _raise(RuntimeError("CUDA error: out of memory")))
+    monkeypatch.setattr(Qwen25OmniAdapter, "encode", _raise(RuntimeError("CUDA error: out of memory")))
     one_line_error(ask(TALKING, "q", *FAST), 1, "out of memory", OOM_HINT)
 
 
 def test_host_memory_error(monkeypatch: pytest.MonkeyPatch, tiny_model: Any) -> None:
-    import omnizip_cli.pipeline
+    from omnizip_cli.models.qwen2_5_omni import Qwen25OmniAdapter
 
-    monkeypatch.setattr(omnizip_cli.pipeline, "encode_prompt", _raise(MemoryError()))
+    monkeypatch.setattr(Qwen25OmniAdapter, "encode", _raise(MemoryError()))
     line = one_line_error(ask(TALKING, "q", *FAST), 1, OOM_HINT)
     assert line.startswith("error: out of memory. Hint:")
 
 
 def test_unexpected_error_is_one_line_with_the_debug_hint(monkeypatch: pytest.MonkeyPatch, tiny_model: Any) -> None:
-    import omnizip_cli.pipeline
+    from omnizip_cli.models.qwen2_5_omni import Qwen25OmniAdapter
 
-    monkeypatch.setattr(omnizip_cli.pipeline, "encode_prompt", _raise(ValueError("boom\nsecond line")))
+    monkeypatch.setattr(Qwen25OmniAdapter, "encode", _raise(ValueError("boom\nsecond line")))
     line = one_line_error(ask(TALKING, "q", *FAST), 1, "ValueError: boom", "--debug")
     assert "second line" not in line
 
 
 # ----------------------------------------------------------------------------- Ctrl-C (exit 130)
 def test_ctrl_c_before_the_answer(monkeypatch: pytest.MonkeyPatch, tiny_model: Any) -> None:
-    import omnizip_cli.pipeline
+    from omnizip_cli.models.qwen2_5_omni import Qwen25OmniAdapter
 
-    monkeypatch.setattr(omnizip_cli.pipeline, "encode_prompt", _raise(KeyboardInterrupt()))
+    monkeypatch.setattr(Qwen25OmniAdapter, "encode", _raise(KeyboardInterrupt()))
     one_line_error(ask(TALKING, "q", *FAST), 130, "interrupted")
 
 
 def test_ctrl_c_while_streaming_ends_the_answer_line(monkeypatch: pytest.MonkeyPatch, tiny_model: Any) -> None:
-    import omnizip_cli.decoding
+    from omnizip_cli.generation.eager import EagerDecoder
 
-    monkeypatch.setattr(omnizip_cli.decoding, "decode_step", _raise(KeyboardInterrupt()))
+    monkeypatch.setattr(EagerDecoder, "step", _raise(KeyboardInterrupt()))
     result = ask(TALKING, "q", *FAST)
     assert result.exit_code == 130
     assert result.stderr.splitlines()[-1] == "error: interrupted"
@@ -235,16 +235,16 @@ def test_ctrl_c_while_streaming_ends_the_answer_line(monkeypatch: pytest.MonkeyP
 
 
 def test_ctrl_c_while_loading(monkeypatch: pytest.MonkeyPatch) -> None:
-    import omnizip_cli.loading
+    import omnizip_cli.cli.ask
 
-    monkeypatch.setattr(omnizip_cli.loading, "load_model", _raise(KeyboardInterrupt()))
+    monkeypatch.setattr(omnizip_cli.cli.ask, "load_model", _raise(KeyboardInterrupt()))
     one_line_error(ask(TALKING, "q", *FAST), 130, "interrupted")
 
 
 def test_ctrl_c_with_debug_shows_the_traceback_and_keeps_130(monkeypatch: pytest.MonkeyPatch) -> None:
-    import omnizip_cli.loading
+    import omnizip_cli.cli.ask
 
-    monkeypatch.setattr(omnizip_cli.loading, "load_model", _raise(KeyboardInterrupt()))
+    monkeypatch.setattr(omnizip_cli.cli.ask, "load_model", _raise(KeyboardInterrupt()))
     result = ask(TALKING, "q", *FAST, "--debug")
     assert result.exit_code == 130
     assert "Traceback (most recent call last)" in result.stderr and "KeyboardInterrupt" in result.stderr
