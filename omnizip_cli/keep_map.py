@@ -785,14 +785,16 @@ def save_keep_map(image: Image.Image, path: str | Path) -> Path:
     written (missing folder, no permission, a folder at that path).
     """
     target = Path(path)
-    if target.is_dir():
-        raise UsageError(f"cannot write the keep map to {target}: it is a folder", hint="give a file name like map.png")
-    if not target.parent.is_dir():
-        raise UsageError(
-            f"cannot write the keep map to {target}: the folder {target.parent} does not exist",
-            hint="create it first or choose another path",
-        )
     try:
+        if target.is_dir():
+            raise UsageError(
+                f"cannot write the keep map to {target}: it is a folder", hint="give a file name like map.png"
+            )
+        if not target.parent.is_dir():
+            raise UsageError(
+                f"cannot write the keep map to {target}: the folder {target.parent} does not exist",
+                hint="create it first or choose another path",
+            )
         image.save(target, format="PNG")
     except OSError as exc:
         reason = exc.strerror or str(exc)
@@ -831,10 +833,11 @@ def _draw_header(draw: ImageDraw.ImageDraw, data: KeepMapData, layout: KeepMapLa
             ("anchor (neighbours merged in)", AUDIO_ANCHOR, "box"),
             ("dropped audio token", AUDIO_DROPPED, "box"),
         ]
-    if data.groups and any(g.video_tokens for g in data.groups):
+    video_groups = [g for g in data.groups if g.video_tokens]
+    if any(g.guided for g in video_groups):
         entries.append(("video drop ratio of a group", VIDEO_DROP, "box"))
-        if not all(g.guided for g in data.groups if g.video_tokens):
-            entries.append(("unguided group (fixed ratio)", UNGUIDED, "box"))
+    if not all(g.guided for g in video_groups):
+        entries.append(("unguided group (fixed ratio)", UNGUIDED, "box"))
     x = float(MARGIN)
     for label, colour, kind in entries:
         size = 22 + draw.textlength(label, font=fonts["small"]) + 22
@@ -919,10 +922,12 @@ def _draw_sheet(
         image.paste(Image.fromarray(_dimmed_tile(pixels, keep[step], layout.cell)), (x, y))
         draw.rectangle([x - 1, y - 1, x + tile_w, y + tile_h], outline=FRAME_LINE)
         kept = int(keep[step].sum())
-        left = f"#{step}  {spans[step, 0]:.2f} s"
+        left = f"step {step} · {spans[step, 0]:.2f} s"
         right = f"{kept}/{grid_h * grid_w} kept"
         font = fonts["small"]
         right_width = draw.textlength(right, font=font)
+        if draw.textlength(left, font=font) + right_width + 10 > tile_w:
+            left = f"#{step}  {spans[step, 0]:.2f} s"
         if draw.textlength(left, font=font) + right_width + 10 > tile_w:
             right = f"{kept}/{grid_h * grid_w}"
             right_width = draw.textlength(right, font=font)
@@ -978,7 +983,8 @@ def _draw_timeline(
                     layout.group_video_box) if b is not None
     ]
     cells = _group_cells(data, layout)
-    if lane_boxes:
+    widths = sorted(c1 - c0 for c0, c1 in cells)
+    if lane_boxes and widths and widths[len(widths) // 2] >= 12:  # not for a comb of narrow groups
         top, bottom = lane_boxes[0][1], lane_boxes[-1][3]
         for c0, _ in cells[1:]:
             draw.line([(c0, top - 4), (c0, bottom + 3)], fill=SEPARATOR, width=1)
@@ -1174,11 +1180,17 @@ def _draw_footnotes(draw: ImageDraw.ImageDraw, data: KeepMapData, layout: KeepMa
             f"Audio: one token per {1000 * seconds:.0f} ms. Anchors are kept tokens that up to G dropped "
             f"neighbours were merged into; the waveform colour is the state of most tokens under the pixel."
         )
-    if data.groups:
+    has_audio_groups = any(g.audio_tokens for g in data.groups)
+    has_video_groups = any(g.video_tokens for g in data.groups)
+    if has_audio_groups and has_video_groups:
         lines.append(
             "Groups: audio kept = share of the group's audio tokens kept; video dropped = the drop ratio OmniZip "
             "used (audio-guided, or the fixed ratio where a group has no audio)."
         )
+    elif has_video_groups:
+        lines.append("Groups: video dropped = the fixed drop ratio OmniZip used (no audio to guide it).")
+    elif has_audio_groups:
+        lines.append("Groups: audio kept = share of the group's audio tokens kept (no video to prune).")
     y = layout.footnote_top + 10
     for line in lines[:3]:
         draw.text((MARGIN, y), _fit(draw, line, fonts["small"], layout.width - 2 * MARGIN), fill=MUTED,
