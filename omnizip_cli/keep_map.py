@@ -43,7 +43,7 @@ from omnizip_cli.errors import UsageError
 
 if TYPE_CHECKING:
     import numpy as np
-    from PIL import Image, ImageDraw, ImageFont
+    from PIL import Image, ImageDraw
 
 __all__ = [
     "GroupRow",
@@ -568,12 +568,16 @@ class KeepMapLayout:
         Column ``c`` belongs to the interval when ``floor(x_of(start)) <= c < floor(x_of(end))``, so
         adjacent intervals do not share columns unless one is under a pixel wide.
         """
-        c0 = min(max(int(math.floor(self.x_of(start_s))), self.plot_x0), self.plot_x1 - 1)
-        c1 = min(max(int(math.floor(self.x_of(end_s))), c0 + 1), self.plot_x1)
+        return self._columns(float(start_s), float(end_s))
+
+    def _columns(self, start_s: float, end_s: float) -> tuple[int, int]:
+        scale = (self.plot_x1 - self.plot_x0) / self.duration_s
+        c0 = min(max(math.floor(self.plot_x0 + start_s * scale), self.plot_x0), self.plot_x1 - 1)
+        c1 = min(max(math.floor(self.plot_x0 + end_s * scale), c0 + 1), self.plot_x1)
         return c0, c1
 
     def column_spans(self, spans: np.ndarray) -> np.ndarray:
-        """:meth:`column_span` of each row of ``spans [N, 2]`` (seconds), as ``[N, 2]`` int64."""
+        """:meth:`column_span` of each row of ``spans [N, 2]`` (seconds), as ``[N, 2]`` int64 (same arithmetic)."""
         import numpy as np
 
         scale = (self.plot_x1 - self.plot_x0) / self.duration_s
@@ -856,7 +860,8 @@ def _draw_header(draw: ImageDraw.ImageDraw, data: KeepMapData, layout: KeepMapLa
 
 
 def _dim_colour(colour: tuple[int, int, int]) -> tuple[int, int, int]:
-    return tuple(int(round(DIM_KEEP * c + (1 - DIM_KEEP) * t)) for c, t in zip(colour, DIM_TARGET))  # type: ignore[return-value]
+    red, green, blue = (int(round(DIM_KEEP * c + (1 - DIM_KEEP) * t)) for c, t in zip(colour, DIM_TARGET))
+    return red, green, blue
 
 
 def _dimmed_tile(tile: np.ndarray, keep: np.ndarray, cell: int) -> np.ndarray:
@@ -1136,7 +1141,8 @@ def _draw_group_lane(
 
 
 def _light(colour: tuple[int, int, int], amount: float = 0.55) -> tuple[int, int, int]:
-    return tuple(int(round(c + (255 - c) * amount)) for c in colour)  # type: ignore[return-value]
+    red, green, blue = (int(round(c + (255 - c) * amount)) for c in colour)
+    return red, green, blue
 
 
 def _nice_step(span: float, target: int) -> float:
