@@ -49,6 +49,7 @@ __all__ = [
     "GroupRow",
     "KeepMapData",
     "KeepMapLayout",
+    "audio_token_spans",
     "compute_keep_map_layout",
     "grid_step_spans",
     "keep_map_data_from_plan",
@@ -834,7 +835,7 @@ def _draw_header(draw: ImageDraw.ImageDraw, data: KeepMapData, layout: KeepMapLa
     if data.num_audio_tokens:
         entries += [
             ("kept audio token", AUDIO_KEPT, "box"),
-            ("anchor (neighbours merged in)", AUDIO_ANCHOR, "box"),
+            ("anchor (dropped tokens merged in)", AUDIO_ANCHOR, "box"),
             ("dropped audio token", AUDIO_DROPPED, "box"),
         ]
     video_groups = [g for g in data.groups if g.video_tokens]
@@ -1183,8 +1184,8 @@ def _draw_footnotes(draw: ImageDraw.ImageDraw, data: KeepMapData, layout: KeepMa
         times = data.audio_token_times
         seconds = float((times[:, 1] - times[:, 0]).mean()) if times is not None and times.size else 0.0
         lines.append(
-            f"Audio: one token per {1000 * seconds:.0f} ms. Anchors are kept tokens that up to G dropped "
-            f"neighbours were merged into; the waveform colour is the state of most tokens under the pixel."
+            f"Audio: one token per {1000 * seconds:.0f} ms. Anchors: evenly spaced context tokens kept beside the "
+            f"salient ones, each with up to G dropped tokens merged in. Waveform colour: most tokens under the pixel."
         )
     has_audio_groups = any(g.audio_tokens for g in data.groups)
     has_video_groups = any(g.video_tokens for g in data.groups)
