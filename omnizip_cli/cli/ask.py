@@ -19,7 +19,18 @@ import typer
 
 from ..errors import UsageError
 from .app import app, prepare_environment
-from .options import COMPRESSION, GENERATION, MEDIA, MODEL, OUTPUT, OutputOptions, SystemOpt, with_options
+from .options import (
+    COMPRESSION,
+    GENERATION,
+    MEDIA,
+    MODEL,
+    OUTPUT,
+    KeepMapOpt,
+    OutputOptions,
+    SystemOpt,
+    check_output_file,
+    with_options,
+)
 from .progress import Spinner
 
 if TYPE_CHECKING:
@@ -72,11 +83,14 @@ def ask(
     output: OutputOptions,
     system: SystemOpt = None,
     stream: Annotated[bool, typer.Option("--stream/--no-stream", help="Stream the answer as it is generated.")] = True,
+    keep_map: KeepMapOpt = None,
 ) -> None:
     """Answer QUESTION(s) about VIDEO; answers stream to stdout, the report goes to stderr."""
     check_questions(questions)
+    if keep_map is not None:
+        check_output_file(keep_map, "--keep-map")
     run_ask(video, questions, model=model, media_options=media, compression=compression, generation=generation,
-            output=output, system=system, stream=stream and not output.json_output)
+            output=output, system=system, stream=stream and not output.json_output, keep_map=keep_map)
 
 
 def run_ask(
@@ -90,6 +104,7 @@ def run_ask(
     output: OutputOptions,
     system: str | None,
     stream: bool,
+    keep_map: Path | None = None,
 ) -> None:
     from ..measure import CPU_RSS, StageTimer, process_peak_rss_bytes
     from ..report import make_console
@@ -171,6 +186,12 @@ def run_ask(
             sys.stdout.write("\n")
             sys.stdout.flush()
         raise
+    if keep_map is not None:
+        from ..report.keep_map import keep_map_for_session, render_keep_map, save_keep_map
+
+        path = save_keep_map(render_keep_map(keep_map_for_session(session)), keep_map)
+        for payload in payloads:
+            payload["keep_map"] = str(path)
     spinner.stop()
     for payload in payloads:
         payload["warnings"] = list(warnings)
@@ -185,6 +206,8 @@ def run_ask(
         print_report(console, payloads[0])
         if len(payloads) > 1:
             print_questions(console, payloads)
+        if keep_map is not None:
+            console.print(f"keep map: {keep_map}", markup=False, highlight=False)
 
 
 def _spec_dict(spec: Any) -> dict[str, Any]:

@@ -14,6 +14,7 @@ import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -223,3 +224,21 @@ OUTPUT = OptionGroup("output", (
 ), OutputOptions)
 
 SystemOpt = Annotated[str | None, typer.Option(help="System prompt (default: the checkpoint's chat template).")]
+
+KeepMapOpt = Annotated[Path | None, typer.Option(
+    "--keep-map", help="Also write a PNG of what was kept (frames with dropped patches dimmed, audio, groups).")]
+
+
+def check_output_file(path: Path, option: str) -> None:
+    """Fail before any work when a result file cannot be written at ``path`` (a folder, no folder, read-only)."""
+    import os
+
+    from ..errors import UsageError
+
+    if path.is_dir():
+        raise UsageError(f"{option} {path} is a folder: give a file name")
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise UsageError(f"{option} {path}: the folder {parent} does not exist")
+    if not os.access(parent, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise UsageError(f"{option} {path} is not writable")

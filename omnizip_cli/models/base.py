@@ -43,6 +43,20 @@ class MediaTokenIds:
     image: int | None = None
 
 
+@dataclass(frozen=True)
+class VisionGeometry:
+    """How video tokens map to pixels: one LLM token covers ``spatial_merge * patch`` pixels square and
+    ``temporal_patch`` frames."""
+
+    patch_size: int
+    spatial_merge: int
+    temporal_patch: int
+
+    @property
+    def token_pixels(self) -> int:
+        return self.patch_size * self.spatial_merge
+
+
 @dataclass
 class PromptTemplates:
     """Text around the user's question, cut from the family's chat template with sentinels.
@@ -172,6 +186,8 @@ class ModelAdapter(Protocol):
     def token_ids(self, model: Any) -> MediaTokenIds: ...
 
     def spatial_merge_size(self, model: Any) -> int: ...
+
+    def vision_geometry(self, model: Any) -> VisionGeometry: ...
 
     def text_model(self, model: Any) -> TextModel: ...
 

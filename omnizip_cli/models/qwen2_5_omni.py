@@ -25,7 +25,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .base import EncodedMedia, MediaTokenIds, PreparedPrompt, PrefillInputs, TextModel
+from .base import EncodedMedia, MediaTokenIds, PreparedPrompt, PrefillInputs, TextModel, VisionGeometry
 from .prompts import cut_templates, media_messages, render
 
 if TYPE_CHECKING:
@@ -114,6 +114,11 @@ class Qwen25OmniAdapter:
 
     def spatial_merge_size(self, model: Any) -> int:
         return int(model.config.vision_config.spatial_merge_size)
+
+    def vision_geometry(self, model: Any) -> VisionGeometry:
+        vision = model.config.vision_config
+        return VisionGeometry(patch_size=int(vision.patch_size), spatial_merge=int(vision.spatial_merge_size),
+                              temporal_patch=int(vision.temporal_patch_size))
 
     def text_model(self, model: Any) -> TextModel:
         language_model = model.model.language_model

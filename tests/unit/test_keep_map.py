@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from omnizip_cli.errors import UsageError
-from omnizip_cli.keep_map import (
+from omnizip_cli.report.keep_map import (
     ANCHOR,
     AUDIO_ANCHOR,
     AUDIO_DROPPED,
@@ -387,64 +387,11 @@ def test_save_writes_a_png_and_reports_unwritable_paths(tmp_path: Path) -> None:
 
 def test_import_is_light() -> None:
     code = (
-        "import sys, omnizip_cli.keep_map; "
+        "import sys, omnizip_cli.report.keep_map; "
         "print(sorted(m for m in ('torch', 'numpy', 'PIL') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         cwd=Path(__file__).resolve().parents[1])
+                         cwd=Path(__file__).resolve().parents[2])
     assert out.stdout.strip() == "[]"
 
 
-def test_keep_map_of_a_real_sample_with_the_tiny_model(tiny_model, tmp_path: Path) -> None:
-    """talking.mp4 through the real processor, encoders and keep plan, then the builder and the renderer."""
-    from omnizip_cli.compression import PRESETS
-    from omnizip_cli.inputs import build_inputs
-    from omnizip_cli.media import MediaOptions, load_media
-    from omnizip_cli.pipeline import encode_prompt, plan_compression
-
-    model = tiny_model.model
-    media = load_media("samples/talking.mp4", MediaOptions())
-    encoded = encode_prompt(model, build_inputs(tiny_model.processor, media, "What is said?"), record_saliency=True)
-    plan = plan_compression(model, encoded, PRESETS["45"])
-    vision = model.config.vision_config
-    data = keep_map_data_from_plan(
-        encoded.input_ids[0],
-        plan.keep,
-        audio_token_id=model.config.audio_token_id,
-        video_token_id=model.config.video_token_id,
-        merged_positions=plan.merged_positions,
-        video_grid_thw=encoded.video_grid_thw,
-        spatial_merge_size=vision.spatial_merge_size,
-        patch_size=vision.patch_size,
-        temporal_patch_size=vision.temporal_patch_size,
-        frames=media.frames,
-        frame_times=media.frame_times,
-        audio=media.audio,
-        group_rows=plan.groups.to_rows(),
-        title="talking.mp4",
-        setting="OmniZip preset 45",
-        model="tiny",
-        is_random_model=tiny_model.is_tiny,
-    )
-    assert data.grid == (6, 9, 16)  # 12 frames of 448 x 252: 9 x 16 tokens of 28 px per 2 frames
-    assert int(data.video_keep.sum()) == plan.video_kept and int(data.audio_kept.sum()) == plan.audio_kept
-    assert int(data.audio_anchor.sum()) == plan.merged_positions.numel() > 0
-    assert [g.video_tokens for g in data.groups] == [288, 288, 288]
-    layout = compute_keep_map_layout(data)
-    assert layout.shown_steps == tuple(range(6)) and layout.note_box is not None
-    image = render_keep_map(data)
-    # Every kept token of step 2 shows the frame's own (resized) pixels; every dropped one is dimmed.
-    frame = Image.fromarray(media.frames[4]).resize(layout.tile_size, Image.Resampling.BICUBIC)
-    source = np.asarray(frame).astype(int)
-    keep = data.step_keep()[2]
-    x, y = layout.tile_origins[2]
-    for token in range(9 * 16):
-        x0, y0, x1, y1 = layout.token_box(2, token)
-        inner = np.asarray(image)[y0 + 1 : y1 - 1, x0 + 1 : x1 - 1].astype(int)
-        expected = source[y0 + 1 - y : y1 - 1 - y, x0 + 1 - x : x1 - 1 - x]
-        if keep.reshape(-1)[token]:
-            assert np.array_equal(inner, expected)
-        else:
-            assert np.abs(inner - dimmed(expected)).max() <= 1
-    path = save_keep_map(image, tmp_path / "talking-keep-map.png")
-    assert path.stat().st_size < 300_000

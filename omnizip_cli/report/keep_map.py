@@ -1203,3 +1203,48 @@ def _draw_footnotes(draw: ImageDraw.ImageDraw, data: KeepMapData, layout: KeepMa
         draw.text((MARGIN, y), _fit(draw, line, fonts["small"], layout.width - 2 * MARGIN), fill=MUTED,
                   font=fonts["small"])
         y += FOOTNOTE_LINE
+
+
+def keep_map_for_session(session: Any, *, title: str | None = None) -> KeepMapData:
+    """:class:`KeepMapData` of what a :class:`~omnizip_cli.generation.Session` gives the model.
+
+    Needs the decoded media (a session opened on a file or on decoded media). Without compression
+    every token is drawn as kept.
+    """
+    from .payload import compression_label
+
+    if session.media is None:
+        raise UsageError("a keep map needs the decoded media: open the session on a file")
+    loaded = session.loaded
+    adapter = loaded.adapter
+    ids = adapter.token_ids(loaded.model)
+    geometry = adapter.vision_geometry(loaded.model)
+    encoded = session.encoded
+    plan = session.plan
+    media = session.media
+    keep = plan.keep if plan is not None else None
+    if keep is None:
+        import torch
+
+        keep = torch.ones(encoded.length, dtype=torch.bool)
+    summary = media.summary
+    return keep_map_data_from_plan(
+        encoded.input_ids[0],
+        keep,
+        audio_token_id=ids.audio,
+        video_token_id=ids.video,
+        merged_positions=plan.merged_positions if plan is not None else None,
+        video_grid_thw=encoded.video_grid_thw,
+        spatial_merge_size=geometry.spatial_merge,
+        patch_size=geometry.patch_size,
+        temporal_patch_size=geometry.temporal_patch,
+        frames=media.frames,
+        frame_times=media.frame_times,
+        audio=media.audio,
+        audio_tokens_per_second=adapter.audio_tokens_per_second,
+        group_rows=session.group_rows or None,
+        title=title if title is not None else Path(summary.path).name,
+        setting=compression_label(session.config.to_dict() if session.config is not None else None),
+        model=loaded.name,
+        is_random_model=loaded.is_tiny,
+    )

@@ -1,0 +1,57 @@
+"""``omnizip keep-map VIDEO -o map.png``: a picture of what OmniZip keeps, without a question.
+
+The keep plan depends only on the media (never on the question), so no question is needed: the
+video is decoded, encoded and compressed as ``ask`` would, and the picture is written.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from .app import app, prepare_environment
+from .options import COMPRESSION, MEDIA, MODEL, OUTPUT, OutputOptions, check_output_file, with_options
+
+if TYPE_CHECKING:
+    from ..compression import CompressionSetting
+    from ..media import MediaOptions
+    from ..models import ModelSpec
+
+
+@app.command("keep-map")
+@with_options(MODEL, MEDIA, COMPRESSION, OUTPUT)
+def keep_map(
+    video: Annotated[Path, typer.Argument(help="Video (or audio) file.", show_default=False)],
+    out: Annotated[Path, typer.Option("--out", "-o", help="The PNG to write.", show_default=False)],
+    model: ModelSpec,
+    media: MediaOptions,
+    compression: CompressionSetting,
+    output: OutputOptions,
+) -> None:
+    """Write a PNG of what OmniZip keeps of VIDEO: frames with dropped patches dimmed, audio tokens, groups."""
+    import json
+    import sys
+
+    from . import ask as ask_command
+    from ..report import make_console
+    from ..report.keep_map import keep_map_for_session, render_keep_map, save_keep_map
+
+    check_output_file(out, "--out")
+    prepare_environment(output.verbose)
+    console = make_console(no_color=output.no_color)
+    decoded = ask_command.load_media(video, media)
+    loaded = ask_command.load_model(model)
+    for message in (*loaded.warnings, *decoded.summary.warnings):
+        if not output.json_output:
+            console.print(f"warning: {message}", style="yellow", markup=False, highlight=False, soft_wrap=True)
+    session = ask_command.open_session(loaded, decoded, compression=compression)
+    path = save_keep_map(render_keep_map(keep_map_for_session(session)), out)
+    tokens = session.tokens
+    if output.json_output:
+        sys.stdout.write(json.dumps({"keep_map": str(path), "tokens": tokens.to_dict(),
+                                     "groups": session.group_rows}, indent=2) + "\n")
+    elif not output.quiet:
+        console.print(f"wrote {path}: {tokens.audio_video.after} of {tokens.audio_video.before} audio+video tokens "
+                      f"kept ({tokens.audio_video.retention * 100:.1f} %)", markup=False, highlight=False)
