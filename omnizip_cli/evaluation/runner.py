@@ -193,6 +193,7 @@ class EvaluationResult:
     errors: int
     elapsed_seconds: float
     chart: Path | None
+    jobs_per_worker: dict[str, int] = field(default_factory=dict)  # videos run per worker ("local" without Ray)
 
 
 def run_evaluation(request: EvaluationRequest, factory: AnswererFactory,
@@ -214,11 +215,12 @@ def run_evaluation(request: EvaluationRequest, factory: AnswererFactory,
     total = len(request.dataset.items) * len(request.settings)
     resumed = total - sum(len(job.pending) for job in jobs)
     tracker = _Tracker(total=total, resumed=resumed, callback=progress)
+    jobs_per_worker: dict[str, int] = {}
     try:
         if jobs and (request.workers > 1 or request.ray_address):
             from omnizip_cli.evaluation.ray_runner import run_jobs_on_ray
 
-            run_jobs_on_ray(jobs, request.settings, factory, lambda record: tracker.add(folder, record),
+            jobs_per_worker = run_jobs_on_ray(jobs, request.settings, factory, lambda record: tracker.add(folder, record),
                             workers=request.workers, address=request.ray_address,
                             gpus_per_worker=request.gpus_per_worker, cpus_per_worker=request.cpus_per_worker)
         elif jobs:
@@ -226,6 +228,7 @@ def run_evaluation(request: EvaluationRequest, factory: AnswererFactory,
             for job in jobs:
                 for record in answer_job(answerer, job, request.settings):
                     tracker.add(folder, record, video=job.video.name)
+            jobs_per_worker = {"local": len(jobs)}
     finally:
         folder.close()
     all_records = folder.read_predictions()
@@ -234,7 +237,8 @@ def run_evaluation(request: EvaluationRequest, factory: AnswererFactory,
     folder.write_metrics(metrics)
     chart = _write_chart(request, metrics)
     return EvaluationResult(out=request.out, metrics=metrics, answered=tracker.answered, resumed=resumed,
-                            errors=tracker.errors, elapsed_seconds=tracker.elapsed(), chart=chart)
+                            errors=tracker.errors, elapsed_seconds=tracker.elapsed(), chart=chart,
+                            jobs_per_worker=jobs_per_worker)
 
 
 def _write_chart(request: EvaluationRequest, metrics: Mapping[str, Any]) -> Path | None:
