@@ -6,7 +6,7 @@ any number of processes give the same predictions. It does read the video file: 
 missing file raises :class:`MediaError` from :meth:`FakeAnswerer.open`, like a real decoder would.
 
 Answers: for a multiple-choice prompt it picks an option by hashing the video name and prompt; a
-compressed setting keeps full's pick except for about ``flip_rate`` of the questions. The reply's
+compressed setting keeps full's pick except for about ``flip_rate`` (35 %) of the questions. The reply's
 wording varies ("B", "The answer is B.", "(B) <option text>") so that scoring is exercised. Figures:
 ``tokens_before`` grows with the file size, ``tokens_after`` is the setting's target share of it,
 TTFT is proportional to the tokens kept. Not measurements: test data.
@@ -41,7 +41,7 @@ class FakeVideo:
     name: str
     size: int
     answer_delay: float = 0.0
-    flip_rate: float = 0.2
+    flip_rate: float = 0.35
     answered: int = 0
     closed: bool = False
 
@@ -81,7 +81,7 @@ class FakeAnswerer:
 
     open_delay: float = 0.0
     answer_delay: float = 0.0
-    flip_rate: float = 0.2
+    flip_rate: float = 0.35
     opened: list[Path] = field(default_factory=list)
 
     def open(self, video: Path) -> FakeVideo:
@@ -103,7 +103,7 @@ class FakeAnswererFactory:
 
     open_delay: float = 0.0
     answer_delay: float = 0.0
-    flip_rate: float = 0.2
+    flip_rate: float = 0.35
 
     def __call__(self) -> FakeAnswerer:
         return FakeAnswerer(open_delay=self.open_delay, answer_delay=self.answer_delay, flip_rate=self.flip_rate)

@@ -129,7 +129,8 @@ def _parse_record(raw: bytes) -> tuple[tuple[str, str], dict[str, Any]] | None:
 
 def _write_json(path: Path, data: Any) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False, sort_keys=True) + "\n", encoding="utf-8")
+    # insertion order kept: settings stay in the order they were asked for
+    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     os.replace(tmp, path)
 
 

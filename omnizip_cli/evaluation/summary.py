@@ -14,7 +14,7 @@ __all__ = ["format_progress", "print_summary", "render_accuracy_chart", "summary
 
 
 def _pct(value: float | None, digits: int = 1) -> str:
-    return "-" if value is None else f"{value * 100:.{digits}f} %"
+    return "-" if value is None else f"{value * 100:.{digits}f}%"
 
 
 def _seconds(value: float | None) -> str:
@@ -24,52 +24,57 @@ def _seconds(value: float | None) -> str:
 
 
 def _gib(value: int | None) -> str:
-    return "-" if value is None else f"{value / 2**30:.2f} GiB"
+    if value is None:
+        return "-"
+    return f"{value / 2**30:.1f} GiB" if value >= 2**30 else f"{value / 2**20:.0f} MiB"
 
 
 def summary_rows(metrics: Mapping[str, Any]) -> list[dict[str, str]]:
-    """One row of formatted cells per setting (what the table shows)."""
+    """One row of formatted cells per setting, in the settings' order (what the table shows)."""
     rows = []
     for key, m in metrics["settings"].items():
-        ttft = _seconds(m.get("ttft_seconds_median"))
-        if m.get("ttft_speedup_vs_full"):
-            ttft += f" ({m['ttft_speedup_vs_full']:.2f}x)"
         rate = m.get("decode_tokens_per_second_median")
+        speedup = m.get("ttft_speedup_vs_full")
         rows.append({
             "setting": m.get("label", key),
-            "accuracy": f"{_pct(m['accuracy'])} ({m['correct']}/{m['answered']})",
+            "n": str(m["answered"]),
+            "accuracy": _pct(m["accuracy"]),
             "kept": _pct(m.get("accuracy_kept")),
-            "agreement": _pct(m.get("agreement_with_full")),
+            "agree": _pct(m.get("agreement_with_full")),
             "tokens": _pct(m.get("retention"), 0),
-            "ttft": ttft,
-            "decode": "-" if rate is None else f"{rate:.1f} tok/s",
+            "ttft": _seconds(m.get("ttft_seconds_median")),
+            "speedup": "-" if speedup is None else f"{speedup:.2f}x",
+            "decode": "-" if rate is None else f"{rate:.1f}",
             "memory": _gib(m.get("peak_memory_bytes_max")),
-            "errors": str(m["errors"]) + (f" (+{m['missing']} not run)" if m.get("missing") else ""),
+            "errors": str(m["errors"]) + (f" ({m['missing']} to do)" if m.get("missing") else ""),
         })
     return rows
 
 
 def print_summary(metrics: Mapping[str, Any], console: Any | None = None) -> None:
     """Print the summary table (and the per-category accuracy when there are categories) to
-    ``console`` (default: a Rich console on stderr)."""
+    ``console`` (default: a Rich console on stderr). Fits 80 columns."""
+    from rich import box
     from rich.console import Console
     from rich.table import Table
 
     console = console or Console(stderr=True)
     data = metrics["dataset"]
-    table = Table(title=f"{data['name']}: {data['items']} questions on {data['videos']} videos", title_justify="left")
-    headers = [("setting", "left"), ("accuracy", "right"), ("kept vs full", "right"), ("agrees w/ full", "right"),
-               ("A/V tokens", "right"), ("TTFT (median)", "right"), ("decode", "right"), ("peak mem", "right"),
-               ("errors", "right")]
-    for name, justify in headers:
-        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+    table = Table(title=f"{data['name']}: {data['items']} questions on {data['videos']} videos",
+                  title_justify="left", box=box.SIMPLE_HEAD, padding=(0, 1), collapse_padding=True, pad_edge=False)
+    headers = ["setting", "n", "acc", "kept", "agree", "A/V", "TTFT", "x full", "tok/s", "mem", "err"]
+    for name in headers:
+        table.add_column(name, justify="left" if name == "setting" else "right", no_wrap=True)
     for row in summary_rows(metrics):
         table.add_row(*row.values())
     console.print(table)
+    console.print("n: answered; acc: accuracy; kept: acc / full's acc on the same items; agree: same answer as "
+                  "full; A/V: audio+video tokens kept; TTFT: median time to first token (x full: speed-up); "
+                  "tok/s: median decode rate; mem: peak memory; err: failed answers", style="dim")
     settings = metrics["settings"]
     categories = sorted({c for m in settings.values() for c in (m.get("by_category") or {})})
     if categories:
-        per = Table(title="accuracy by category", title_justify="left")
+        per = Table(title="accuracy by category (answered items)", title_justify="left", box=box.SIMPLE_HEAD)
         per.add_column("category")
         for m in settings.values():
             per.add_column(m.get("label", "?"), justify="right")
@@ -150,6 +155,8 @@ def render_accuracy_chart(metrics: Mapping[str, Any], model: str = "?") -> Any:
         draw.text((plot_right + 10, y0 + 2), caption, fill=INK, font=text_font)
         details = [f"{_pct(m.get('retention'), 0)} tokens" if m.get("retention") is not None else None,
                    f"TTFT {_seconds(m.get('ttft_seconds_median'))}" if m.get("ttft_seconds_median") else None,
+                   f"agrees with full {_pct(m['agreement_with_full'], 0)}"
+                   if m.get("agreement_with_full") is not None and m.get("source") != "full" else None,
                    f"{m['errors']} errors" if m.get("errors") else None]
         draw.text((plot_right + 10, y0 + 22), "  ".join(d for d in details if d), fill=MUTED, font=small_font)
     return image
