@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from omnizip_cli.evaluation.datasets import Item
 from omnizip_cli.evaluation.scoring import (
@@ -107,3 +109,17 @@ def test_score_open_and_multiple_choice() -> None:
     assert score(mc, "The answer is B") == ("B", True)
     assert score(mc, "A") == ("A", False)
     assert score(mc, "no idea") == (None, False)
+
+
+WORDS = st.text(alphabet="abcdefghijklmnopqrstuvwxyz ", min_size=3, max_size=20).map(str.strip).filter(
+    lambda t: len(t) >= 3 and len(t.split()) >= 1)
+
+
+@given(options=st.lists(WORDS, min_size=2, max_size=6, unique=True), data=st.data())
+def test_decorated_letters_always_extract(options: list[str], data: st.DataObject) -> None:
+    index = data.draw(st.integers(0, len(options) - 1))
+    letter = "ABCDEF"[index]
+    template = data.draw(st.sampled_from(["{L}", "({L})", "{L}.", "{l}", "The answer is {L}.", "Answer: {l})",
+                                          "{L}. {text}", "<think>maybe A</think> {L}", "({L}) {text}"]))
+    response = template.format(L=letter, l=letter.lower(), text=options[index])
+    assert extract_choice(response, tuple(options)) == letter

@@ -54,5 +54,8 @@ def test_progress_line() -> None:
     progress = Progress(done=30, total=90, resumed=10, errors=2, elapsed_seconds=10.0, answers_per_second=2.0,
                         eta_seconds=3725.0)
     assert format_progress(progress) == "30/90 answers (2.00 answers/s, ETA 1:02:05, 2 errors)"
+    three = Progress(30, 90, 10, 0, 10.0, 3.0, 20.0, settings=3)
+    assert three.items_per_second == 1.0
+    assert format_progress(three) == "30/90 answers (3.00 answers/s, 1.00 items/s, ETA 0:20)"
     start = Progress(0, 9, 0, 0, 0.0, None, None)
     assert format_progress(start) == "0/9 answers (-, ETA -)"

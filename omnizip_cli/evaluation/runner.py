@@ -144,6 +144,12 @@ class Progress:
     answers_per_second: float | None
     eta_seconds: float | None
     video: str | None = None
+    settings: int = 1
+
+    @property
+    def items_per_second(self) -> float | None:
+        """Questions per second, each answered under every setting."""
+        return None if self.answers_per_second is None else self.answers_per_second / max(self.settings, 1)
 
 
 ProgressCallback = Callable[[Progress], None]
@@ -214,7 +220,7 @@ def run_evaluation(request: EvaluationRequest, factory: AnswererFactory,
     jobs = plan_jobs(request.dataset, request.settings, records)
     total = len(request.dataset.items) * len(request.settings)
     resumed = total - sum(len(job.pending) for job in jobs)
-    tracker = _Tracker(total=total, resumed=resumed, callback=progress)
+    tracker = _Tracker(total=total, resumed=resumed, callback=progress, settings=len(request.settings))
     jobs_per_worker: dict[str, int] = {}
     try:
         if jobs and (request.workers > 1 or request.ray_address):
@@ -254,6 +260,7 @@ class _Tracker:
     total: int
     resumed: int
     callback: ProgressCallback | None
+    settings: int = 1
     answered: int = 0
     errors: int = 0
     started: float = field(default_factory=time.perf_counter)
@@ -273,4 +280,4 @@ class _Tracker:
         eta = (self.total - done) / rate if rate else None
         self.callback(Progress(done=done, total=self.total, resumed=self.resumed, errors=self.errors,
                                elapsed_seconds=elapsed, answers_per_second=rate, eta_seconds=eta,
-                               video=video or record.get("video")))
+                               video=video or record.get("video"), settings=self.settings))

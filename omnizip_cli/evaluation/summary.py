@@ -92,6 +92,8 @@ def print_summary(metrics: Mapping[str, Any], console: Any | None = None) -> Non
 def format_progress(progress: Any) -> str:
     """One line for a :class:`~omnizip_cli.evaluation.runner.Progress`: done/total, rate, ETA."""
     rate = "-" if progress.answers_per_second is None else f"{progress.answers_per_second:.2f} answers/s"
+    if progress.answers_per_second is not None and getattr(progress, "settings", 1) > 1:
+        rate += f", {progress.items_per_second:.2f} items/s"
     eta = "-" if progress.eta_seconds is None else _clock(progress.eta_seconds)
     errors = f", {progress.errors} errors" if progress.errors else ""
     return f"{progress.done}/{progress.total} answers ({rate}, ETA {eta}{errors})"
