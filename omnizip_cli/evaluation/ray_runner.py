@@ -89,9 +89,10 @@ def run_jobs_on_ray(
     actors: list[Any] = []
     jobs_per_worker: dict[str, int] = {}
     try:
-        _check_resources(ray, workers, gpus_per_worker, cpus_per_worker)
+        count = min(workers, len(jobs))  # no more actors (models) than videos
+        _check_resources(ray, count, gpus_per_worker, cpus_per_worker)
         remote = ray.remote(num_cpus=cpus_per_worker, num_gpus=gpus_per_worker, max_restarts=0)(_Worker)
-        actors = [remote.remote(factory, list(settings)) for _ in range(min(workers, len(jobs)))]
+        actors = [remote.remote(factory, list(settings)) for _ in range(count)]
         try:
             ray.get([actor.ready.remote() for actor in actors])
         except ray.exceptions.RayActorError as exc:
