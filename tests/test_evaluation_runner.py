@@ -198,8 +198,12 @@ def test_a_changed_dataset_is_refused(dataset: Dataset, tmp_path: Path) -> None:
     out = tmp_path / "out"
     run_evaluation(request(dataset, out), FakeAnswererFactory())
     fewer = Dataset(dataset.name, dataset.path, dataset.layout, dataset.items[:-1])
-    with pytest.raises(UsageError, match="different dataset"):
+    with pytest.raises(UsageError, match="different dataset .*dataset items differ"):
         run_evaluation(request(fewer, out), FakeAnswererFactory())
+    # the same items reached by another path (and videos elsewhere) resume
+    (tmp_path / "videos").mkdir()
+    elsewhere = load_dataset(tmp_path / "data" / ".." / "data" / "eval.jsonl", video_dir=tmp_path / "videos")
+    assert run_evaluation(request(elsewhere, out), FakeAnswererFactory()).resumed == 30
 
 
 def test_predictions_without_config_are_refused(dataset: Dataset, tmp_path: Path) -> None:

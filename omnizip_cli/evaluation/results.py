@@ -59,7 +59,7 @@ class ResultsFolder:
                 old = json.loads(config_path.read_text(encoding="utf-8"))
             except json.JSONDecodeError:
                 raise UsageError(f"{config_path} is not valid JSON", hint="pass --overwrite to start over") from None
-            different = [key for key in _MATCHED if _jsonable(old.get(key)) != _jsonable(config.get(key))]
+            different = [key for key in _MATCHED if _compared(key, old.get(key)) != _compared(key, config.get(key))]
             if different:
                 details = "; ".join(_difference(key, old.get(key), config.get(key)) for key in different)
                 raise UsageError(
@@ -134,11 +134,22 @@ def _write_json(path: Path, data: Any) -> None:
     os.replace(tmp, path)
 
 
+def _compared(key: str, value: Any) -> Any:
+    """What must be equal for a resume: the dataset by its items' fingerprint (not its path, so
+    the same file reached another way, or videos moved with --video-dir, still resume)."""
+    if key == "dataset" and isinstance(value, dict):
+        return value.get("fingerprint")
+    return _jsonable(value)
+
+
 def _jsonable(value: Any) -> Any:
     return json.loads(json.dumps(value, sort_keys=True))
 
 
 def _difference(key: str, old: Any, new: Any) -> str:
+    if key == "dataset":
+        return "dataset items differ (fingerprint " + str((old or {}).get("fingerprint", "?"))[:12] + " -> " \
+            + str((new or {}).get("fingerprint", "?"))[:12] + ")"
     if key == "settings":
         return f"settings were {', '.join(s.get('key', '?') for s in old or [])}, now " \
                f"{', '.join(s.get('key', '?') for s in new or [])}"
