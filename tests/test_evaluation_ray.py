@@ -80,3 +80,34 @@ def test_too_many_gpus_per_worker_is_refused(dataset, tmp_path: Path) -> None:
                                 gpus_per_worker=64)
     with pytest.raises(UsageError, match="128 GPUs"):
         run_evaluation(request, FakeAnswererFactory())
+
+
+class Stop(Exception):
+    pass
+
+
+@pytest.mark.slow
+def test_interrupted_ray_run_resumes_to_the_same_metrics(dataset, tmp_path: Path) -> None:
+    pytest.importorskip("ray", reason="Ray is not installed (pip install 'omnizip[ray]')")
+    settings = parse_settings(["full", "0.4"])
+    model = {"model": "fake"}
+    whole = run_evaluation(EvaluationRequest(dataset, settings, tmp_path / "whole", model), FakeAnswererFactory())
+
+    def stop_after_two_videos(progress: Progress) -> None:
+        if progress.done >= 25:
+            raise Stop
+
+    out = tmp_path / "out"
+    with pytest.raises(Stop):
+        run_evaluation(EvaluationRequest(dataset, settings, out, model, workers=2), FakeAnswererFactory(),
+                       progress=stop_after_two_videos)
+    import ray
+
+    assert not ray.is_initialized()  # the driver shut down the Ray instance it started
+    before = lines(out)
+    assert 25 <= len(before) < 62  # whole videos only: Ray hands back a video's answers together
+    ok_before = sum(1 for r in before.values() if not r["error"])
+    resumed = run_evaluation(EvaluationRequest(dataset, settings, out, model, workers=2), FakeAnswererFactory())
+    assert resumed.resumed == ok_before and resumed.answered == 62 - ok_before
+    assert lines(out) == lines(tmp_path / "whole")
+    assert resumed.metrics == whole.metrics

@@ -285,3 +285,14 @@ def test_single_process_path_imports_no_ray_torch_or_transformers(tmp_path: Path
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split("\n")[0] == "20 []"
+
+
+def test_setting_compression_configs() -> None:
+    from omnizip_cli.compression import PRESETS, config_for_retention
+
+    full, p45, r40 = parse_settings(["full", "45", "0.4"])
+    assert full.compression(250, 1440, 10.0) is None
+    assert p45.compression(250, 1440, 10.0) == PRESETS["45"]
+    # retention settings solve for this clip's own token mix (tokens per second)
+    assert r40.compression(100, 1440, 10.0) == config_for_retention(0.4, 10.0, 144.0)
+    assert Setting.from_dict(r40.to_dict()) == r40
