@@ -1,0 +1,164 @@
+"""The summary of an evaluation: a Rich table (stderr) and the ``accuracy.png`` chart (Pillow).
+
+Both render ``metrics.json`` only (:func:`omnizip_cli.evaluation.results.compute_metrics`), so a
+finished folder can be redrawn without rerunning anything. Rich and Pillow are imported inside the
+functions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+__all__ = ["format_progress", "print_summary", "render_accuracy_chart", "summary_rows"]
+
+
+def _pct(value: float | None, digits: int = 1) -> str:
+    return "-" if value is None else f"{value * 100:.{digits}f}%"
+
+
+def _seconds(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value * 1e3:.0f} ms" if value < 1 else f"{value:.2f} s"
+
+
+def _gib(value: int | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value / 2**30:.1f} GiB" if value >= 2**30 else f"{value / 2**20:.0f} MiB"
+
+
+def summary_rows(metrics: Mapping[str, Any]) -> list[dict[str, str]]:
+    """One row of formatted cells per setting, in the settings' order (what the table shows)."""
+    rows = []
+    for key, m in metrics["settings"].items():
+        rate = m.get("decode_tokens_per_second_median")
+        speedup = m.get("ttft_speedup_vs_full")
+        rows.append({
+            "setting": m.get("label", key),
+            "n": str(m["answered"]),
+            "accuracy": _pct(m["accuracy"]),
+            "kept": _pct(m.get("accuracy_kept")),
+            "agree": _pct(m.get("agreement_with_full")),
+            "tokens": _pct(m.get("retention"), 0),
+            "ttft": _seconds(m.get("ttft_seconds_median")),
+            "speedup": "-" if speedup is None else f"{speedup:.2f}x",
+            "decode": "-" if rate is None else f"{rate:.1f}",
+            "memory": _gib(m.get("peak_memory_bytes_max")),
+            "errors": str(m["errors"]) + (f" ({m['missing']} to do)" if m.get("missing") else ""),
+        })
+    return rows
+
+
+def print_summary(metrics: Mapping[str, Any], console: Any | None = None) -> None:
+    """Print the summary table (and the per-category accuracy when there are categories) to
+    ``console`` (default: a Rich console on stderr). Fits 80 columns."""
+    from rich import box
+    from rich.console import Console
+    from rich.table import Table
+
+    console = console or Console(stderr=True)
+    data = metrics["dataset"]
+    table = Table(title=f"{data['name']}: {data['items']} questions on {data['videos']} videos",
+                  title_justify="left", box=box.SIMPLE_HEAD, padding=(0, 1), collapse_padding=True, pad_edge=False)
+    headers = ["setting", "n", "acc", "kept", "agree", "A/V", "TTFT", "x full", "tok/s", "mem", "err"]
+    for name in headers:
+        table.add_column(name, justify="left" if name == "setting" else "right", no_wrap=True)
+    for row in summary_rows(metrics):
+        table.add_row(*row.values())
+    console.print(table)
+    console.print("n: answered; acc: accuracy; kept: acc / full's acc on the same items; agree: same answer as "
+                  "full; A/V: audio+video tokens kept; TTFT: median time to first token (x full: speed-up); "
+                  "tok/s: median decode rate; mem: peak memory; err: failed answers", style="dim")
+    settings = metrics["settings"]
+    categories = sorted({c for m in settings.values() for c in (m.get("by_category") or {})})
+    if categories:
+        per = Table(title="accuracy by category (answered items)", title_justify="left", box=box.SIMPLE_HEAD)
+        per.add_column("category")
+        for m in settings.values():
+            per.add_column(m.get("label", "?"), justify="right")
+        for name in categories:
+            cells = []
+            for m in settings.values():
+                entry = (m.get("by_category") or {}).get(name)
+                cells.append("-" if entry is None else f"{_pct(entry['accuracy'])} ({entry['items']})")
+            per.add_row(name, *cells)
+        console.print(per)
+    if data.get("bad_rows"):
+        console.print(f"[yellow]{data['bad_rows']} dataset rows skipped[/] (see metrics.json: dataset.problems)")
+
+
+def format_progress(progress: Any) -> str:
+    """One line for a :class:`~omnizip_cli.evaluation.runner.Progress`: done/total, rate, ETA."""
+    rate = "-" if progress.answers_per_second is None else f"{progress.answers_per_second:.2f} answers/s"
+    if progress.answers_per_second is not None and getattr(progress, "settings", 1) > 1:
+        rate += f", {progress.items_per_second:.2f} items/s"
+    eta = "-" if progress.eta_seconds is None else _clock(progress.eta_seconds)
+    errors = f", {progress.errors} errors" if progress.errors else ""
+    return f"{progress.done}/{progress.total} answers ({rate}, ETA {eta}{errors})"
+
+
+def _clock(seconds: float) -> str:
+    seconds = int(round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+def render_accuracy_chart(metrics: Mapping[str, Any], model: str = "?") -> Any:
+    """Horizontal bars of accuracy per setting (full first), each captioned with the accuracy kept
+    vs full, the share of audio+video tokens kept and the median time to first token. Returns a
+    ``PIL.Image.Image``. Style (fonts, palette, sizes) from :mod:`omnizip_cli.chart`."""
+    from PIL import Image, ImageDraw
+
+    from omnizip_cli.chart import BACKGROUND, GRID, INK, MIN_HEIGHT, MUTED, WIDTH, _fit, _font
+
+    settings = list(metrics["settings"].items())
+    title_font, text_font, small_font = _font(22), _font(15), _font(13)
+    top, left, right = 96, 150, 330
+    bar_height, bar_gap = 40, 30
+    body = max(1, len(settings)) * (bar_height + bar_gap)
+    height = max(MIN_HEIGHT - 100, top + body + 80)
+    image = Image.new("RGB", (WIDTH, height), BACKGROUND)
+    draw = ImageDraw.Draw(image)
+    data = metrics["dataset"]
+    draw.text((24, 18), "Accuracy by setting: full vs OmniZip", fill=INK, font=title_font)
+    subtitle = (f"{model} on {data['name']}: {data['items']} questions, {data['videos']} videos. "
+                "Caption: accuracy kept vs full (paired), A/V tokens kept, median time to first token.")
+    draw.text((24, 52), _fit(draw, subtitle, small_font, WIDTH - 48), fill=MUTED, font=small_font)
+
+    plot_left, plot_right = left, WIDTH - right
+    plot_top, plot_bottom = top, top + body
+    width = plot_right - plot_left
+    for tick in range(0, 101, 20):
+        x = plot_left + width * tick / 100
+        draw.line([(x, plot_top - 6), (x, plot_bottom)], fill=GRID, width=1)
+        label = f"{tick} %"
+        draw.text((x - draw.textlength(label, font=small_font) / 2, plot_bottom + 6), label, fill=MUTED,
+                  font=small_font)
+    draw.line([(plot_left, plot_bottom), (plot_right, plot_bottom)], fill=INK, width=1)
+    full_colour, compressed_colour = (110, 117, 125), (0, 158, 115)  # grey for full, Okabe-Ito green
+    for index, (key, m) in enumerate(settings):
+        y0 = plot_top + index * (bar_height + bar_gap) + bar_gap / 2
+        y1 = y0 + bar_height
+        label = str(m.get("label", key))
+        draw.text((plot_left - 12 - draw.textlength(label, font=text_font), y0 + bar_height / 2 - 9), label,
+                  fill=INK, font=text_font)
+        accuracy = m.get("accuracy")
+        x_end = plot_left + width * (accuracy or 0.0)
+        colour = full_colour if m.get("source") == "full" else compressed_colour
+        if x_end - plot_left >= 1:
+            draw.rectangle([plot_left, y0, x_end, y1], fill=colour)
+        draw.rectangle([plot_left, y0, plot_right, y1], outline=GRID, width=1)
+        caption = _pct(accuracy)
+        if m.get("accuracy_kept") is not None and m.get("source") != "full":
+            caption += f"  ({_pct(m['accuracy_kept'])} of full)"
+        draw.text((plot_right + 10, y0 + 2), caption, fill=INK, font=text_font)
+        details = [f"{_pct(m.get('retention'), 0)} tokens" if m.get("retention") is not None else None,
+                   f"TTFT {_seconds(m.get('ttft_seconds_median'))}" if m.get("ttft_seconds_median") else None,
+                   f"agrees with full {_pct(m['agreement_with_full'], 0)}"
+                   if m.get("agreement_with_full") is not None and m.get("source") != "full" else None,
+                   f"{m['errors']} errors" if m.get("errors") else None]
+        draw.text((plot_right + 10, y0 + 22), "  ".join(d for d in details if d), fill=MUTED, font=small_font)
+    return image
