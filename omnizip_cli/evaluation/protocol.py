@@ -79,25 +79,24 @@ class Setting:
     def from_dict(cls, data: dict[str, Any]) -> Setting:
         return cls(**data)
 
-    def compression(self, audio_tokens: int, video_tokens: int, duration_seconds: float) -> OmniZipConfig | None:
+    def compression(self, audio_tokens: int, video_tokens: int, duration_seconds: float = 0.0) -> OmniZipConfig | None:
         """The OmniZip config for a clip (None for full); imports the compression package (torch).
 
-        Retention settings solve the ratios for this clip's token mix (tokens per second), like
-        ``omnizip profile --retention``.
+        Solved where every command solves it (:class:`omnizip_cli.compression.CompressionSetting`):
+        a retention target for this clip's own audio/video token mix. ``duration_seconds`` is not
+        needed (the mix is a ratio) and kept for callers of the first version.
         """
-        if self.is_full:
-            return None
-        from omnizip_cli.compression import PRESETS, config_for_retention
+        return self.compression_setting().resolve(audio_tokens, video_tokens)
 
+    def compression_setting(self) -> Any:
+        """This setting as a :class:`omnizip_cli.compression.CompressionSetting` (imports torch)."""
+        from omnizip_cli.compression import CompressionSetting
+
+        if self.is_full:
+            return CompressionSetting.off()
         if self.source == "preset":
-            assert self.preset is not None
-            return PRESETS[self.preset]
-        assert self.target_retention is not None
-        seconds = max(duration_seconds, 1e-9)
-        audio_rate, video_rate = audio_tokens / seconds, video_tokens / seconds
-        if audio_rate + video_rate <= 0:
-            return config_for_retention(self.target_retention)
-        return config_for_retention(self.target_retention, audio_rate, video_rate)
+            return CompressionSetting(source="preset", preset=self.preset)
+        return CompressionSetting(source="retention", preset=None, retention=self.target_retention)
 
 
 def _percent(value: float) -> str:

@@ -7,6 +7,8 @@ functions.
 
 from __future__ import annotations
 
+from omnizip_cli.report.units import format_bytes, format_seconds
+
 from collections.abc import Mapping
 from typing import Any
 
@@ -15,18 +17,6 @@ __all__ = ["format_progress", "print_summary", "render_accuracy_chart", "summary
 
 def _pct(value: float | None, digits: int = 1) -> str:
     return "-" if value is None else f"{value * 100:.{digits}f}%"
-
-
-def _seconds(value: float | None) -> str:
-    if value is None:
-        return "-"
-    return f"{value * 1e3:.0f} ms" if value < 1 else f"{value:.2f} s"
-
-
-def _gib(value: int | None) -> str:
-    if value is None:
-        return "-"
-    return f"{value / 2**30:.1f} GiB" if value >= 2**30 else f"{value / 2**20:.0f} MiB"
 
 
 def summary_rows(metrics: Mapping[str, Any]) -> list[dict[str, str]]:
@@ -42,10 +32,10 @@ def summary_rows(metrics: Mapping[str, Any]) -> list[dict[str, str]]:
             "kept": _pct(m.get("accuracy_kept")),
             "agree": _pct(m.get("agreement_with_full")),
             "tokens": _pct(m.get("retention"), 0),
-            "ttft": _seconds(m.get("ttft_seconds_median")),
+            "ttft": format_seconds(m.get("ttft_seconds_median")),
             "speedup": "-" if speedup is None else f"{speedup:.2f}x",
             "decode": "-" if rate is None else f"{rate:.1f}",
-            "memory": _gib(m.get("peak_memory_bytes_max")),
+            "memory": format_bytes(m.get("peak_memory_bytes_max")),
             "errors": str(m["errors"]) + (f" ({m['missing']} to do)" if m.get("missing") else ""),
         })
     return rows
@@ -109,10 +99,10 @@ def _clock(seconds: float) -> str:
 def render_accuracy_chart(metrics: Mapping[str, Any], model: str = "?") -> Any:
     """Horizontal bars of accuracy per setting (full first), each captioned with the accuracy kept
     vs full, the share of audio+video tokens kept and the median time to first token. Returns a
-    ``PIL.Image.Image``. Style (fonts, palette, sizes) from :mod:`omnizip_cli.chart`."""
+    ``PIL.Image.Image``. Style (fonts, palette, sizes) from :mod:`omnizip_cli.report.chart`."""
     from PIL import Image, ImageDraw
 
-    from omnizip_cli.chart import BACKGROUND, GRID, INK, MIN_HEIGHT, MUTED, WIDTH, _fit, _font
+    from omnizip_cli.report.chart import BACKGROUND, GRID, INK, MIN_HEIGHT, MUTED, WIDTH, _fit, _font
 
     settings = list(metrics["settings"].items())
     title_font, text_font, small_font = _font(22), _font(15), _font(13)
@@ -156,7 +146,7 @@ def render_accuracy_chart(metrics: Mapping[str, Any], model: str = "?") -> Any:
             caption += f"  ({_pct(m['accuracy_kept'])} of full)"
         draw.text((plot_right + 10, y0 + 2), caption, fill=INK, font=text_font)
         details = [f"{_pct(m.get('retention'), 0)} tokens" if m.get("retention") is not None else None,
-                   f"TTFT {_seconds(m.get('ttft_seconds_median'))}" if m.get("ttft_seconds_median") else None,
+                   f"TTFT {format_seconds(m.get('ttft_seconds_median'))}" if m.get("ttft_seconds_median") else None,
                    f"agrees with full {_pct(m['agreement_with_full'], 0)}"
                    if m.get("agreement_with_full") is not None and m.get("source") != "full" else None,
                    f"{m['errors']} errors" if m.get("errors") else None]

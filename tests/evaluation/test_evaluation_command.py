@@ -14,7 +14,7 @@ from omnizip_cli.errors import UsageError
 from omnizip_cli.evaluation.command import EvaluateOptions, run_evaluate
 from omnizip_cli.evaluation.fake import FakeAnswererFactory
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_run_evaluate_with_progress_bar_and_summary(tmp_path: Path) -> None:

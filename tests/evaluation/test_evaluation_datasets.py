@@ -11,7 +11,7 @@ import pytest
 from omnizip_cli.errors import EnvironmentProblem, UsageError
 from omnizip_cli.evaluation.datasets import load_dataset
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def write_jsonl(path: Path, rows: list) -> Path:

@@ -16,7 +16,7 @@ from omnizip_cli.evaluation.fake import FakeAnswererFactory
 from omnizip_cli.evaluation.protocol import parse_settings
 from omnizip_cli.evaluation.runner import EvaluationRequest, Progress, run_evaluation
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SAMPLES = ROOT / "samples"
 
 

@@ -20,7 +20,7 @@ from omnizip_cli.evaluation.protocol import Prediction, Setting, parse_settings
 from omnizip_cli.evaluation.results import compute_metrics
 from omnizip_cli.evaluation.runner import EvaluationRequest, Progress, plan_jobs, run_evaluation
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SAMPLES = ROOT / "samples"
 SETTINGS = [
     Setting("full", "full", "full"),

@@ -15,7 +15,7 @@ from omnizip_cli.evaluation.protocol import parse_settings
 from omnizip_cli.evaluation.runner import EvaluationRequest, Progress, run_evaluation
 from omnizip_cli.evaluation.summary import format_progress, print_summary, render_accuracy_chart, summary_rows
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_table_and_chart(tmp_path: Path) -> None:
