@@ -14,7 +14,9 @@ bit**:
 - Python floats (float64) for group ratios, with ``S_i`` as a float32 mean.
 
 It also hosts :func:`interleaved_input_ids` / :func:`synthetic_case`, small builders of
-processor-like layouts used by the tests and the benchmark.
+processor-like layouts used by the tests and the benchmark, and :func:`processor_input_ids` /
+:func:`processor_case`, the processor's audio-in-video layout at any sampling rate (checked against
+the real processor in ``tests/test_frame_layouts.py``).
 """
 
 from __future__ import annotations
@@ -410,6 +412,89 @@ def interleaved_input_ids(
         raise ValueError(layout)
     ids = [TEXT_ID] * prefix + [VISION_BOS_ID, AUDIO_BOS_ID] + body + [AUDIO_EOS_ID, VISION_EOS_ID] + [TEXT_ID] * suffix
     return torch.tensor(ids, dtype=torch.long)
+
+
+def chunk_bounds(time_ids: list[float], ids_per_chunk: int) -> list[tuple[int, int]]:
+    """(start, end) token ranges of the chunks, as the Qwen2.5-Omni processor forms them.
+
+    Tokens are visited in order with a chunk counter ``c`` starting at 1; a token whose time id is at
+    least ``c * ids_per_chunk`` closes the current chunk and the counter moves on by **one** step
+    only. So when consecutive tokens jump over several chunk boundaries (a frame more than one chunk
+    after the previous one, i.e. below 1 fps), the next tokens each close a chunk of one token until
+    the counter catches up: a frame's tokens end up split over several runs.
+    """
+    bounds = []
+    start, step = 0, 1
+    for index, time_id in enumerate(time_ids):
+        if time_id >= step * ids_per_chunk:
+            bounds.append((start, index))
+            start, step = index, step + 1
+    bounds.append((start, len(time_ids)))
+    return bounds
+
+
+def processor_input_ids(
+    frames: int,
+    tokens_per_frame: int,
+    num_audio: int,
+    *,
+    fps: float,
+    temporal_patch_size: int = 2,
+    ids_per_second: int = 25,
+    seconds_per_chunk: float = 2.0,
+    prefix: int = 4,
+    suffix: int = 6,
+) -> Tensor:
+    """``[L]`` ids laid out like ``Qwen2_5OmniProcessor`` with audio in video, at any ``fps``.
+
+    ``frames`` temporal grid steps of ``tokens_per_frame`` tokens; grid step ``t`` has time id
+    ``t * (temporal_patch_size / fps) * ids_per_second``, audio token ``j`` has time id ``j``; both
+    are cut by :func:`chunk_bounds` into chunks of ``ids_per_second * seconds_per_chunk`` ids and
+    interleaved chunk by chunk (video chunk ``j`` then audio chunk ``j``).
+    """
+    second_per_grid = temporal_patch_size / fps
+    video_times = [t * second_per_grid * ids_per_second for t in range(frames) for _ in range(tokens_per_frame)]
+    ids_per_chunk = int(ids_per_second * seconds_per_chunk)
+    video_chunks = chunk_bounds(video_times, ids_per_chunk) if video_times else []
+    audio_chunks = chunk_bounds(list(range(num_audio)), ids_per_chunk) if num_audio else []
+    body: list[int] = []
+    for j in range(max(len(video_chunks), len(audio_chunks))):
+        if j < len(video_chunks):
+            body += [VIDEO_ID] * (video_chunks[j][1] - video_chunks[j][0])
+        if j < len(audio_chunks):
+            body += [AUDIO_ID] * (audio_chunks[j][1] - audio_chunks[j][0])
+    ids = [TEXT_ID] * prefix + [VISION_BOS_ID, AUDIO_BOS_ID] + body + [AUDIO_EOS_ID, VISION_EOS_ID] + [TEXT_ID] * suffix
+    return torch.tensor(ids, dtype=torch.long)
+
+
+def processor_case(
+    generator: torch.Generator,
+    *,
+    seconds: float,
+    fps: float,
+    height: int,
+    width: int,
+    dim: int,
+    audio: bool = True,
+    spatial_merge_size: int = 2,
+) -> SyntheticCase:
+    """Random embeddings and scores on the processor's layout of a ``seconds`` clip sampled at ``fps``.
+
+    ``fps * seconds`` raw frames (rounded down to even, at least 2) make ``frames / 2`` grid steps;
+    the audio has 25 tokens per second.
+    """
+    raw_frames = max(2, int(seconds * fps) // 2 * 2)
+    grid_steps = raw_frames // 2
+    tokens_per_frame = (height // spatial_merge_size) * (width // spatial_merge_size)
+    num_audio = int(seconds * 25) if audio else 0
+    ids = processor_input_ids(grid_steps, tokens_per_frame, num_audio, fps=fps)
+    return SyntheticCase(
+        embeds=torch.randn(ids.numel(), dim, generator=generator),
+        input_ids=ids,
+        audio_scores=torch.rand(num_audio, generator=generator) if num_audio else None,
+        video_grid_thw=(grid_steps, height, width),
+        spatial_merge_size=spatial_merge_size,
+    )
 
 
 @dataclass
