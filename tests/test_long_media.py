@@ -56,3 +56,65 @@ def test_budget_is_the_stock_formula_unrounded() -> None:
 def test_total_pixels_rejects_bad_values(value: object) -> None:
     with pytest.raises(UsageError, match="--total-pixels must be 0"):
         MediaOptions(total_pixels=value)
+
+
+# -- audio that starts late, and max_audio_seconds ----------------------------------------------------
+
+
+def _late_audio_file(tmp_path, start_s: float, container: str = "mp4"):
+    from tests.media_factory import AudioTrack, VideoSpec, write_media
+
+    return write_media(
+        tmp_path / f"late_{start_s:g}.{container}",
+        video=VideoSpec(seconds=10.0, fps=10.0),
+        audio=[AudioTrack(seconds=5.0, start_s=start_s, amplitude=0.5)],
+    )
+
+
+@pytest.mark.parametrize("container", ["mp4", "mkv"])
+def test_audio_that_starts_late_is_aligned_with_silence(tmp_path, container: str) -> None:
+    import numpy as np
+
+    from omnizip_cli.media import load_media
+
+    media = load_media(_late_audio_file(tmp_path, 5.0, container))
+    summary = media.summary
+    assert summary.kind == "video+audio"
+    assert summary.audio_offset_s == pytest.approx(5.0, abs=0.07)  # AAC priming: 1024 samples
+    assert len(media.audio) / 16000 == pytest.approx(10.0, abs=0.1)
+    lead = int(4.9 * 16000)
+    assert np.abs(media.audio[:lead]).max() < 1e-3  # silence before the track starts
+    assert np.abs(media.audio[int(5.2 * 16000) : int(9.8 * 16000)]).max() > 0.3  # then the tone
+    assert any(f"starts {summary.audio_offset_s:.2f} s after the video" in w for w in summary.warnings)
+
+
+def test_audio_that_starts_with_the_video_is_untouched(tmp_path) -> None:
+    from omnizip_cli.media import load_media
+
+    media = load_media(_late_audio_file(tmp_path, 0.0))
+    assert media.summary.audio_offset_s == 0.0
+    assert len(media.audio) / 16000 == pytest.approx(5.0, abs=0.1)
+    assert not any("starts" in w for w in media.summary.warnings)
+
+
+def test_max_audio_seconds_cuts_the_aligned_audio(tmp_path) -> None:
+    from omnizip_cli.media import load_media
+
+    media = load_media(_late_audio_file(tmp_path, 5.0), MediaOptions(max_audio_seconds=7.0))
+    assert len(media.audio) == 7 * 16000 and media.summary.audio_seconds == 7.0
+    assert media.summary.audio_truncated is True
+    assert any("--max-audio-seconds 7" in w and "leading silence" in w for w in media.summary.warnings)
+
+
+def test_align_audio() -> None:
+    import numpy as np
+
+    from omnizip_cli.media.audio import align_audio
+
+    audio = np.ones(16000, dtype=np.float32)
+    same, offset = align_audio(audio, 0.03)
+    assert same is audio and offset == 0.0
+    late, offset = align_audio(audio, 0.5)
+    assert offset == 0.5 and len(late) == 24000 and not late[:8000].any() and late[8000:].all()
+    early, offset = align_audio(audio, -0.25)
+    assert offset == -0.25 and len(early) == 12000

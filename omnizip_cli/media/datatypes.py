@@ -129,6 +129,9 @@ class MediaSummary:
     as FFmpeg's display matrix states it (a portrait phone clip usually says -90).
     ``source_width``/``source_height`` are the stored (unrotated) picture size. ``audio_seconds`` is
     the length of the returned 16 kHz audio; ``frame_height``/``frame_width`` are 0 without video.
+    ``audio_offset_s`` is where the audio track starts relative to the first video frame, as
+    applied: positive when it starts later (that much silence was put before it), negative when it
+    starts earlier (that much was cut from its start); 0 without video or when within 40 ms.
     """
 
     path: str
@@ -150,6 +153,7 @@ class MediaSummary:
     audio_channels_in: int | None
     decode_seconds: float
     warnings: tuple[str, ...] = ()
+    audio_offset_s: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (``warnings`` as a list)."""
