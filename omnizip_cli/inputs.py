@@ -19,6 +19,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from omnizip_cli.preprocess import bounded_processor
+
 if TYPE_CHECKING:
     from .media import DecodedMedia
 
@@ -88,6 +90,6 @@ def build_inputs(processor: Any, media: DecodedMedia, question: str, system: str
         if has_audio:
             kwargs["load_audio_from_video"] = True
             kwargs["audio_from_video_indices"] = [0]
-    tensors = dict(processor(**kwargs))
+    tensors = dict(bounded_processor(processor, media.frames)(**kwargs))  # video in chunks, memory checked
     tensors.pop("num_audio_tokens", None)
     return ModelInputs(tensors=tensors, use_audio_in_video=has_video and has_audio, kind=kind, prompt_text=prompt)
