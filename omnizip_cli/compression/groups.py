@@ -60,7 +60,8 @@ class SequenceLayout:
         as indices into ``audio_positions`` / ``video_positions`` (end exclusive).
     tokens_per_frame: ``(H // s) * (W // s)``; 0 without video.
     even_frames, odd_frames: ``[F, tokens_per_frame]`` sequence positions of the full frames whose
-        index local to their run is even / odd; ``odd_previous``: the frame before each odd frame.
+        index within their time group is even / odd; ``odd_previous``: the frame before each odd
+        frame (in the same group).
     even_frame_run, odd_frame_run: ``[F]`` time group (video run index) of each frame.
     partial_frame_positions: ``[K]`` sequence positions of the tokens after the last full frame of
         a run that has at least one full frame (run-local frames only; empty for the processor's
