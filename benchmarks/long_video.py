@@ -165,7 +165,7 @@ def preprocess(frame_counts: list[int], variants: list[str]) -> list[dict[str, A
     return records
 
 
-def saliency(seconds_list: list[float], repeats: int, threshold: int | None) -> None:
+def saliency(seconds_list: list[float], repeats: int, threshold: int | None, before_max: float | None = None) -> None:
     import torch
 
     from omnizip_cli.saliency import (
@@ -195,6 +195,10 @@ def saliency(seconds_list: list[float], repeats: int, threshold: int | None) -> 
         after_scheme = "windowed" if frames > threshold else "global"
         for variant, scheme, fn in (("before", "global", global_),
                                     ("after", after_scheme, windowed if after_scheme == "windowed" else global_)):
+            if variant == "before" and before_max is not None and seconds > before_max:
+                emit({"kind": "skipped", "audio_seconds": seconds, "variant": variant,
+                      "reason": f"--before-max-seconds {before_max:g}"})
+                continue
             log(f"saliency {seconds:g} s, {variant} ({scheme})")
             runs = []
             for _ in range(repeats):
@@ -212,6 +216,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
     parser.add_argument("--audio-seconds", type=float, nargs="+", default=[300.0, 900.0, 1800.0])
     parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--before-max-seconds", type=float, default=None,
+                        help="skip the global-softmax ('before') timing past this length (quadratic cost)")
     parser.add_argument("--skip-preprocess", action="store_true")
     parser.add_argument("--skip-saliency", action="store_true")
     parser.add_argument("--quick", action="store_true", help="CI smoke: 8 and 16 frames, 20 and 40 s of audio")
@@ -229,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
         if any("error" in r for r in records):
             return 1
     if not args.skip_saliency:
-        saliency(args.audio_seconds, args.repeats, threshold)
+        saliency(args.audio_seconds, args.repeats, threshold, args.before_max_seconds)
     return 0
 
 

@@ -306,7 +306,9 @@ def _assemble(
     if audio is not None:
         audio_out = _usable_audio(audio, video is not None, path, decoded.read_error)
         warnings += _audio_warnings(audio, audio_out is not None)
-    if audio_out is not None and video is not None and audio.start_s is not None and len(video.times):
+    # Both on the file's time line (frame times from timestamps, not from frame indices): align them.
+    if audio_out is not None and video is not None and audio.start_s is not None and len(video.times) \
+            and not plan.index_times:
         audio_out, offset = align_audio(audio_out, audio.start_s - float(video.times[0]))
         if offset > 0:
             warnings.append(
