@@ -48,8 +48,9 @@ Not switchable (the reference crashes, does nothing, or is undefined there):
   in input order (frame-major, as the processor lays them out); it is pruned whole with the ratio
   of the time group (video run) holding most of its tokens, the earliest on a tie, and the groups'
   sizes in the budget normalisation are the tokens of their frames (0 for a run that holds no
-  frame's majority). Where no frame straddles runs (every layout at 1 to 2 fps, the only ones where
-  the reference prunes) this is the reference's plan exactly. ``reference_quirks=True`` restores
+  frame's majority). Where no frame straddles runs (every processor layout from 1 to 2 fps) this is
+  the reference's plan exactly; below 1 fps the presets keep the same share of video tokens as at
+  2 fps (``tests/test_frame_layouts.py``). ``reference_quirks=True`` restores
   the run-local frames (and their partial trailing frames).
 - **Ties** are broken by position, lowest index first, in every ranking (dominant audio, top-G,
   DPC-KNN, temporal novelty) and argmax (anchor assignment, min/max group); ``torch.topk`` in the
