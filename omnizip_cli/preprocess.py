@@ -76,7 +76,8 @@ class PreprocessEstimate:
         return self.available_bytes is None or self.peak_bytes <= USABLE_SHARE * self.available_bytes
 
 
-def chunk_frames_for(height: int, width: int, *, chunk_bytes: int = CHUNK_BYTES, temporal_patch: int = _TEMPORAL_PATCH) -> int:
+def chunk_frames_for(height: int, width: int, *, chunk_bytes: int = CHUNK_BYTES,
+                     temporal_patch: int = _TEMPORAL_PATCH) -> int:
     """Frames per chunk: a multiple of ``temporal_patch`` whose float32 pixels fit ``chunk_bytes`` (>= one patch)."""
     per_frame = _F32 * 3 * max(1, height) * max(1, width)
     frames = chunk_bytes // per_frame
@@ -143,7 +144,8 @@ def check_fits(frames: int, height: int, width: int, *, chunk_frames: int | None
     return estimate
 
 
-def process_video_in_chunks(video_processor: Any, video: np.ndarray, chunk_frames: int, **kwargs: Any) -> dict[str, Any]:
+def process_video_in_chunks(video_processor: Any, video: np.ndarray, chunk_frames: int,
+                            **kwargs: Any) -> dict[str, Any]:
     """Run ``video_processor`` over ``video [T, H, W, 3]`` in chunks of ``chunk_frames`` frames.
 
     Returns ``{"pixel_values_videos": [N, C] float32, "video_grid_thw": [1, 3] long}`` equal (bitwise)

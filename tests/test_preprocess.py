@@ -20,7 +20,11 @@ from omnizip_cli.preprocess import (
 from tests.synthetic import synthetic_media
 from tests.test_inputs import stock_processor_call
 
-KWARGS = {"size": {"shortest_edge": 56 * 84, "longest_edge": 56 * 84}, "do_sample_frames": False, "return_tensors": "pt"}
+KWARGS = {
+    "size": {"shortest_edge": 56 * 84, "longest_edge": 56 * 84},
+    "do_sample_frames": False,
+    "return_tensors": "pt",
+}
 
 
 @pytest.fixture(scope="module")
