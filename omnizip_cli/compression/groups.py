@@ -9,6 +9,16 @@ scores (audio kept per group, the ratios, the keep counts) stays on the device: 
 Time groups: runs of consecutive audio positions and of consecutive video positions. Video run
 ``i`` and audio run ``i`` form guided group ``i`` for ``i < min(#video runs, #audio runs)``; the
 remaining video runs are unguided and drop ``rho_video``.
+
+Frames, not runs: a frame is ``tokens_per_frame`` consecutive video tokens in input order (the
+processor lays video tokens out frame-major), and it belongs to the time group (video run) that
+holds most of its tokens, the earliest such run on a tie. Below 1 fps the processor's chunking splits
+frames over two or more runs (e.g. ``1 + (tpf - 1)`` tokens at 0.5 fps); each frame is still pruned
+whole, with the ratio of its group, and a group's size (for the budget) is the tokens of its frames.
+Where no frame straddles runs (every 1-2 fps layout) each group's frames are exactly its run's, so
+the plan is the run-local one of the reference. ``frame_major=False`` gives the reference's
+run-local frames (``reference_quirks``): frames counted from the start of each run, a partial
+trailing frame per run, and runs shorter than a frame untouched.
 """
 
 from __future__ import annotations
@@ -23,6 +33,7 @@ from omnizip_cli.compression.config import OmniZipConfig
 __all__ = [
     "SequenceLayout",
     "derive_layout",
+    "frame_groups",
     "frame_tokens_per_grid",
     "guided_budget",
     "keep_counts",
@@ -49,10 +60,16 @@ class SequenceLayout:
         as indices into ``audio_positions`` / ``video_positions`` (end exclusive).
     tokens_per_frame: ``(H // s) * (W // s)``; 0 without video.
     even_frames, odd_frames: ``[F, tokens_per_frame]`` sequence positions of the full frames whose
-        index local to their run is even / odd; ``odd_previous``: the frame before each odd frame.
-    even_frame_run, odd_frame_run: ``[F]`` video run of each frame.
+        index within their time group is even / odd; ``odd_previous``: the frame before each odd
+        frame (in the same group).
+    even_frame_run, odd_frame_run: ``[F]`` time group (video run index) of each frame.
     partial_frame_positions: ``[K]`` sequence positions of the tokens after the last full frame of
-        a run that has at least one full frame (empty for the processor's layouts).
+        a run that has at least one full frame (run-local frames only; empty for the processor's
+        layouts and always empty with frame-major frames when ``N_v`` is a multiple of tpf).
+    video_groups: ``[R_v, 2]`` (start, end) indices into ``video_positions`` of the frames of each
+        time group (end exclusive; ``start == end`` for a group with no frame). Frame-major: the
+        frames whose majority lies in run ``i``; equal to ``video_runs`` where no frame straddles
+        runs. Run-local: ``video_runs`` itself.
     """
 
     length: int
@@ -67,6 +84,7 @@ class SequenceLayout:
     odd_previous: Tensor
     odd_frame_run: Tensor
     partial_frame_positions: Tensor
+    video_groups: Tensor
 
     @property
     def num_audio(self) -> int:
@@ -84,6 +102,11 @@ class SequenceLayout:
     @property
     def video_run_sizes(self) -> Tensor:
         return self.video_runs[:, 1] - self.video_runs[:, 0]
+
+    @property
+    def video_group_sizes(self) -> Tensor:
+        """``[R_v]`` video tokens pruned with each group's ratio (the tokens of its frames)."""
+        return self.video_groups[:, 1] - self.video_groups[:, 0]
 
     @property
     def audio_run_sizes(self) -> Tensor:
@@ -115,15 +138,24 @@ def derive_layout(
     video_token_id: int,
     video_grid_thw: tuple[int, int, int] | None,
     spatial_merge_size: int,
+    frame_major: bool = True,
 ) -> SequenceLayout:
-    """Positions, runs and frames from ``input_ids [L]`` (copied to the CPU once)."""
+    """Positions, runs and frames from ``input_ids [L]`` (copied to the CPU once).
+
+    ``frame_major`` (default): frames are ``tokens_per_frame`` consecutive video tokens counted from
+    the first video token, each in the group of the run holding most of its tokens; ``False``: the
+    reference's frames counted from the start of each run.
+    """
     ids = input_ids.detach().to("cpu").reshape(-1)
     audio_positions = torch.nonzero(ids == audio_token_id).flatten()
     video_positions = torch.nonzero(ids == video_token_id).flatten()
     audio_runs = runs_of_consecutive(audio_positions)
     video_runs = runs_of_consecutive(video_positions)
     tokens_per_frame = frame_tokens_per_grid(video_grid_thw, spatial_merge_size)
-    frames = _frames(video_positions, video_runs, tokens_per_frame)
+    if frame_major:
+        frames = _frame_major_frames(video_positions, video_runs, tokens_per_frame)
+    else:
+        frames = _frames(video_positions, video_runs, tokens_per_frame)
     return SequenceLayout(
         length=int(ids.numel()),
         audio_positions=audio_positions,
@@ -147,6 +179,7 @@ def _frames(video_positions: Tensor, video_runs: Tensor, tokens_per_frame: int) 
             odd_previous=empty,
             odd_frame_run=none,
             partial_frame_positions=none,
+            video_groups=video_runs.clone(),
         )
     sizes = video_runs[:, 1] - video_runs[:, 0]
     frames_per_run = sizes // tokens_per_frame
@@ -155,18 +188,83 @@ def _frames(video_positions: Tensor, video_runs: Tensor, tokens_per_frame: int) 
     local_index = torch.arange(run_of_frame.numel()) - first_frame_of_run[run_of_frame]
     frame_start = video_runs[run_of_frame, 0] + local_index * tokens_per_frame
     tokens = video_positions[frame_start.unsqueeze(1) + torch.arange(tokens_per_frame)]  # [F, tpf]
-    is_odd = local_index % 2 == 1
-    odd_ids = torch.nonzero(is_odd).flatten()
     in_run = torch.arange(video_positions.numel()) - torch.repeat_interleave(video_runs[:, 0], sizes)
     run_frames = torch.repeat_interleave(frames_per_run, sizes)
     partial = (run_frames > 0) & (in_run >= run_frames * tokens_per_frame)
     return dict(
         partial_frame_positions=video_positions[partial],
+        video_groups=video_runs.clone(),
+        **_split_by_parity(tokens, run_of_frame, local_index),
+    )
+
+
+def _split_by_parity(tokens: Tensor, group_of_frame: Tensor, local_index: Tensor) -> dict[str, Tensor]:
+    """Even/odd frames by their index within their group. ``tokens: [F, tpf]``, others ``[F]``."""
+    is_odd = local_index % 2 == 1
+    odd_ids = torch.nonzero(is_odd).flatten()
+    return dict(
         even_frames=tokens[~is_odd],
-        even_frame_run=run_of_frame[~is_odd],
+        even_frame_run=group_of_frame[~is_odd],
         odd_frames=tokens[odd_ids],
         odd_previous=tokens[odd_ids - 1],
-        odd_frame_run=run_of_frame[odd_ids],
+        odd_frame_run=group_of_frame[odd_ids],
+    )
+
+
+def frame_groups(video_runs: Tensor, num_frames: int, tokens_per_frame: int) -> Tensor:
+    """Time group of each frame: the run holding most of its tokens, the earliest on a tie.
+
+    ``video_runs: [R, 2]`` (start, end) indices into the video tokens; frame ``k`` is video tokens
+    ``[k * tpf, (k + 1) * tpf)`` -> ``[num_frames]`` long run indices, non-decreasing (a frame's runs
+    all precede the next frame's). Vectorised over the (frame, run) overlaps, whose number is at most
+    ``num_frames + R``.
+    """
+    if num_frames == 0:
+        return torch.zeros(0, dtype=torch.long)
+    count = len(video_runs)
+    sizes = video_runs[:, 1] - video_runs[:, 0]
+    covered = num_frames * tokens_per_frame
+    run_of_token = torch.repeat_interleave(torch.arange(count), sizes)[:covered]
+    frame_of_token = torch.arange(covered) // tokens_per_frame
+    pairs, overlap = torch.unique_consecutive(frame_of_token * count + run_of_token, return_counts=True)
+    pair_frame, pair_run = pairs // count, pairs % count
+    most = torch.zeros(num_frames, dtype=torch.long).scatter_reduce(
+        0, pair_frame, overlap, reduce="amax", include_self=False
+    )
+    is_most = overlap == most[pair_frame]
+    pair_index = torch.arange(pairs.numel())
+    first = torch.full((num_frames,), pairs.numel(), dtype=torch.long).scatter_reduce(
+        0, pair_frame[is_most], pair_index[is_most], reduce="amin", include_self=True
+    )
+    return pair_run[first]
+
+
+def _frame_major_frames(video_positions: Tensor, video_runs: Tensor, tokens_per_frame: int) -> dict[str, Tensor]:
+    """Frames counted over all video tokens (frame-major), grouped by :func:`frame_groups`."""
+    none = torch.zeros(0, dtype=torch.long)
+    if tokens_per_frame == 0 or len(video_runs) == 0:
+        empty = torch.zeros((0, max(tokens_per_frame, 1)), dtype=torch.long)
+        return dict(
+            even_frames=empty,
+            even_frame_run=none,
+            odd_frames=empty,
+            odd_previous=empty,
+            odd_frame_run=none,
+            partial_frame_positions=none,
+            video_groups=video_runs.clone(),
+        )
+    num_frames = video_positions.numel() // tokens_per_frame
+    group_of_frame = frame_groups(video_runs, num_frames, tokens_per_frame)
+    frames_per_group = torch.bincount(group_of_frame, minlength=len(video_runs))
+    first_frame = torch.cumsum(frames_per_group, 0) - frames_per_group
+    local_index = torch.arange(num_frames) - first_frame[group_of_frame]
+    starts = torch.arange(num_frames) * tokens_per_frame
+    tokens = video_positions[starts.unsqueeze(1) + torch.arange(tokens_per_frame)]  # [F, tpf]
+    groups = torch.stack([first_frame, first_frame + frames_per_group], dim=1) * tokens_per_frame
+    return dict(
+        partial_frame_positions=video_positions[num_frames * tokens_per_frame :],
+        video_groups=groups,
+        **_split_by_parity(tokens, group_of_frame, local_index),
     )
 
 
@@ -185,29 +283,30 @@ def segment_sums(values: Tensor, runs: Tensor) -> Tensor:
 
 
 def guided_budget(rho_video: float, layout: SequenceLayout) -> float:
-    """Target dropped tokens over the guided runs: ``rho_v * N_v - rho_v * unguided_tokens`` (host)."""
-    unguided_tokens = int(layout.video_run_sizes[layout.num_guided :].sum())
+    """Target dropped tokens over the guided groups: ``rho_v * N_v - rho_v * unguided_tokens`` (host)."""
+    unguided_tokens = int(layout.video_group_sizes[layout.num_guided :].sum())
     return rho_video * layout.num_video - rho_video * unguided_tokens
 
 
 def video_drop_ratios(
     audio_keep: Tensor,
     audio_runs: Tensor,
-    video_run_sizes: Tensor,
+    video_group_sizes: Tensor,
     *,
     layout: SequenceLayout,
     config: OmniZipConfig,
 ) -> Tensor:
-    """Drop ratio of every video run: dynamic for guided runs, ``rho_video`` for the others.
+    """Drop ratio of every time group: dynamic for guided groups, ``rho_video`` for the others.
 
-    ``audio_keep: [N_a]`` bool, ``audio_runs: [R_a, 2]`` and ``video_run_sizes: [R_v]`` long, all
+    ``audio_keep: [N_a]`` bool, ``audio_runs: [R_a, 2]`` and ``video_group_sizes: [R_v]`` long
+    (tokens of each group's frames, :attr:`SequenceLayout.video_group_sizes`), all
     on the device -> ``[R_v]`` float64. Guided run ``i``: ``S_i`` = fraction of its audio run kept
     (a float32 mean, as the reference), ``base_i = clamp(rho_max + (rho_min - rho_max) * S_i)``,
     then :func:`normalise_to_budget`. ``rho_video == 0`` gives all zeros (video pruning off).
     """
-    device = video_run_sizes.device
+    device = video_group_sizes.device
     dtype = ratio_dtype(device)
-    ratios = torch.full((video_run_sizes.numel(),), config.rho_video, dtype=dtype, device=device)
+    ratios = torch.full((video_group_sizes.numel(),), config.rho_video, dtype=dtype, device=device)
     num_guided = layout.num_guided
     quirks = config.reference_quirks
     if num_guided == 0 or (config.rho_video == 0.0 and not quirks):
@@ -224,7 +323,7 @@ def video_drop_ratios(
         return ratios
     ratios[:num_guided] = normalise_to_budget(
         base,
-        video_run_sizes[:num_guided],
+        video_group_sizes[:num_guided],
         target=guided_budget(config.rho_video, layout),
         fix_extremes=num_guided > 2,
         count_coinciding_twice=quirks,

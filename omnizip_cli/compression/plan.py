@@ -40,6 +40,18 @@ Not switchable (the reference crashes, does nothing, or is undefined there):
 - **Audio only**: the reference does not compress at all (it runs only with a video). Here the
   audio selection and merge run alone; pool scores are the cosine to the assigned anchor (the
   reference's no-video branch).
+- **Frames, not runs**: the reference cuts each video run into frames counted from the run's start
+  and keeps a run shorter than a frame whole. Below 1 fps the processor's chunking (one chunk step
+  per token, see ``get_chunked_index``) splits frames over runs (``tpf + 1 + (tpf - 1) + 1 + ...``
+  at 0.5 fps; ``1 + 1 + 1 + (tpf - 3)`` per frame at 0.25 fps), so the reference finds (almost) no
+  whole frame and keeps (almost) every video token. Here a frame is ``tpf`` consecutive video tokens
+  in input order (frame-major, as the processor lays them out); it is pruned whole with the ratio
+  of the time group (video run) holding most of its tokens, the earliest on a tie, and the groups'
+  sizes in the budget normalisation are the tokens of their frames (0 for a run that holds no
+  frame's majority). Where no frame straddles runs (every processor layout from 1 to 2 fps) this is
+  the reference's plan exactly; below 1 fps the presets keep the same share of video tokens as at
+  2 fps (``tests/test_frame_layouts.py``). ``reference_quirks=True`` restores
+  the run-local frames (and their partial trailing frames).
 - **Ties** are broken by position, lowest index first, in every ranking (dominant audio, top-G,
   DPC-KNN, temporal novelty) and argmax (anchor assignment, min/max group); ``torch.topk`` in the
   reference leaves ties unspecified.
@@ -54,9 +66,9 @@ runs):
   in the fixed part of the budget; here it is counted once.
 - **rho_video == 0** turns video pruning off; the reference still prunes 35-75 % of every guided
   group because the dynamic ratios are clamped to ``[rho_min, rho_max]``.
-- **Partial trailing frame** of a run (its length not a multiple of the tokens per frame; not
-  produced by the processor): its tokens are kept, like a run shorter than one frame; the reference
-  drops them.
+- **Partial trailing frame** of a run (its length not a multiple of the tokens per frame; produced
+  by the processor only below 1 fps): with ``reference_quirks`` (run-local frames) its tokens are
+  dropped, as in the reference; without, frames are frame-major and no partial frame exists.
 """
 
 from __future__ import annotations
@@ -88,7 +100,8 @@ class GroupStats:
     Row ``i`` pairs video run ``i`` with audio run ``i`` (either may be absent when the counts of
     runs differ, e.g. audio only); ``guided`` marks rows with both, which use the dynamic ratio.
 
-    audio_tokens, audio_kept, video_tokens, video_kept: long.
+    audio_tokens, audio_kept, video_tokens, video_kept: long; the video side counts the tokens of
+        the group's frames (its run's tokens wherever no frame straddles runs).
     video_drop_ratio: float64, the ratio used for the group's frames (0 without video).
     guided: bool.
     """
@@ -183,6 +196,7 @@ def build_keep_plan(
         video_token_id=video_token_id,
         video_grid_thw=video_grid_thw,
         spatial_merge_size=spatial_merge_size,
+        frame_major=not config.reference_quirks,
     )
     _check_against_layout(layout, audio_scores, video_grid_thw)
     device = embeds.device
@@ -190,7 +204,7 @@ def build_keep_plan(
     audio_positions = on_device(layout.audio_positions)
     video_positions = on_device(layout.video_positions)
     audio_runs = on_device(layout.audio_runs)
-    video_run_sizes = on_device(layout.video_run_sizes)
+    video_group_sizes = on_device(layout.video_group_sizes)
 
     counts = audio_counts(layout.num_audio, config)
     if layout.num_audio:
@@ -207,8 +221,8 @@ def build_keep_plan(
         selection = None
         audio_keep = torch.zeros(0, dtype=torch.bool, device=device)
 
-    ratios = video_drop_ratios(audio_keep, audio_runs, video_run_sizes, layout=layout, config=config)
-    frame_keep = keep_counts(ratios, layout.tokens_per_frame)  # [R_v]
+    ratios = video_drop_ratios(audio_keep, audio_runs, video_group_sizes, layout=layout, config=config)
+    frame_keep = keep_counts(ratios, layout.tokens_per_frame)  # [R_v], per time group
     video_keep = video_keep_mask(
         embeds,
         on_device(layout.even_frames),
@@ -225,7 +239,9 @@ def build_keep_plan(
     keep[audio_positions] = audio_keep
 
     merged_positions, merged_embeds = _merged_rows(selection, audio_positions, embeds)
-    groups = _group_stats(layout, audio_runs, on_device(layout.video_runs), audio_keep, keep[video_positions], ratios)
+    groups = _group_stats(
+        layout, audio_runs, on_device(layout.video_groups), audio_keep, keep[video_positions], ratios
+    )
     return KeepPlan(
         keep=keep,
         merged_positions=merged_positions,
@@ -316,14 +332,15 @@ def _merged_rows(selection, audio_positions: Tensor, embeds: Tensor) -> tuple[Te
 def _group_stats(
     layout: SequenceLayout,
     audio_runs: Tensor,
-    video_runs: Tensor,
+    video_groups: Tensor,
     audio_keep: Tensor,
     video_keep: Tensor,
     ratios: Tensor,
 ) -> GroupStats:
     """One row per index of the longer of the two run lists (see :class:`GroupStats`).
 
-    ``audio_keep: [N_a]``, ``video_keep: [N_v]`` bool in token order; runs ``[R, 2]``; ``ratios: [R_v]``.
+    ``audio_keep: [N_a]``, ``video_keep: [N_v]`` bool in token order; ``audio_runs``, ``video_groups``
+    ``[R, 2]`` (the video side counts the tokens of each group's frames); ``ratios: [R_v]``.
     """
     device = audio_keep.device
     rows = max(len(layout.audio_runs), len(layout.video_runs))
@@ -338,8 +355,8 @@ def _group_stats(
     return GroupStats(
         audio_tokens=padded(audio_runs[:, 1] - audio_runs[:, 0], torch.long),
         audio_kept=padded(segment_sums(audio_keep, audio_runs), torch.long),
-        video_tokens=padded(video_runs[:, 1] - video_runs[:, 0], torch.long),
+        video_tokens=padded(video_groups[:, 1] - video_groups[:, 0], torch.long),
         video_drop_ratio=padded(ratios, ratio_dtype(device)),
-        video_kept=padded(segment_sums(video_keep, video_runs), torch.long),
+        video_kept=padded(segment_sums(video_keep, video_groups), torch.long),
         guided=guided,
     )

@@ -24,6 +24,9 @@ logger = logging.getLogger(__name__)
 
 #: Less decoded audio than this is "no usable audio" (it would give the model no audio tokens).
 MIN_AUDIO_SECONDS = 0.1
+#: Audio starting within this of the first video frame is taken as starting with it (one LLM audio
+#: token is 40 ms; codec priming and muxer rounding give offsets of a few tens of ms).
+ALIGN_TOLERANCE_S = 0.04
 
 
 @dataclass
@@ -34,6 +37,7 @@ class AudioResult:
     total_samples: int  # decoded length before any max_audio_seconds cut
     errors: int
     first_error: str | None
+    start_s: float | None = None  # time of the first decoded sample from the file's start (None: unknown)
 
     @property
     def seconds(self) -> float:
@@ -102,8 +106,10 @@ class AudioSink:
     Decoded frames are gathered in an ``av.AudioFifo`` and resampled block by block.
     """
 
-    def __init__(self, stream: av.audio.stream.AudioStream, max_samples: int | None) -> None:
+    def __init__(self, stream: av.audio.stream.AudioStream, max_samples: int | None, file_start_s: float = 0.0) -> None:
         self._stream = stream
+        self._file_start = file_start_s
+        self._start_s: float | None = None
         self._max = max_samples
         self._resampler = Resampler()
         self._fifo: av.AudioFifo | None = None
@@ -129,6 +135,10 @@ class AudioSink:
             self._add_frame(frame)
 
     def _add_frame(self, frame: av.AudioFrame) -> None:
+        if self._start_s is None and frame.pts is not None:
+            time_base = frame.time_base or self._stream.time_base
+            if time_base:
+                self._start_s = float(frame.pts * time_base) - self._file_start
         key = (frame.format.name, frame.layout.name, frame.sample_rate)
         if key != self._fifo_key:
             self._drain_fifo()
@@ -191,7 +201,23 @@ class AudioSink:
             total_samples=self._total,
             errors=self._errors,
             first_error=self._first_error,
+            start_s=self._start_s,
         )
+
+
+def align_audio(audio: np.ndarray, offset_s: float) -> tuple[np.ndarray, float]:
+    """Put 16-kHz ``audio [N]`` on the video's time line: it starts ``offset_s`` after the first frame.
+
+    The processor pairs audio sample 0 with frame 0, so audio that starts later gets that much
+    silence before it, and audio that starts earlier loses what precedes the first frame. Offsets
+    within :data:`ALIGN_TOLERANCE_S` change nothing. Returns ``(aligned [N'], applied offset in s)``.
+    """
+    shift = int(round(offset_s * AUDIO_SAMPLE_RATE))
+    if abs(offset_s) < ALIGN_TOLERANCE_S or shift == 0:
+        return audio, 0.0
+    if shift > 0:
+        return np.concatenate([np.zeros(shift, dtype=np.float32), audio]), shift / AUDIO_SAMPLE_RATE
+    return audio[-shift:], shift / AUDIO_SAMPLE_RATE
 
 
 def resample_array(samples: np.ndarray, sample_rate: int) -> np.ndarray:

@@ -20,6 +20,11 @@ FPS_MIN_FRAMES = 4
 FPS_MAX_FRAMES = 768
 VIDEO_MIN_PIXELS = 128 * 28 * 28
 VIDEO_MAX_PIXELS = 768 * 28 * 28
+#: qwen-omni-utils' default pixel budget over all the frames of a video (``VIDEO_TOTAL_PIXELS``,
+#: ``int(128000 * 28 * 28 * 0.9)`` = 90,316,800, when its ``VIDEO_MAX_PIXELS`` env var is unset).
+VIDEO_TOTAL_PIXELS = int(128000 * 28 * 28 * 0.9)
+#: ``total_pixels`` value that turns the budget over all frames off.
+NO_TOTAL_PIXELS = 0
 #: Sample rate and layout the Whisper feature extractor of Qwen2.5-Omni expects.
 AUDIO_SAMPLE_RATE = 16000
 
@@ -47,9 +52,13 @@ class MediaOptions:
     min_pixels, max_pixels:
         Bounds on the pixels of each frame (``--min-pixels`` / ``--max-pixels``).
     total_pixels:
-        Optional budget over all frames (qwen-omni-utils ``VIDEO_TOTAL_PIXELS``): the per-frame
-        maximum becomes ``max(min(max_pixels, total_pixels / n * 2), 1.05 * min_pixels)``, capped at
-        ``max_pixels``.
+        Pixel budget over all ``n`` frames (``--total-pixels``), as qwen-omni-utils applies it: the
+        per-frame maximum becomes ``max(min(max_pixels, total_pixels / n * 2), int(1.05 * min_pixels))``,
+        capped at ``max_pixels``. ``None`` (default) is qwen-omni-utils' default budget,
+        :data:`VIDEO_TOTAL_PIXELS` (90,316,800: a 300-s 1280x720 clip at 2 fps gets 392x728 frames,
+        like the stock path); ``0`` (:data:`NO_TOTAL_PIXELS`) turns the budget off (frames sized by
+        ``max_pixels`` alone). Only videos of more than ``2 * VIDEO_TOTAL_PIXELS / max_pixels`` = 300
+        frames (150 s at 2 fps) are affected at the default ``max_pixels``.
     use_audio:
         ``False`` (``--no-audio``) ignores any audio track.
     max_audio_seconds:
@@ -80,8 +89,12 @@ class MediaOptions:
             raise UsageError(
                 f"--max-pixels ({self.max_pixels}) must not be smaller than --min-pixels ({self.min_pixels})"
             )
-        if self.total_pixels is not None and (not _is_int(self.total_pixels) or self.total_pixels < patch):
-            raise UsageError(f"--total-pixels must be an integer of at least {patch} (got {self.total_pixels!r})")
+        if self.total_pixels is not None and (
+            not _is_int(self.total_pixels) or (self.total_pixels < patch and self.total_pixels != NO_TOTAL_PIXELS)
+        ):
+            raise UsageError(
+                f"--total-pixels must be 0 (no budget) or an integer of at least {patch} (got {self.total_pixels!r})"
+            )
         if not isinstance(self.use_audio, bool):
             raise UsageError(f"use_audio must be True or False (got {self.use_audio!r})")
         if self.max_audio_seconds is not None and (
@@ -90,6 +103,13 @@ class MediaOptions:
             or self.max_audio_seconds <= 0
         ):
             raise UsageError(f"--max-audio-seconds must be a number greater than 0 (got {self.max_audio_seconds!r})")
+
+    @property
+    def effective_total_pixels(self) -> int | None:
+        """The budget over all frames in force: the default when unset, ``None`` when turned off."""
+        if self.total_pixels is None:
+            return VIDEO_TOTAL_PIXELS
+        return None if self.total_pixels == NO_TOTAL_PIXELS else int(self.total_pixels)
 
     def to_dict(self) -> dict[str, Any]:
         """The options as a plain dict (for ``--json`` and saved configs)."""
@@ -109,6 +129,9 @@ class MediaSummary:
     as FFmpeg's display matrix states it (a portrait phone clip usually says -90).
     ``source_width``/``source_height`` are the stored (unrotated) picture size. ``audio_seconds`` is
     the length of the returned 16 kHz audio; ``frame_height``/``frame_width`` are 0 without video.
+    ``audio_offset_s`` is where the audio track starts relative to the first video frame, as
+    applied: positive when it starts later (that much silence was put before it), negative when it
+    starts earlier (that much was cut from its start); 0 without video or when within 40 ms.
     """
 
     path: str
@@ -130,6 +153,7 @@ class MediaSummary:
     audio_channels_in: int | None
     decode_seconds: float
     warnings: tuple[str, ...] = ()
+    audio_offset_s: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (``warnings`` as a list)."""

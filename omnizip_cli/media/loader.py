@@ -32,13 +32,17 @@ import numpy as np
 
 from omnizip_cli.errors import MediaError
 from omnizip_cli.media import container as ct
-from omnizip_cli.media.audio import MIN_AUDIO_SECONDS, AudioResult, AudioSink, load_audio_with_librosa
+from omnizip_cli.media.audio import MIN_AUDIO_SECONDS, AudioResult, AudioSink, align_audio, load_audio_with_librosa
 from omnizip_cli.media.datatypes import AUDIO_SAMPLE_RATE, DecodedMedia, MediaOptions, MediaSummary
 from omnizip_cli.media.video import VideoPlan, VideoResult, VideoSink, decoded_span, plan_video, scan_video
 
 logger = logging.getLogger(__name__)
 
 Sink = TypeVar("Sink", VideoSink, AudioSink)
+
+#: With a video, this much more audio than ``max_audio_seconds`` is decoded, in case the track starts
+#: before the first frame (that part is cut when aligning); the final cut comes after the alignment.
+_ALIGN_MARGIN_S = 30.0
 
 #: Decoding less than this share of the header's duration (and over 0.5 s less) means "truncated".
 _TRUNCATION_SHARE = 0.9
@@ -122,7 +126,7 @@ def _decode_video(path: Path, plan: VideoPlan, options: MediaOptions) -> tuple[V
 
 
 def _decode_audio(path: Path, index: int, max_samples: int | None) -> tuple[AudioResult, str | None]:
-    sink, read_error = _run_pass(path, index, lambda s: AudioSink(s, max_samples))
+    sink, read_error = _run_pass(path, index, lambda s: AudioSink(s, max_samples, ct.container_start(s.container)))
     return sink.result(), read_error
 
 
@@ -134,6 +138,8 @@ def _decode(path: Path, plan: VideoPlan | None, audio_index: int | None, options
     if plan is None:
         audio, error = _decode_audio(path, audio_index, max_samples)
         return _Decoded(video=None, audio=audio, read_error=error)
+    if max_samples is not None:  # room for an audio track that starts before the video (cut once aligned)
+        max_samples += int(_ALIGN_MARGIN_S * AUDIO_SAMPLE_RATE)
     audio = audio_error = None
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="omnizip-audio") as pool:
         audio_job = pool.submit(_decode_audio, path, audio_index, max_samples) if audio_index is not None else None
@@ -188,17 +194,12 @@ def _usable_audio(result: AudioResult, has_video: bool, path: Path, read_error: 
     return None
 
 
-def _audio_warnings(result: AudioResult, kept: bool, options: MediaOptions) -> list[str]:
+def _audio_warnings(result: AudioResult, kept: bool) -> list[str]:
     warnings = []
     if result.errors:
         warnings.append(_skipped_packets("audio", result.errors, result.first_error))
     if not kept:
         warnings.append(f"the audio track gave only {result.total_seconds:.3f} s of audio; it is ignored")
-    elif result.truncated:
-        warnings.append(
-            f"audio cut to {result.seconds:.1f} s by --max-audio-seconds {options.max_audio_seconds:g};"
-            f" the track is {result.total_seconds:.1f} s"
-        )
     return warnings
 
 
@@ -301,9 +302,36 @@ def _assemble(
         warnings += _video_warnings(video, plan, options)
         video_span = decoded_span(video, plan)
     audio_out = None
+    offset = 0.0
     if audio is not None:
         audio_out = _usable_audio(audio, video is not None, path, decoded.read_error)
-        warnings += _audio_warnings(audio, audio_out is not None, options)
+        warnings += _audio_warnings(audio, audio_out is not None)
+    # Both on the file's time line (frame times from timestamps, not from frame indices): align them.
+    if audio_out is not None and video is not None and audio.start_s is not None and len(video.times) \
+            and not plan.index_times:
+        audio_out, offset = align_audio(audio_out, audio.start_s - float(video.times[0]))
+        if offset > 0:
+            warnings.append(
+                f"the audio track starts {offset:.2f} s after the video; {offset:.2f} s of silence were put"
+                " before it so that sounds stay paired with their frames"
+            )
+        elif offset < 0:
+            warnings.append(
+                f"the audio track starts {-offset:.2f} s before the first video frame; that part is not used"
+            )
+        if len(audio_out) < MIN_AUDIO_SECONDS * AUDIO_SAMPLE_RATE:
+            warnings.append("no audio overlaps the video once aligned with it; the audio is ignored")
+            audio_out, offset = None, 0.0
+    truncated = False
+    if audio_out is not None and options.max_audio_seconds is not None:
+        audio_out, cut = _cut(audio_out, options)
+        truncated = cut or audio.truncated
+        if truncated:
+            warnings.append(
+                f"audio cut to {len(audio_out) / AUDIO_SAMPLE_RATE:.1f} s by --max-audio-seconds"
+                f" {options.max_audio_seconds:g}; the track is {audio.total_seconds + max(offset, 0.0):.1f} s"
+                + (" with the leading silence" if offset > 0 else "")
+            )
     decoded_s = max(video_span, audio.total_seconds if audio is not None else 0.0)
     if (note := _completeness_warning(decoded_s, sel.header_duration, decoded.read_error)) is not None:
         warnings.insert(0, note)
@@ -324,11 +352,12 @@ def _assemble(
         source_width=video.source_width if video is not None else None,
         source_height=video.source_height if video is not None else None,
         audio_seconds=0.0 if audio_out is None else len(audio_out) / AUDIO_SAMPLE_RATE,
-        audio_truncated=bool(audio_out is not None and audio.truncated),
+        audio_truncated=truncated,
         audio_sample_rate_in=sel.audio_rate_in,
         audio_channels_in=sel.audio_channels_in,
         decode_seconds=time.perf_counter() - start,
         warnings=tuple(ct.one_line(w) for w in warnings),
+        audio_offset_s=round(offset, 6),
     )
     logger.debug("decoded %s in %.3f s (%s)", path, summary.decode_seconds, kind)
     return DecodedMedia(

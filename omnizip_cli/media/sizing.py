@@ -43,7 +43,7 @@ def smart_resize(
     width: int,
     factor: int = IMAGE_FACTOR,
     min_pixels: int = VIDEO_MIN_PIXELS,
-    max_pixels: int = VIDEO_MAX_PIXELS,
+    max_pixels: float = VIDEO_MAX_PIXELS,
 ) -> tuple[int, int]:
     """Return ``(height, width)`` rescaled so both are multiples of ``factor``, the pixel count lies
     in ``[min_pixels, max_pixels]`` and the aspect ratio is kept as closely as possible.
@@ -103,16 +103,29 @@ def nearest_indices(times: np.ndarray, targets: np.ndarray) -> np.ndarray:
     return np.where(take_left, left, right)
 
 
-def frame_pixel_budget(n_frames: int, min_pixels: int, max_pixels: int, total_pixels: int | None) -> int:
-    """Per-frame pixel maximum, with the optional total budget as qwen-omni-utils applies it."""
+def frame_pixel_budget(n_frames: int, min_pixels: int, max_pixels: int, total_pixels: int | None) -> float:
+    """Per-frame pixel maximum, with the optional total budget as qwen-omni-utils' ``fetch_video``
+    applies it: ``min(max_pixels, max(min(max_pixels, total / n * 2), int(1.05 * min_pixels)))``.
+
+    ``total_pixels`` None: no budget (``max_pixels``). The value is not rounded (a float, as the
+    stock path hands it to ``smart_resize``), so the frame size matches the stock one exactly.
+    """
     if total_pixels is None:
         return max_pixels
     budget = max(min(max_pixels, total_pixels / n_frames * FRAME_FACTOR), int(min_pixels * 1.05))
-    return int(min(max_pixels, budget))
+    return min(max_pixels, budget)
+
+
+def video_tokens(
+    n_frames: int, height: int, width: int, *, patch: int = 14, merge: int = 2, temporal_patch: int = 2
+) -> int:
+    """LLM video tokens of ``n_frames`` frames of ``height x width`` (multiples of ``patch * merge``):
+    ``(n / temporal_patch) * (height / patch / merge) * (width / patch / merge)``."""
+    return (n_frames // temporal_patch) * (height // (patch * merge)) * (width // (patch * merge))
 
 
 def output_size(
-    stored_height: int, stored_width: int, quarter_turns: int, min_pixels: int, max_pixels: int
+    stored_height: int, stored_width: int, quarter_turns: int, min_pixels: int, max_pixels: float
 ) -> tuple[int, int]:
     """Final ``(height, width)`` of a frame shown after ``quarter_turns`` 90-degree rotations."""
     if quarter_turns % 2:

@@ -98,7 +98,7 @@ class VideoPlan:
     duration_s: float
     time_base: Fraction
     start_s: float
-    pixel_budget: int
+    pixel_budget: float
 
     @property
     def available(self) -> int:
@@ -168,7 +168,7 @@ def plan_video(scan: VideoScan, stream_index: int, options: MediaOptions, path: 
     wanted = None
     if raw is not None:
         wanted = frozenset(int(v) for v in raw[sizing.nearest_indices(times, targets)])
-    budget = sizing.frame_pixel_budget(n, options.min_pixels, options.max_pixels, options.total_pixels)
+    budget = sizing.frame_pixel_budget(n, options.min_pixels, options.max_pixels, options.effective_total_pixels)
     return VideoPlan(
         stream_index=stream_index,
         n_frames=n,

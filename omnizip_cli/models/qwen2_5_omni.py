@@ -139,6 +139,8 @@ class Qwen25OmniAdapter:
     # ------------------------------------------------------------------------------ prompt
     def prepare(self, processor: Any, media: DecodedMedia, system: str | None = None, *,
                 question: str | None = None) -> PreparedPrompt:
+        from ..preprocess import bounded_processor
+
         has_video = media.frames is not None
         has_audio = media.audio is not None
         if not has_video and not has_audio:
@@ -165,7 +167,9 @@ class Qwen25OmniAdapter:
             if has_audio:
                 kwargs["load_audio_from_video"] = True
                 kwargs["audio_from_video_indices"] = [0]
-        tensors = dict(processor(**kwargs))
+        # The video processor runs over bounded chunks of frames (same tensors, bitwise), after a
+        # check that the host memory it needs is there.
+        tensors = dict(bounded_processor(processor, media.frames)(**kwargs))
         tensors.pop("num_audio_tokens", None)
         return PreparedPrompt(tensors=tensors, kind=kind, use_audio_in_video=has_video and has_audio,
                               templates=templates, system=system)

@@ -14,7 +14,9 @@ bit**:
 - Python floats (float64) for group ratios, with ``S_i`` as a float32 mean.
 
 It also hosts :func:`interleaved_input_ids` / :func:`synthetic_case`, small builders of
-processor-like layouts used by the tests and the benchmark.
+processor-like layouts used by the tests and the benchmark, and :func:`processor_input_ids` /
+:func:`processor_case`, the processor's audio-in-video layout at any sampling rate (checked against
+the real processor in ``tests/test_frame_layouts.py``).
 """
 
 from __future__ import annotations
@@ -112,32 +114,76 @@ def reference_keep_plan(
     video_runs = consecutive_runs(video_positions)
     num_guided = min(len(audio_runs), len(video_runs))
 
-    # Steps 4-5: video drop ratio per video run.
-    plan.video_ratios = video_ratios(audio_keep, audio_runs, video_runs, num_guided, len(video_positions), config)
+    # The frames of each group: run-local with the reference's quirks, else frame-major frames, each in
+    # the run holding most of its tokens (the earliest on a tie).
+    if config.reference_quirks:
+        group_frames = run_local_frames(video_runs, tokens_per_frame)
+    else:
+        group_frames = frame_major_frames(video_runs, len(video_positions), tokens_per_frame)
+    if config.reference_quirks:
+        video_groups = video_runs
+    else:  # the video-index range of each group's frames (consecutive: groups ascend with frames)
+        video_groups = []
+        for frames in group_frames:
+            start = frames[0] if frames else (video_groups[-1][1] if video_groups else 0)
+            video_groups.append((start, start + len(frames) * tokens_per_frame))
 
-    # Step 6: ISTC per run, frame by frame.
-    for run_index, (start, end) in enumerate(video_runs):
-        run = video_positions[start:end]
-        n_keep = int(tokens_per_frame * (1 - plan.video_ratios[run_index]))
-        frames = len(run) // tokens_per_frame
-        if frames == 0:
-            continue  # a run shorter than one frame is kept whole
-        for t in range(frames):
-            frame = run[t * tokens_per_frame : (t + 1) * tokens_per_frame]
+    # Steps 4-5: video drop ratio per group.
+    plan.video_ratios = video_ratios(audio_keep, audio_runs, video_groups, num_guided, len(video_positions), config)
+
+    # Step 6: ISTC per group, frame by frame (t = the frame's index within its group).
+    for group_index, frames in enumerate(group_frames):
+        n_keep = int(tokens_per_frame * (1 - plan.video_ratios[group_index]))
+        for t, first in enumerate(frames):
+            frame = video_positions[first : first + tokens_per_frame]
             if t % 2 == 0:
                 frame_keep = dpc_knn_keep(embeds[frame], n_keep, config.knn_k)
             else:
-                previous = run[(t - 1) * tokens_per_frame : t * tokens_per_frame]
+                previous = video_positions[frames[t - 1] : frames[t - 1] + tokens_per_frame]
                 frame_keep = novelty_keep(embeds[frame], embeds[previous], n_keep)
             for position, kept in zip(frame, frame_keep):
                 plan.keep[position] = kept
-        if config.reference_quirks:
-            for position in run[frames * tokens_per_frame :]:
-                plan.keep[position] = False  # the reference drops a partial trailing frame
+    if config.reference_quirks:
+        for (start, end), frames in zip(video_runs, group_frames):
+            if frames:
+                for position in video_positions[frames[-1] + tokens_per_frame : end]:
+                    plan.keep[position] = False  # the reference drops a partial trailing frame
 
     plan.audio_kept_per_run = [sum(audio_keep[s:e]) for s, e in audio_runs]
-    plan.video_kept_per_run = [sum(bool(plan.keep[p]) for p in video_positions[s:e]) for s, e in video_runs]
+    plan.video_kept_per_run = []
+    for (start, end), frames in zip(video_runs, group_frames):
+        if config.reference_quirks:
+            counted = video_positions[start:end]
+        else:
+            counted = [video_positions[f + i] for f in frames for i in range(tokens_per_frame)]
+        plan.video_kept_per_run.append(sum(bool(plan.keep[p]) for p in counted))
     return plan
+
+
+def run_local_frames(video_runs: list[tuple[int, int]], tokens_per_frame: int) -> list[list[int]]:
+    """The reference's frames: for each run, the first video index of each full frame from its start."""
+    if tokens_per_frame == 0:
+        return [[] for _ in video_runs]
+    return [list(range(start, start + (end - start) // tokens_per_frame * tokens_per_frame, tokens_per_frame))
+            for start, end in video_runs]
+
+
+def frame_major_frames(video_runs: list[tuple[int, int]], num_video: int, tokens_per_frame: int) -> list[list[int]]:
+    """For each run, the first video index of the frames (tpf consecutive video tokens counted from
+    the first) that have most of their tokens in it, the earliest run on a tie."""
+    groups: list[list[int]] = [[] for _ in video_runs]
+    if tokens_per_frame == 0:
+        return groups
+    run_of = []
+    for run_index, (start, end) in enumerate(video_runs):
+        run_of += [run_index] * (end - start)
+    for first in range(0, num_video - tokens_per_frame + 1, tokens_per_frame):
+        counts: dict[int, int] = {}
+        for index in range(first, first + tokens_per_frame):
+            counts[run_of[index]] = counts.get(run_of[index], 0) + 1
+        most = max(counts.values())
+        groups[min(run for run, count in counts.items() if count == most)].append(first)
+    return groups
 
 
 def consecutive_runs(positions: list[int]) -> list[tuple[int, int]]:
@@ -221,12 +267,15 @@ def select_and_merge_audio(
 def video_ratios(
     audio_keep: list[bool],
     audio_runs: list[tuple[int, int]],
-    video_runs: list[tuple[int, int]],
+    video_groups: list[tuple[int, int]],
     num_guided: int,
     num_video: int,
     config: OmniZipConfig,
 ) -> list[float]:
-    ratios = [config.rho_video] * len(video_runs)
+    """Drop ratio per time group; ``video_groups`` are (start, end) video-index ranges whose size
+    counts in the budget (the runs themselves with run-local frames)."""
+    group_sizes = [end - start for start, end in video_groups]
+    ratios = [config.rho_video] * len(group_sizes)
     quirks = config.reference_quirks
     if num_guided == 0 or (config.rho_video == 0.0 and not quirks):
         return ratios
@@ -239,8 +288,8 @@ def video_ratios(
     if quirks and num_guided <= 2:
         ratios[:num_guided] = base
         return ratios
-    sizes = [end - start for start, end in video_runs[:num_guided]]
-    unguided = sum(end - start for start, end in video_runs[num_guided:])
+    sizes = group_sizes[:num_guided]
+    unguided = sum(group_sizes[num_guided:])
     target = config.rho_video * num_video - config.rho_video * unguided
     ratios[:num_guided] = normalise(base, sizes, target, num_guided > 2, config)
     return ratios
@@ -363,6 +412,89 @@ def interleaved_input_ids(
         raise ValueError(layout)
     ids = [TEXT_ID] * prefix + [VISION_BOS_ID, AUDIO_BOS_ID] + body + [AUDIO_EOS_ID, VISION_EOS_ID] + [TEXT_ID] * suffix
     return torch.tensor(ids, dtype=torch.long)
+
+
+def chunk_bounds(time_ids: list[float], ids_per_chunk: int) -> list[tuple[int, int]]:
+    """(start, end) token ranges of the chunks, as the Qwen2.5-Omni processor forms them.
+
+    Tokens are visited in order with a chunk counter ``c`` starting at 1; a token whose time id is at
+    least ``c * ids_per_chunk`` closes the current chunk and the counter moves on by **one** step
+    only. So when consecutive tokens jump over several chunk boundaries (a frame more than one chunk
+    after the previous one, i.e. below 1 fps), the next tokens each close a chunk of one token until
+    the counter catches up: a frame's tokens end up split over several runs.
+    """
+    bounds = []
+    start, step = 0, 1
+    for index, time_id in enumerate(time_ids):
+        if time_id >= step * ids_per_chunk:
+            bounds.append((start, index))
+            start, step = index, step + 1
+    bounds.append((start, len(time_ids)))
+    return bounds
+
+
+def processor_input_ids(
+    frames: int,
+    tokens_per_frame: int,
+    num_audio: int,
+    *,
+    fps: float,
+    temporal_patch_size: int = 2,
+    ids_per_second: int = 25,
+    seconds_per_chunk: float = 2.0,
+    prefix: int = 4,
+    suffix: int = 6,
+) -> Tensor:
+    """``[L]`` ids laid out like ``Qwen2_5OmniProcessor`` with audio in video, at any ``fps``.
+
+    ``frames`` temporal grid steps of ``tokens_per_frame`` tokens; grid step ``t`` has time id
+    ``t * (temporal_patch_size / fps) * ids_per_second``, audio token ``j`` has time id ``j``; both
+    are cut by :func:`chunk_bounds` into chunks of ``ids_per_second * seconds_per_chunk`` ids and
+    interleaved chunk by chunk (video chunk ``j`` then audio chunk ``j``).
+    """
+    second_per_grid = temporal_patch_size / fps
+    video_times = [t * second_per_grid * ids_per_second for t in range(frames) for _ in range(tokens_per_frame)]
+    ids_per_chunk = int(ids_per_second * seconds_per_chunk)
+    video_chunks = chunk_bounds(video_times, ids_per_chunk) if video_times else []
+    audio_chunks = chunk_bounds(list(range(num_audio)), ids_per_chunk) if num_audio else []
+    body: list[int] = []
+    for j in range(max(len(video_chunks), len(audio_chunks))):
+        if j < len(video_chunks):
+            body += [VIDEO_ID] * (video_chunks[j][1] - video_chunks[j][0])
+        if j < len(audio_chunks):
+            body += [AUDIO_ID] * (audio_chunks[j][1] - audio_chunks[j][0])
+    ids = [TEXT_ID] * prefix + [VISION_BOS_ID, AUDIO_BOS_ID] + body + [AUDIO_EOS_ID, VISION_EOS_ID] + [TEXT_ID] * suffix
+    return torch.tensor(ids, dtype=torch.long)
+
+
+def processor_case(
+    generator: torch.Generator,
+    *,
+    seconds: float,
+    fps: float,
+    height: int,
+    width: int,
+    dim: int,
+    audio: bool = True,
+    spatial_merge_size: int = 2,
+) -> SyntheticCase:
+    """Random embeddings and scores on the processor's layout of a ``seconds`` clip sampled at ``fps``.
+
+    ``fps * seconds`` raw frames (rounded down to even, at least 2) make ``frames / 2`` grid steps;
+    the audio has 25 tokens per second.
+    """
+    raw_frames = max(2, int(seconds * fps) // 2 * 2)
+    grid_steps = raw_frames // 2
+    tokens_per_frame = (height // spatial_merge_size) * (width // spatial_merge_size)
+    num_audio = int(seconds * 25) if audio else 0
+    ids = processor_input_ids(grid_steps, tokens_per_frame, num_audio, fps=fps)
+    return SyntheticCase(
+        embeds=torch.randn(ids.numel(), dim, generator=generator),
+        input_ids=ids,
+        audio_scores=torch.rand(num_audio, generator=generator) if num_audio else None,
+        video_grid_thw=(grid_steps, height, width),
+        spatial_merge_size=spatial_merge_size,
+    )
 
 
 @dataclass

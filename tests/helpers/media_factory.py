@@ -42,6 +42,7 @@ class AudioTrack:
     freq: float = 440.0
     amplitude: float = 0.5
     default: bool | None = None  # None: leave the muxer's choice; True/False: set the disposition
+    start_s: float = 0.0  # presentation time of the first sample (a track that starts late)
 
     @property
     def layout(self) -> str:
@@ -128,12 +129,13 @@ def _add_audio_stream(container: av.container.OutputContainer, track: AudioTrack
 def _encode_audio(container: av.container.OutputContainer, stream, track: AudioTrack) -> None:
     data = track.samples()
     chunk = 4096
+    first = int(round(track.start_s * track.sample_rate))
     for start in range(0, data.shape[1], chunk):
         frame = av.AudioFrame.from_ndarray(
             np.ascontiguousarray(data[:, start : start + chunk]), format="fltp", layout=track.layout
         )
         frame.sample_rate = track.sample_rate
-        frame.pts = start
+        frame.pts = first + start
         frame.time_base = Fraction(1, track.sample_rate)
         for packet in stream.encode(frame):
             container.mux(packet)

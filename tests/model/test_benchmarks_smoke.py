@@ -189,3 +189,21 @@ def test_other_benchmarks_quick(script: str, smoke_flag: str) -> None:
     for record in records:
         if "bench" in record:
             assert record["bench"] == expected, record
+
+
+@pytest.mark.slow
+def test_long_video_quick() -> None:
+    proc = run_script("benchmarks/long_video.py", "--quick")
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    records = json_lines(proc.stdout)
+    assert all(r["bench"] == "long_video" for r in records)
+    pre = [r for r in records if r["kind"] == "preprocess"]
+    assert {(r["frames"], r["variant"]) for r in pre} == {(8, "stock"), (8, "chunked"), (16, "stock"), (16, "chunked")}
+    for r in pre:
+        assert r["peak_rss_bytes"] > r["base_rss_bytes"] > 0 and r["wall_s"] > 0
+        assert r["frame_px"] == "1008x560" and r["video_tokens"] == r["frames"] // 2 * 720
+    assert all(r["estimate_peak_bytes"] > 0 for r in pre if r["variant"] == "chunked")
+    assert [r["bitwise_equal"] for r in records if r["kind"] == "equivalence"] == [True, True]
+    sal = {(r["audio_seconds"], r["variant"]): r for r in records if r["kind"] == "saliency"}
+    assert set(sal) == {(20.0, "before"), (20.0, "after"), (40.0, "before"), (40.0, "after")}
+    assert sal[(20.0, "after")]["scheme"] == "global" and sal[(40.0, "after")]["scheme"] == "windowed"

@@ -284,9 +284,11 @@ def test_ties_keep_the_lowest_positions() -> None:
 
 
 @pytest.mark.parametrize("quirks", [False, True])
-def test_partial_trailing_frames_are_kept_unless_quirks(quirks: bool) -> None:
-    # Not a processor layout: 3 frames of 4 tokens laid out as video runs of 6 tokens, each run one
-    # full frame plus 2 tokens of a partial one; audio in between.
+def test_frames_straddling_runs_are_frame_major_unless_quirks(quirks: bool) -> None:
+    # Not a processor layout: 3 frames of 4 tokens laid out as video runs of 6 tokens, audio in
+    # between. Run-local frames (quirks, the reference): each run holds one full frame plus 2 tokens of
+    # a partial one, which the reference drops. Frame-major (default): frame 1 (video tokens 4-7) has
+    # 2 tokens in each run and goes to the first; every frame is pruned whole.
     ids = torch.tensor([0] + [VIDEO_ID] * 6 + [AUDIO_ID] * 8 + [VIDEO_ID] * 6 + [AUDIO_ID] * 8 + [0])
     generator = torch.Generator().manual_seed(0)
     case = SyntheticCase(
@@ -298,8 +300,15 @@ def test_partial_trailing_frames_are_kept_unless_quirks(quirks: bool) -> None:
     config = OmniZipConfig(rho_video=0.5, reference_quirks=quirks)
     assert_identical(case, config)
     plan = build_keep_plan(**case.kwargs(config))
-    partial = torch.tensor([5, 6, 19, 20])
-    assert plan.keep[partial].tolist() == [not quirks] * 4
+    if quirks:
+        assert plan.keep[torch.tensor([5, 6, 19, 20])].tolist() == [False] * 4
+        return
+    assert plan.groups.video_tokens.tolist() == [8, 4]
+    frames = [[1, 2, 3, 4], [5, 6, 15, 16], [17, 18, 19, 20]]
+    groups = [0, 0, 1]
+    for frame, group in zip(frames, groups):
+        ratio = plan.groups.video_drop_ratio[group].item()
+        assert int(plan.keep[torch.tensor(frame)].sum()) == int(4 * (1 - ratio))
 
 
 def test_plan_is_deterministic() -> None:

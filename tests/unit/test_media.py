@@ -230,7 +230,7 @@ def assert_frames_ok(media, options: MediaOptions | None = None) -> None:
     t, h, w, _ = frames.shape
     assert t % 2 == 0 and t >= 2
     assert h % 28 == 0 and w % 28 == 0
-    budget = sizing.frame_pixel_budget(t, options.min_pixels, options.max_pixels, options.total_pixels)
+    budget = sizing.frame_pixel_budget(t, options.min_pixels, options.max_pixels, options.effective_total_pixels)
     assert options.min_pixels <= h * w <= budget
     assert media.frame_times.shape == (t,)
     assert np.all(np.diff(media.frame_times) >= 0)
