@@ -243,12 +243,27 @@ def tiny_thinker_config(tokenizer: Any, hidden: int = 64, init: float = 0.2) -> 
     )
 
 
+def tiny_lock_path(path: Path) -> Path:
+    """The lock file that serialises building ``path``: a sibling ``<name>.lock``."""
+    return path.with_name(path.name + ".lock")
+
+
 def build_tiny_checkpoint(path: Path, seed: int = 0) -> Path:
     """Build the tiny checkpoint into ``path`` (full hub layout) and return ``path``.
 
-    Deterministic for a given ``seed``. Written to a temporary sibling folder first and renamed,
-    so a half-written folder is never mistaken for a checkpoint.
+    Deterministic for a given ``seed``. Safe against concurrent callers (issue 18, case 1): holds an
+    exclusive lock on :func:`tiny_lock_path` while building into a private temporary sibling folder,
+    writes the integrity manifest last, and renames the finished folder into place. An existing
+    folder at ``path`` is first renamed aside, then removed.
     """
+    from .filelock import exclusive_lock
+
+    with exclusive_lock(tiny_lock_path(path)):
+        return _build_locked(path, seed)
+
+
+def _build_locked(path: Path, seed: int = 0) -> Path:
+    """The build itself; the caller holds :func:`tiny_lock_path`'s lock."""
     import shutil
     import tempfile
 
@@ -258,6 +273,8 @@ def build_tiny_checkpoint(path: Path, seed: int = 0) -> Path:
     from transformers.models.qwen2_5_omni.modeling_qwen2_5_omni import Qwen2_5OmniForConditionalGeneration
 
     from transformers.utils import logging as hf_logging
+
+    from .integrity import write_manifest
 
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # the unused talker defaults warn about ids outside the tiny vocab
@@ -281,25 +298,97 @@ def build_tiny_checkpoint(path: Path, seed: int = 0) -> Path:
     )
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}-", dir=path.parent))
+    _remove_leftovers(path)
+    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}-build-", dir=path.parent))
     try:
         model.save_pretrained(staging)
         processor.save_pretrained(staging)
         (staging / "OMNIZIP_TINY_MODEL").write_text(TINY_WARNING + "\n")
-        if path.exists():
-            shutil.rmtree(path)
+        for file in staging.iterdir():  # durable before the manifest says "complete"
+            _fsync_file(file)
+        write_manifest(staging)  # last: its presence means the folder is complete
+        stale = None
+        if path.exists() or path.is_symlink():
+            # Never delete in place: rename aside (atomic), then put the new folder in, then remove.
+            stale = Path(tempfile.mkdtemp(prefix=f".{path.name}-stale-", dir=path.parent))
+            path.rename(stale / "old")
         staging.rename(path)
+        _fsync_dir(path.parent)
+        if stale is not None:
+            shutil.rmtree(stale, ignore_errors=True)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return path
 
 
+def _remove_leftovers(path: Path) -> None:
+    """Remove staging/stale folders of ``path`` left by killed builders (the caller holds the lock)."""
+    import shutil
+
+    for prefix in (f".{path.name}-build-", f".{path.name}-stale-"):
+        for leftover in path.parent.glob(prefix + "*"):
+            if leftover.is_dir() and not leftover.is_symlink():
+                shutil.rmtree(leftover, ignore_errors=True)
+
+
+def _fsync_file(file: Path) -> None:
+    if file.is_file():
+        with file.open("rb") as handle:
+            os.fsync(handle.fileno())
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some filesystems refuse fsync on a directory
+    finally:
+        os.close(fd)
+
+
+def tiny_checkpoint_problem(path: Path) -> str | None:
+    """Why the cached tiny checkpoint at ``path`` is not usable (``None`` when it is complete and intact).
+
+    The full check against the manifest (sizes and SHA-256 of ~1 MB: a few milliseconds).
+    """
+    from .integrity import manifest_problem
+
+    problem = manifest_problem(path, hashes=True)
+    return None if problem is None else f"{problem[0]} {problem[1]}"
+
+
 def ensure_tiny_checkpoint(cache_dir: Path | None = None) -> Path:
-    """Return the cached tiny checkpoint folder, building it first if it is missing."""
+    """Return the cached tiny checkpoint folder, building (or rebuilding) it first if needed.
+
+    Issue 18, cases 1-2. The fast path (a complete, intact folder) takes no lock. Otherwise the
+    caller takes the build lock, checks again (another process may just have built it), and builds
+    only if the folder is still missing, incomplete or corrupt (a truncated ``model.safetensors``, a
+    missing ``tokenizer.json``, a folder from before manifests existed...). Concurrent first runs
+    thus build once; the others wait for the lock and then load the finished folder, which is never
+    replaced while it is intact.
+    """
+    import logging
+
+    from .filelock import exclusive_lock
+
     path = tiny_model_dir(cache_dir)
-    if not (path / "config.json").is_file() or not (path / "model.safetensors").is_file():
-        build_tiny_checkpoint(path)
+    if tiny_checkpoint_problem(path) is None:
+        return path
+    log = logging.getLogger(__name__)
+    with exclusive_lock(
+        tiny_lock_path(path), on_wait=lambda: log.info("waiting for another process to build %s", path)
+    ):
+        problem = tiny_checkpoint_problem(path)
+        if problem is None:
+            return path
+        if path.exists():
+            log.warning("the cached tiny checkpoint %s is incomplete or corrupt (%s): rebuilding it", path, problem)
+        _build_locked(path)
     return path
 
 
