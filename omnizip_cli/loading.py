@@ -7,7 +7,6 @@ skipped. The processor is the stock ``Qwen2_5OmniProcessor``.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from dataclasses import dataclass
@@ -15,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ModelLoadError, UsageError
+from .integrity import check_checkpoint_folder, read_config
 from .tiny import TINY_MODEL_NAME, ensure_tiny_checkpoint, is_tiny_checkpoint
 
 logger = logging.getLogger(__name__)
@@ -39,6 +39,9 @@ class ModelSpec:
     revision: str | None = None
     fast_encoders: bool = True  # one varlen attention call per encoder layer where it pays (CUDA, no flash-attn)
     fast_decoder: bool = True  # static KV cache + CUDA-graph decode step where it pays (CUDA)
+    # Issue 18, case 9: safetensors only unless the user opts in (CLI flag: --trust-pickle-weights).
+    # Even then pickles are loaded with torch's weights_only=True (no arbitrary code).
+    allow_pickle: bool = False
 
     def __post_init__(self) -> None:
         if self.device not in DEVICE_CHOICES and not _is_cuda_index(self.device):
@@ -132,11 +135,14 @@ def resolve_attn_implementation(requested: str) -> tuple[str, list[str]]:
     return requested, warnings
 
 
-def resolve_model_location(model: str, offline: bool = False, revision: str | None = None) -> tuple[str, bool]:
+def resolve_model_location(
+    model: str, offline: bool = False, revision: str | None = None, allow_pickle: bool = False
+) -> tuple[str, bool]:
     """Turn ``--model`` into a loadable location and check that it is a Qwen2.5-Omni checkpoint.
 
     Returns ``(path_or_hub_id, is_tiny)``. Raises :class:`ModelLoadError` for a missing folder, a folder
-    that is not a Qwen2.5-Omni checkpoint, or a hub id that cannot be reached or found.
+    that is not a Qwen2.5-Omni checkpoint, an incomplete or corrupt folder (naming the file), a folder
+    with only pickle weights unless ``allow_pickle``, or a hub id that cannot be reached or found.
     """
     if model == TINY_MODEL_NAME:
         return str(ensure_tiny_checkpoint()), True
@@ -147,14 +153,12 @@ def resolve_model_location(model: str, offline: bool = False, revision: str | No
             raise ModelLoadError(f"model folder {model} does not exist")
         if not path.is_dir():
             raise ModelLoadError(f"--model {model} is a file, not a checkpoint folder")
-        config_file = path / "config.json"
-        if not config_file.is_file():
-            raise ModelLoadError(f"{model} is not a model checkpoint: it has no config.json")
-        try:
-            config = json.loads(config_file.read_text())
-        except (OSError, ValueError) as exc:
-            raise ModelLoadError(f"{model}/config.json cannot be read: {exc}") from exc
+        # Issue 18, cases 2 and 9: config.json must be a JSON object (checked first, so a folder of
+        # another model type is named as such); then cheap completeness checks (safetensors headers
+        # and sizes, shards, tokenizer/preprocessor files) and the pickle refusal, one line each.
+        config = read_config(path, model)
         _check_model_type(config.get("model_type"), model)
+        check_checkpoint_folder(path, allow_pickle=allow_pickle, label=model)
         return str(path), is_tiny_checkpoint(path)
     return _check_hub_model(model, offline=offline, revision=revision), False
 
@@ -185,6 +189,7 @@ def _check_hub_model(model: str, offline: bool, revision: str | None) -> str:
 
 def load_model(spec: ModelSpec) -> LoadedModel:
     """Load the thinker and the processor described by ``spec`` (same code path for tiny and real)."""
+    import pickle
     import time
 
     import torch
@@ -193,8 +198,12 @@ def load_model(spec: ModelSpec) -> LoadedModel:
         Qwen2_5OmniThinkerForConditionalGeneration,
     )
 
+    from safetensors import SafetensorError
+
     started = time.perf_counter()
-    location, is_tiny = resolve_model_location(spec.model, offline=spec.offline, revision=spec.revision)
+    location, is_tiny = resolve_model_location(
+        spec.model, offline=spec.offline, revision=spec.revision, allow_pickle=spec.allow_pickle
+    )
     device = resolve_device(spec.device)
     dtype = resolve_dtype(spec.dtype, device)
     attn, warnings = resolve_attn_implementation(spec.attn_implementation)
@@ -206,11 +215,24 @@ def load_model(spec: ModelSpec) -> LoadedModel:
             dtype=getattr(torch, dtype),
             attn_implementation=attn,
             device_map=device if device != "cpu" else None,
+            # Issue 18, case 9: never rely on library defaults for what may be unpickled.
+            use_safetensors=None if spec.allow_pickle else True,
+            weights_only=True,
             **common,
         )
     except torch.OutOfMemoryError:
         raise
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+    except pickle.UnpicklingError as exc:  # issue 18, case 9: weights_only=True refused a pickle
+        reason = next(
+            (line.strip() for line in str(exc).splitlines() if "WeightsUnpickler error" in line),
+            "it holds objects other than tensors",
+        )
+        raise ModelLoadError(
+            f"cannot load the Qwen2.5-Omni thinker from {spec.model}: torch's safe loader (weights_only=True) "
+            f"refused its pickle weights: {reason[:200]}",
+            hint="such a file can run code when loaded: do not use it unless you trust its source",
+        ) from exc
+    except (OSError, ValueError, KeyError, TypeError, SafetensorError) as exc:
         first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise ModelLoadError(f"cannot load the Qwen2.5-Omni thinker from {spec.model}: {first_line}") from exc
     model.eval()
