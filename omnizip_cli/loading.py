@@ -234,7 +234,15 @@ def load_model(spec: ModelSpec) -> LoadedModel:
         ) from exc
     except (OSError, ValueError, KeyError, TypeError, SafetensorError) as exc:
         first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise ModelLoadError(f"cannot load the Qwen2.5-Omni thinker from {spec.model}: {first_line}") from exc
+        hint = None
+        if isinstance(exc, SafetensorError):  # issue 18, case 2: e.g. a truncated file in the hub cache
+            hint = (
+                "a weight file is corrupt or truncated: delete it (for a hub model: huggingface-cli "
+                "delete-cache) and download it again"
+            )
+        raise ModelLoadError(
+            f"cannot load the Qwen2.5-Omni thinker from {spec.model}: {first_line}", hint=hint
+        ) from exc
     model.eval()
     fast, note = _set_up_encoder_attention(model, spec.fast_encoders)
     if is_tiny:

@@ -379,16 +379,24 @@ def ensure_tiny_checkpoint(cache_dir: Path | None = None) -> Path:
     path = tiny_model_dir(cache_dir)
     if tiny_checkpoint_problem(path) is None:
         return path
+    from .errors import ModelLoadError
+
     log = logging.getLogger(__name__)
-    with exclusive_lock(
-        tiny_lock_path(path), on_wait=lambda: log.info("waiting for another process to build %s", path)
-    ):
-        problem = tiny_checkpoint_problem(path)
-        if problem is None:
-            return path
-        if path.exists():
-            log.warning("the cached tiny checkpoint %s is incomplete or corrupt (%s): rebuilding it", path, problem)
-        _build_locked(path)
+    try:
+        with exclusive_lock(
+            tiny_lock_path(path), on_wait=lambda: log.info("waiting for another process to build %s", path)
+        ):
+            problem = tiny_checkpoint_problem(path)
+            if problem is None:
+                return path
+            if path.exists():
+                log.warning("the cached tiny checkpoint %s is incomplete or corrupt (%s): rebuilding it", path, problem)
+            _build_locked(path)
+    except OSError as exc:  # a read-only or full cache folder: one line, not a traceback
+        raise ModelLoadError(
+            f"cannot build the tiny checkpoint in {path.parent}: {exc.strerror or exc}",
+            hint="set OMNIZIP_CACHE to a writable folder with a few MB free",
+        ) from exc
     return path
 
 

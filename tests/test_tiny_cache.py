@@ -185,3 +185,14 @@ def test_an_intact_cache_is_not_rebuilt_nor_locked(own_cache: Path) -> None:
         holder.kill()
         holder.wait()
     assert (path / "model.safetensors").stat().st_mtime_ns == before
+
+
+def test_a_read_only_cache_is_a_one_line_error(tmp_path: Path) -> None:
+    """No writable cache: a ModelLoadError naming the folder and OMNIZIP_CACHE (works as root too)."""
+    from omnizip_cli.errors import ModelLoadError
+
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the cache folder should be")
+    with pytest.raises(ModelLoadError, match="cannot build the tiny checkpoint in .*not-a-folder") as info:
+        ensure_tiny_checkpoint(blocker)
+    assert "OMNIZIP_CACHE" in info.value.one_line() and "\n" not in info.value.one_line()
