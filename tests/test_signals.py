@@ -95,18 +95,19 @@ def test_two_ctrl_c_0_2_s_apart(tmp_path) -> None:
 
 def test_sighup_stays_ignored_under_nohup(tmp_path) -> None:
     """A signal ignored when the program starts (nohup) is not turned into an interrupt."""
-    ready = tmp_path / "ready"
+    ready, pid_file = tmp_path / "ready", tmp_path / "pid"
+    launcher = (
+        "import signal, subprocess, sys; signal.signal(signal.SIGHUP, signal.SIG_IGN); "
+        "child = subprocess.Popen(sys.argv[2:]); open(sys.argv[1], 'w').write(str(child.pid)); "
+        "sys.exit(child.wait())"
+    )
     process = subprocess.Popen(
-        [sys.executable, "-c",
-         "import signal, subprocess, sys; signal.signal(signal.SIGHUP, signal.SIG_IGN); "
-         "sys.exit(subprocess.call(sys.argv[1:]))",
-         sys.executable, str(DEMO), "work", str(ready)],
+        [sys.executable, "-c", launcher, str(pid_file), sys.executable, str(DEMO), "work", str(ready)],
         env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     _wait_for(ready, process)
-    # The grandchild is the demo; signal the whole process group would hit the parent too, so find it.
-    time.sleep(0.1)
-    demo_pid = int(subprocess.run(["pgrep", "-P", str(process.pid)], capture_output=True, text=True).stdout.split()[0])
+    _wait_for(pid_file, process)
+    demo_pid = int(pid_file.read_text())
     os.kill(demo_pid, signal.SIGHUP)
     time.sleep(0.3)
     assert process.poll() is None  # ignored: still working
