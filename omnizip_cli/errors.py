@@ -20,10 +20,17 @@ class OmnizipError(Exception):
         self.hint = hint
 
     def one_line(self) -> str:
-        """The message and hint on a single line, without a trailing period clash."""
-        text = " ".join(self.message.split())
+        """The message and hint on a single line, without a trailing period clash, safe for a terminal.
+
+        Whitespace runs (newlines included) collapse to one space; any other control character, e.g.
+        an escape sequence in a file name, is shown escaped (``\\x1b[2J``): see
+        :func:`omnizip_cli.terminal.escape_control`.
+        """
+        from .terminal import escape_control
+
+        text = escape_control(" ".join(self.message.split()))
         if self.hint:
-            text = f"{text.rstrip('.')}. Hint: {' '.join(self.hint.split())}"
+            text = f"{text.rstrip('.')}. Hint: {escape_control(' '.join(self.hint.split()))}"
         return text
 
 

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
+import re
+import stat
 from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
@@ -48,20 +51,68 @@ class UnreadableFile(MediaError):
     """FFmpeg could not open the file, or has no decoder for the stream we need."""
 
 
+#: ``scheme:/...`` at the start of a path: a URL (``pathlib`` turns ``http://`` into ``http:/``).
+#: Two letters at least, so a Windows drive (``C:/``) is not a scheme.
+_URL_RE = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]+):/")
+_URL_HINT = "download it first (e.g. curl -LO URL, or yt-dlp URL) and pass the local file"
+
+
+def url_scheme(path: str | os.PathLike) -> str | None:
+    """The URL scheme ``path`` starts with (``"http"``, ``"s3"``...), or ``None`` for a plain path.
+
+    Accepts the original string (``http://host/a.mp4``) and the :class:`Path` form, which
+    collapses ``//`` (``http:/host/a.mp4``).
+    """
+    text = os.fsdecode(os.fspath(path))
+    match = _URL_RE.match(text)
+    return match.group(1).lower() if match else None
+
+
+def _as_url(text: str) -> str:
+    """Undo pathlib's ``//`` collapse for display: ``http:/host/a`` -> ``http://host/a``."""
+    scheme, _, rest = text.partition(":/")
+    return text if rest.startswith("/") or scheme.lower() == "file" else f"{scheme}://{rest}"
+
+
 def check_path(path: str | os.PathLike) -> Path:
     """Return ``path`` as a :class:`Path` if it is a readable, non-empty regular file.
+
+    A string or :class:`Path` that starts with a URL scheme (``http://``, ``https://``, ``rtmp://``,
+    ``s3://``, ``file://``...) and is not an existing local path is rejected with a "download it
+    first" hint: only local files are read.
 
     Raises
     ------
     MediaError
-        Missing, a directory, not a regular file, unreadable, or empty.
+        A URL, missing, a broken symlink, a symlink loop, a parent folder that cannot be searched,
+        a directory, not a regular file, unreadable, or empty (always one line, exit code 1).
     """
-    p = Path(path)
-    if not p.exists():
-        raise MediaError(f"no such file: {p}")
-    if p.is_dir():
+    text = os.fsdecode(os.fspath(path))
+    p = Path(text)
+    scheme = url_scheme(text)
+    if scheme is not None and not os.path.lexists(text):
+        if scheme == "file":
+            raise MediaError(
+                f"{text} is a file:// URL, not a path", hint="pass the path itself (the part after file://)"
+            )
+        raise MediaError(f"{_as_url(text)} is a URL: omnizip reads local files only", hint=_URL_HINT)
+    try:
+        st = os.stat(p)  # follows symlinks
+    except FileNotFoundError:
+        if os.path.islink(p):
+            raise MediaError(f"{p} is a broken symlink (it points to {os.readlink(p)}, which does not exist)") from None
+        raise MediaError(f"no such file: {p}") from None
+    except NotADirectoryError:
+        raise MediaError(f"no such file: {p} (a part of the path is a file, not a folder)") from None
+    except PermissionError:
+        raise MediaError(f"cannot access {p}: permission denied (on a folder of the path)") from None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise MediaError(f"{p} is a symlink loop (it never resolves to a file)") from None
+        raise MediaError(f"cannot access {p}: {one_line(exc.strerror or exc)}") from None
+    if stat.S_ISDIR(st.st_mode):
         raise MediaError(f"{p} is a directory, not a media file")
-    if not p.is_file():
+    if not stat.S_ISREG(st.st_mode):
         raise MediaError(f"{p} is not a regular file")
     try:
         with open(p, "rb") as handle:
@@ -88,7 +139,9 @@ def images_error(path: Path) -> MediaError:
 def open_container(path: Path) -> av.container.InputContainer:
     """Open ``path`` for reading, mapping FFmpeg failures to :class:`MediaError`."""
     try:
-        container = av.open(str(path), mode="r")
+        # Absolute, so FFmpeg never takes a relative name with a colon ("a:b.mp4", "http:/x.mp4")
+        # for a protocol (issue 18, case 10): check_path already rejected real URLs.
+        container = av.open(os.path.abspath(path), mode="r")
     except av.error.FFmpegError as exc:
         if is_image_path(path):
             raise images_error(path) from None

@@ -157,6 +157,15 @@ def _check_video(result: VideoResult, path: Path, read_error: str | None) -> Non
         raise MediaError(f"no video frame could be decoded from {path}; the file is corrupt or truncated{suffix}")
 
 
+def _human_seconds(seconds: float) -> str:
+    """``36000`` -> ``"36000 s (10.0 h)"``; short values in seconds only."""
+    if seconds >= 3600:
+        return f"{seconds:.0f} s ({seconds / 3600:.1f} h)"
+    if seconds >= 60:
+        return f"{seconds:.0f} s ({seconds / 60:.1f} min)"
+    return f"{seconds:.1f} s"
+
+
 def _skipped_packets(kind: str, count: int, first_error: str | None) -> str:
     return f"{kind}: {count} packet(s) could not be decoded and were skipped ({first_error})"
 
@@ -172,7 +181,13 @@ def _video_warnings(result: VideoResult, plan: VideoPlan, options: MediaOptions)
             f"only {result.distinct} distinct frames could be decoded for {plan.n_frames} sampling points;"
             " some frames are repeated"
         )
-    if plan.duration_s * options.fps > options.max_frames + 1:
+    if plan.gap_s > 0:
+        warnings.append(
+            f"the video's timestamps jump by {_human_seconds(plan.gap_s)} after {plan.gap_at_s:.1f} s:"
+            f" the {plan.duration_s:.1f} s duration includes that gap, and frames sampled by time"
+            " repeat the frames around it"
+        )
+    if plan.duration_s * options.fps > options.max_frames + 1 and plan.available > plan.n_frames:
         warnings.append(
             f"--max-frames {options.max_frames} caps the sampling at {plan.fps_used:.2f} fps"
             f" instead of {options.fps:g} over {plan.duration_s:.1f} s of video"

@@ -99,6 +99,8 @@ class VideoPlan:
     time_base: Fraction
     start_s: float
     pixel_budget: float
+    gap_s: float = 0.0  # the largest jump between consecutive frame times, when it is a gap (else 0)
+    gap_at_s: float = 0.0  # the time of the frame before that gap
 
     @property
     def available(self) -> int:
@@ -133,12 +135,39 @@ def scan_video(path: Path, stream_index: int) -> VideoScan:
         )
 
 
+#: A "frame interval" longer than this is a gap in the timestamps, not a frame rate (issue 18).
+_MAX_FRAME_INTERVAL_S = 10.0
+#: An interval longer than this many typical intervals (and over _MAX_FRAME_INTERVAL_S) is a gap.
+_GAP_FACTOR = 50.0
+
+
 def _typical_step(times: np.ndarray, rate: float | None) -> float:
+    """The typical frame interval: the median interval, or the nominal rate when that is not usable.
+
+    A median interval over :data:`_MAX_FRAME_INTERVAL_S` (e.g. a 2-frame video whose frames are 10
+    hours apart, where the header's "rate" is derived from that gap too) is not a frame interval: the
+    step falls back to the nominal rate if it is plausible, else to 25 fps. The step is what the
+    last frame adds to the duration, so a gap is counted once, not twice.
+    """
     if len(times) > 1:
         step = float(np.median(np.diff(times)))
-        if step > 0:
+        if 0 < step <= _MAX_FRAME_INTERVAL_S:
             return step
-    return 1.0 / (rate or _FALLBACK_RATE)
+    if rate and 1.0 / rate <= _MAX_FRAME_INTERVAL_S:
+        return 1.0 / rate
+    return 1.0 / _FALLBACK_RATE
+
+
+def _largest_gap(times: np.ndarray, step: float) -> tuple[float, float]:
+    """``(gap seconds, time before it)`` of the largest jump between frames when it is a gap, else zeros."""
+    if len(times) < 2:
+        return 0.0, 0.0
+    intervals = np.diff(times)
+    k = int(np.argmax(intervals))
+    gap = float(intervals[k])
+    if gap > max(_MAX_FRAME_INTERVAL_S, _GAP_FACTOR * step):
+        return gap, float(times[k])
+    return 0.0, 0.0
 
 
 def plan_video(scan: VideoScan, stream_index: int, options: MediaOptions, path: Path) -> VideoPlan:
@@ -162,7 +191,10 @@ def plan_video(scan: VideoScan, stream_index: int, options: MediaOptions, path: 
         raw = np.unique(np.asarray(scan.pts, dtype=np.int64))
         times = raw.astype(np.float64) * float(scan.time_base) - scan.start_s
     step = _typical_step(times, scan.rate)
+    # The duration is the real span of the timestamps (gaps included: that is what the file says);
+    # the frame count is capped by the frames that exist, so a gap never allocates more frames.
     duration = float(times[-1] - times[0]) + step
+    gap, gap_at = _largest_gap(times, step)
     n = sizing.count_frames(duration, options.fps, len(times), options.max_frames)
     targets = sizing.target_times(float(times[0]), float(times[-1]), n)
     wanted = None
@@ -182,6 +214,8 @@ def plan_video(scan: VideoScan, stream_index: int, options: MediaOptions, path: 
         time_base=scan.time_base,
         start_s=scan.start_s,
         pixel_budget=budget,
+        gap_s=gap,
+        gap_at_s=gap_at,
     )
 
 

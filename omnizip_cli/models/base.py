@@ -179,8 +179,12 @@ class ModelAdapter(Protocol):
     audio_tokens_per_second: float  # nominal, for ratio solving without a clip
 
     def load(self, location: str, *, dtype: Any, attn_implementation: str, device: str,
-             from_pretrained_kwargs: dict[str, Any]) -> tuple[Any, Any]:
-        """The thinker (eval mode, on ``device``) and its stock processor."""
+             from_pretrained_kwargs: dict[str, Any], weight_kwargs: dict[str, Any]) -> tuple[Any, Any]:
+        """The thinker (eval mode, on ``device``) and its stock processor.
+
+        ``from_pretrained_kwargs`` go to both; ``weight_kwargs`` (``use_safetensors``,
+        ``weights_only``) to the model's ``from_pretrained`` only.
+        """
         ...
 
     def token_ids(self, model: Any) -> MediaTokenIds: ...

@@ -90,7 +90,7 @@ class Qwen25OmniAdapter:
 
     # ------------------------------------------------------------------------------ loading
     def load(self, location: str, *, dtype: Any, attn_implementation: str, device: str,
-             from_pretrained_kwargs: dict[str, Any]) -> tuple[Any, Any]:
+             from_pretrained_kwargs: dict[str, Any], weight_kwargs: dict[str, Any]) -> tuple[Any, Any]:
         from transformers import Qwen2_5OmniProcessor
         from transformers.models.qwen2_5_omni.modeling_qwen2_5_omni import (
             Qwen2_5OmniThinkerForConditionalGeneration,
@@ -102,6 +102,7 @@ class Qwen25OmniAdapter:
             dtype=dtype,
             attn_implementation=attn_implementation,
             device_map=device if device != "cpu" else None,
+            **weight_kwargs,
             **from_pretrained_kwargs,
         )
         return model.eval(), processor

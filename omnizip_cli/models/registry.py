@@ -9,7 +9,6 @@ family's stock processor.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ModelLoadError, UsageError
+from ..integrity import check_checkpoint_folder, read_config
 from .base import ModelAdapter
 from .tiny import ensure_tiny_checkpoint, is_tiny_checkpoint
 
@@ -64,6 +64,7 @@ class ModelSpec:
     revision: str | None = None
     fast_encoders: bool = True  # one varlen attention call per encoder layer where it pays (CUDA, no flash-attn)
     fast_decoder: bool = True  # static KV cache + CUDA-graph decode step where it pays (CUDA)
+    allow_pickle: bool = False  # --trust-pickle-weights: load pickle (.bin) weights, with weights_only=True
 
     def __post_init__(self) -> None:
         if self.device not in DEVICE_CHOICES and not _is_cuda_index(self.device):
@@ -164,12 +165,14 @@ def resolve_attn_implementation(requested: str) -> tuple[str, list[str]]:
 
 
 def resolve_model_location(
-    model: str, offline: bool = False, revision: str | None = None
+    model: str, offline: bool = False, revision: str | None = None, allow_pickle: bool = False
 ) -> tuple[str, bool, ModelAdapter]:
     """Turn ``--model`` into a loadable location and the adapter of its family.
 
     Returns ``(path_or_hub_id, is_tiny, adapter)``. Raises :class:`ModelLoadError` for a missing
-    folder, a folder that is not a supported checkpoint, or a hub id that cannot be reached or found.
+    folder, a folder that is not a supported checkpoint, an incomplete or corrupt folder (naming the
+    file), a folder with only pickle weights unless ``allow_pickle``, or a hub id that cannot be
+    reached or found.
     """
     tiny = adapter_for_tiny_name(model)
     if tiny is not None:
@@ -181,15 +184,13 @@ def resolve_model_location(
             raise ModelLoadError(f"model folder {model} does not exist")
         if not path.is_dir():
             raise ModelLoadError(f"--model {model} is a file, not a checkpoint folder")
-        config_file = path / "config.json"
-        if not config_file.is_file():
-            raise ModelLoadError(f"{model} is not a model checkpoint: it has no config.json")
-        try:
-            config = json.loads(config_file.read_text())
-        except (OSError, ValueError) as exc:
-            raise ModelLoadError(f"{model}/config.json cannot be read: {exc}") from exc
-        model_type = config.get("model_type") if isinstance(config, dict) else None
-        return str(path), is_tiny_checkpoint(path), _adapter_for(model_type, model)
+        # config.json must be a JSON object (checked first, so a folder of another model type is named
+        # as such); then cheap completeness checks (safetensors headers and sizes, shards,
+        # tokenizer/preprocessor files) and the pickle refusal, one line each.
+        config = read_config(path, model)
+        adapter = _adapter_for(config.get("model_type"), model)
+        check_checkpoint_folder(path, allow_pickle=allow_pickle, label=model)
+        return str(path), is_tiny_checkpoint(path), adapter
     location, adapter = _check_hub_model(model, offline=offline, revision=revision)
     return location, False, adapter
 
@@ -224,10 +225,15 @@ def load_model(spec: ModelSpec) -> LoadedModel:
     """Load the thinker and the processor described by ``spec`` (same code path for tiny and real)."""
     import time
 
+    import pickle
+
     import torch
+    from safetensors import SafetensorError
 
     started = time.perf_counter()
-    location, is_tiny, adapter = resolve_model_location(spec.model, offline=spec.offline, revision=spec.revision)
+    location, is_tiny, adapter = resolve_model_location(
+        spec.model, offline=spec.offline, revision=spec.revision, allow_pickle=spec.allow_pickle
+    )
     device = resolve_device(spec.device)
     dtype = resolve_dtype(spec.dtype, device)
     attn, warnings = resolve_attn_implementation(spec.attn_implementation)
@@ -236,12 +242,32 @@ def load_model(spec: ModelSpec) -> LoadedModel:
         model, processor = adapter.load(
             location, dtype=getattr(torch, dtype), attn_implementation=attn, device=device,
             from_pretrained_kwargs=common,
+            # Never rely on library defaults for what may be unpickled (issue 18, case 9).
+            weight_kwargs={"use_safetensors": None if spec.allow_pickle else True, "weights_only": True},
         )
     except torch.OutOfMemoryError:
         raise
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+    except pickle.UnpicklingError as exc:  # weights_only=True refused a pickle
+        reason = next(
+            (line.strip() for line in str(exc).splitlines() if "WeightsUnpickler error" in line),
+            "it holds objects other than tensors",
+        )
+        raise ModelLoadError(
+            f"cannot load the {adapter.display_name} thinker from {spec.model}: torch's safe loader "
+            f"(weights_only=True) refused its pickle weights: {reason[:200]}",
+            hint="such a file can run code when loaded: do not use it unless you trust its source",
+        ) from exc
+    except (OSError, ValueError, KeyError, TypeError, SafetensorError) as exc:
         first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise ModelLoadError(f"cannot load the {adapter.display_name} thinker from {spec.model}: {first_line}") from exc
+        hint = None
+        if isinstance(exc, SafetensorError):  # e.g. a truncated file in the hub cache
+            hint = (
+                "a weight file is corrupt or truncated: delete it (for a hub model: huggingface-cli "
+                "delete-cache) and download it again"
+            )
+        raise ModelLoadError(
+            f"cannot load the {adapter.display_name} thinker from {spec.model}: {first_line}", hint=hint
+        ) from exc
     fast, note = _set_up_encoder_attention(adapter.encoder_modules(model), spec.fast_encoders)
     if is_tiny:
         warnings.insert(0, f"--model {spec.model}: the weights are random, so the answer is meaningless")

@@ -116,34 +116,130 @@ def build_tokenizer(special_tokens: list[str], named_tokens: dict[str, str], cha
     return tokenizer
 
 
+def tiny_lock_path(path: Path) -> Path:
+    """The lock file that serialises building ``path``: a sibling ``<name>.lock``."""
+    return path.with_name(path.name + ".lock")
+
+
 def build_tiny_checkpoint(adapter: ModelAdapter, path: Path) -> Path:
     """Build ``adapter``'s tiny checkpoint into ``path`` and return ``path``.
 
-    Deterministic. Written to a temporary sibling folder first and renamed, so a half-written folder
-    is never mistaken for a checkpoint.
+    Deterministic. Safe against concurrent callers: holds an exclusive lock on
+    :func:`tiny_lock_path` while building into a private temporary sibling folder, writes the
+    integrity manifest last, and renames the finished folder into place. An existing folder at
+    ``path`` is first renamed aside, then removed (never deleted while another process may read it).
     """
+    from ..filelock import exclusive_lock
+
+    with exclusive_lock(tiny_lock_path(path)):
+        return _build_locked(adapter, path)
+
+
+def _build_locked(adapter: ModelAdapter, path: Path) -> Path:
+    """The build itself; the caller holds :func:`tiny_lock_path`'s lock."""
     import shutil
     import tempfile
 
+    from ..integrity import write_manifest
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}-", dir=path.parent))
+    _remove_leftovers(path)
+    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}-build-", dir=path.parent))
     try:
         adapter.build_tiny(staging)
         (staging / TINY_MARKER).write_text(TINY_WARNING + "\n")
-        if path.exists():
-            shutil.rmtree(path)
+        for file in staging.iterdir():  # durable before the manifest says "complete"
+            _fsync_file(file)
+        write_manifest(staging)  # last: its presence means the folder is complete
+        stale = None
+        if path.exists() or path.is_symlink():
+            # Never delete in place: rename aside (atomic), then put the new folder in, then remove.
+            stale = Path(tempfile.mkdtemp(prefix=f".{path.name}-stale-", dir=path.parent))
+            path.rename(stale / "old")
         staging.rename(path)
+        _fsync_dir(path.parent)
+        if stale is not None:
+            shutil.rmtree(stale, ignore_errors=True)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return path
 
 
+def _remove_leftovers(path: Path) -> None:
+    """Remove staging/stale folders of ``path`` left by killed builders (the caller holds the lock)."""
+    import shutil
+
+    for prefix in (f".{path.name}-build-", f".{path.name}-stale-"):
+        for leftover in path.parent.glob(prefix + "*"):
+            if leftover.is_dir() and not leftover.is_symlink():
+                shutil.rmtree(leftover, ignore_errors=True)
+
+
+def _fsync_file(file: Path) -> None:
+    if file.is_file():
+        with file.open("rb") as handle:
+            os.fsync(handle.fileno())
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some filesystems refuse fsync on a directory
+    finally:
+        os.close(fd)
+
+
+def tiny_checkpoint_problem(path: Path) -> str | None:
+    """Why the cached tiny checkpoint at ``path`` is not usable (``None`` when it is complete and intact).
+
+    The full check against the manifest (sizes and SHA-256 of ~1 MB: a few milliseconds).
+    """
+    from ..integrity import manifest_problem
+
+    problem = manifest_problem(path, hashes=True)
+    return None if problem is None else f"{problem[0]} {problem[1]}"
+
+
 def ensure_tiny_checkpoint(adapter: ModelAdapter, cache_dir: Path | None = None) -> Path:
-    """Return the cached tiny checkpoint folder of ``adapter``'s family, building it first if it is missing."""
+    """The cached tiny checkpoint folder of ``adapter``'s family, built (or rebuilt) first if needed.
+
+    The fast path (a complete, intact folder) takes no lock. Otherwise the caller takes the build
+    lock, checks again (another process may just have built it), and builds only if the folder is
+    still missing, incomplete or corrupt (a truncated ``model.safetensors``, a missing
+    ``tokenizer.json``, a folder from before manifests existed...). Concurrent first runs thus
+    build once; the others wait for the lock and then load the finished folder, which is never
+    replaced while it is intact.
+    """
+    import logging
+
+    from ..errors import ModelLoadError
+    from ..filelock import exclusive_lock
+
     path = tiny_model_dir(adapter, cache_dir)
-    if not (path / "config.json").is_file() or not (path / "model.safetensors").is_file():
-        build_tiny_checkpoint(adapter, path)
+    if tiny_checkpoint_problem(path) is None:
+        return path
+    log = logging.getLogger(__name__)
+    try:
+        with exclusive_lock(
+            tiny_lock_path(path), on_wait=lambda: log.info("waiting for another process to build %s", path)
+        ):
+            problem = tiny_checkpoint_problem(path)
+            if problem is None:
+                return path
+            if path.exists():
+                log.warning("the cached tiny checkpoint %s is incomplete or corrupt (%s): rebuilding it", path, problem)
+            _build_locked(adapter, path)
+    except OSError as exc:  # a read-only or full cache folder: one line, not a traceback
+        raise ModelLoadError(
+            f"cannot build the tiny checkpoint in {path.parent}: {exc.strerror or exc}",
+            hint="set OMNIZIP_CACHE to a writable folder with a few MB free",
+        ) from exc
     return path
 
 

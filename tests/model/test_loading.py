@@ -132,3 +132,138 @@ def test_transformers_version_range_is_enforced() -> None:
         with pytest.raises(EnvironmentProblem, match="tested with transformers"):
             check_transformers_version(bad)
     assert check_transformers_version()  # the installed one is in range
+
+
+# --- Issue 18, cases 2 and 9: incomplete/corrupt folders, pickle weights, a config that is not an object.
+
+
+@pytest.fixture
+def real_like_folder(tmp_path: Path, tiny_cache: Path) -> Path:
+    """A copy of the tiny checkpoint without omnizip's manifest and marker: what a real folder looks like."""
+    import shutil
+
+    from omnizip_cli.integrity import MANIFEST_NAME
+    from omnizip_cli.models.tiny import ensure_tiny_checkpoint as ensure_any
+
+    def ensure_tiny_checkpoint(cache):
+        return ensure_any(ADAPTER, cache)
+
+    folder = tmp_path / "model"
+    shutil.copytree(ensure_tiny_checkpoint(tiny_cache), folder)
+    (folder / MANIFEST_NAME).unlink()
+    (folder / "OMNIZIP_TINY_MODEL").unlink()
+    return folder
+
+
+def _one_line_error(folder: Path, **spec: object) -> str:
+    with pytest.raises(ModelLoadError) as info:
+        load_model(ModelSpec(model=str(folder), device="cpu", **spec))
+    line = info.value.one_line()
+    assert "\n" not in line
+    return line
+
+
+def test_real_folder_with_truncated_weights_is_a_clear_error(real_like_folder: Path) -> None:
+    weights = real_like_folder / "model.safetensors"
+    size = weights.stat().st_size
+    with weights.open("r+b") as handle:
+        handle.truncate(size - 1000)
+    line = _one_line_error(real_like_folder)
+    assert line == (
+        f"{real_like_folder} is incomplete or corrupt: model.safetensors: truncated ({size - 1000} bytes, "
+        f"expected {size}). Hint: delete this folder and download the checkpoint again"
+    )
+
+
+def test_real_folder_with_a_truncated_header_is_a_clear_error(real_like_folder: Path) -> None:
+    (real_like_folder / "model.safetensors").write_bytes(b"\x10\x00")
+    assert "model.safetensors: truncated (2 bytes, no safetensors header)" in _one_line_error(real_like_folder)
+
+
+def test_real_folder_without_tokenizer_is_a_clear_error(real_like_folder: Path) -> None:
+    (real_like_folder / "tokenizer.json").unlink()
+    assert "is incomplete or corrupt: tokenizer.json: is missing" in _one_line_error(real_like_folder)
+
+
+def test_real_folder_with_truncated_tokenizer_json_is_a_clear_error(real_like_folder: Path) -> None:
+    tokenizer = real_like_folder / "tokenizer.json"
+    tokenizer.write_bytes(tokenizer.read_bytes()[:500])
+    assert "tokenizer.json: is not valid JSON (truncated?)" in _one_line_error(real_like_folder)
+
+
+def test_sharded_folder_with_a_missing_shard_is_a_clear_error(real_like_folder: Path) -> None:
+    weights = real_like_folder / "model.safetensors"
+    weights.rename(real_like_folder / "model-00001-of-00002.safetensors")
+    index = {
+        "metadata": {},
+        "weight_map": {"a": "model-00001-of-00002.safetensors", "b": "model-00002-of-00002.safetensors"},
+    }
+    (real_like_folder / "model.safetensors.index.json").write_text(json.dumps(index))
+    assert "model-00002-of-00002.safetensors: is missing" in _one_line_error(real_like_folder)
+
+
+def test_tiny_folder_given_as_a_path_is_checked_against_its_manifest(tmp_path: Path, tiny_cache: Path) -> None:
+    """A folder omnizip built, passed with --model DIR, is not rebuilt (it is the user's): a clear error."""
+    import shutil
+
+    from omnizip_cli.models.tiny import ensure_tiny_checkpoint as ensure_any
+
+    def ensure_tiny_checkpoint(cache):
+        return ensure_any(ADAPTER, cache)
+
+    folder = tmp_path / "tiny-copy"
+    shutil.copytree(ensure_tiny_checkpoint(tiny_cache), folder)
+    with (folder / "model.safetensors").open("r+b") as handle:
+        handle.truncate(100)
+    assert "incomplete or corrupt: model.safetensors: has 100 bytes, expected" in _one_line_error(folder)
+
+
+@pytest.mark.parametrize(("content", "kind"), [("[1, 2]", "list"), ('"qwen"', "string"), ("null", "null")])
+def test_config_json_that_is_not_an_object_is_a_clear_error(tmp_path: Path, content: str, kind: str) -> None:
+    (tmp_path / "config.json").write_text(content)
+    with pytest.raises(ModelLoadError, match=f"holds a JSON {kind}, not an object"):
+        resolve_model_location(str(tmp_path))
+
+
+def _to_pickle_folder(folder: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    weights = load_file(str(folder / "model.safetensors"))
+    (folder / "model.safetensors").unlink()
+    torch.save(weights, folder / "pytorch_model.bin")
+    return weights
+
+
+def test_pickle_only_folder_is_refused_by_default(real_like_folder: Path) -> None:
+    _to_pickle_folder(real_like_folder)
+    line = _one_line_error(real_like_folder)
+    assert line.startswith(f"{real_like_folder} has only pickle weights (pytorch_model.bin)")
+    assert "--trust-pickle-weights" in line
+
+
+def test_pickle_only_folder_loads_when_allowed(real_like_folder: Path) -> None:
+    saved = _to_pickle_folder(real_like_folder)
+    loaded = load_model(ModelSpec(model=str(real_like_folder), device="cpu", allow_pickle=True))
+    state = loaded.model.state_dict()
+    for name, tensor in saved.items():
+        assert torch.equal(state[hub_name_to_thinker_name(name)], tensor), name
+
+
+class _Payload:
+    """Unpickling this runs code (creates a file): what weights_only=True must refuse."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):  # noqa: ANN204
+        return (Path.touch, (self.marker,))
+
+
+def test_malicious_pickle_is_refused_even_when_pickles_are_allowed(real_like_folder: Path, tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+    weights = _to_pickle_folder(real_like_folder)
+    weights["payload"] = _Payload(marker)  # type: ignore[assignment]
+    torch.save(weights, real_like_folder / "pytorch_model.bin")
+    line = _one_line_error(real_like_folder, allow_pickle=True)
+    assert line.startswith("cannot load the Qwen2.5-Omni thinker from")
+    assert not marker.exists()

@@ -123,6 +123,7 @@ media_file("empty_video.mkv", VideoSpec(seconds=0.0), (AudioTrack("libopus", 480
 media_file("huge.mkv", VideoSpec(width=17000, height=64, codec="mjpeg", pix_fmt="yuvj420p", fps=5, seconds=0.4))
 media_file("long.mkv", VideoSpec(fps=10, seconds=6.0), (AudioTrack("libopus", 48000, 1, seconds=6.0),))
 media_file("long.mp4", VideoSpec(fps=10, seconds=6.0), (AudioTrack("aac", 44100, 1, seconds=6.0),))
+media_file("gap_10h.mp4", VideoSpec(fps=30, pts_s=(0.0, 36000.0)))  # 2 frames, 10 hours apart
 
 
 def _derived(name: str, source: str, make: Callable[[Path, Path], Path]) -> None:
@@ -628,6 +629,129 @@ def test_unreadable_permissions(lib, tmp_path):
         path.chmod(0o600)
 
 
+UNREADABLE_AS_NOBODY = r"""
+import sys
+from omnizip_cli.errors import MediaError
+from omnizip_cli.media import load_media
+try:
+    load_media(sys.argv[1])
+except MediaError as exc:
+    print(exc.exit_code, exc.one_line())
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0, reason="needs root to run a child as nobody")
+@pytest.mark.parametrize("locked", ["file", "folder"])
+def test_unreadable_permissions_as_another_user(lib, locked):
+    """Root reads anything, so the check runs in a real child process that drops to ``nobody``."""
+    import subprocess
+    import sys
+    import tempfile
+
+    try:
+        subprocess.run([sys.executable, "-c", "import omnizip_cli.media"], user=65534, check=True, timeout=60,
+                       cwd="/", env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+                       capture_output=True)
+    except (OSError, subprocess.CalledProcessError) as exc:
+        pytest.skip(f"user nobody cannot run this interpreter or import the package here ({type(exc).__name__})")
+    root = Path(tempfile.mkdtemp(prefix="omnizip-perm-"))
+    try:
+        root.chmod(0o755)
+        folder = root / "sub"
+        folder.mkdir(mode=0o755)
+        path = folder / "secret.mp4"
+        path.write_bytes(lib.get("h264_aac.mp4").read_bytes())
+        (path if locked == "file" else folder).chmod(0)
+        repo = Path(__file__).resolve().parents[1]
+        result = subprocess.run(
+            [sys.executable, "-c", UNREADABLE_AS_NOBODY, str(path)],
+            cwd=repo,
+            env={**os.environ, "PYTHONPATH": str(repo)},
+            user=65534,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    finally:
+        folder.chmod(0o755)
+        import shutil
+
+        shutil.rmtree(root)
+    expected = {
+        "file": f"1 cannot read {path}: permission denied",
+        "folder": f"1 cannot access {path}: permission denied (on a folder of the path)",
+    }[locked]
+    assert result.stdout.strip() == expected, result.stderr[-2000:]
+
+
+@pytest.mark.skipif(not Path("/proc/self/mem").exists(), reason="needs Linux /proc")
+def test_unreadable_file_even_for_root():
+    """``/proc/self/mem`` is a regular file that no one can read from offset 0 (EIO), root included."""
+    with pytest.raises(MediaError) as info:
+        load_media("/proc/self/mem")
+    assert_one_line_media_error(info, "cannot read /proc/self/mem: input/output error")
+
+
+@pytest.mark.parametrize(
+    "given, shown",
+    [
+        ("http://example.com/a.mp4", "http://example.com/a.mp4"),
+        (Path("http://example.com/a.mp4"), "http://example.com/a.mp4"),  # pathlib collapses the //
+        ("https://example.com/v?id=1&t=2", "https://example.com/v?id=1&t=2"),
+        (Path("rtmp://live.example.com/app/stream"), "rtmp://live.example.com/app/stream"),
+        ("rtsp://camera.local:554/feed", "rtsp://camera.local:554/feed"),
+        ("ftp://host/pub/a.mkv", "ftp://host/pub/a.mkv"),
+        ("s3://bucket/key.mp4", "s3://bucket/key.mp4"),
+        ("HTTP://EXAMPLE.COM/A.MP4", "HTTP://EXAMPLE.COM/A.MP4"),
+    ],
+)
+def test_urls_are_rejected_with_a_download_hint(given, shown):
+    with pytest.raises(MediaError) as info:
+        load_media(given)
+    assert_one_line_media_error(info, "download it first")
+    assert info.value.one_line().startswith(f"{shown} is a URL: omnizip reads local files only")
+
+
+def test_file_urls_ask_for_the_path():
+    with pytest.raises(MediaError) as info:
+        load_media("file:///tmp/a.mp4")
+    assert_one_line_media_error(info, "is a file:// URL, not a path", "pass the path itself")
+
+
+def test_a_local_folder_named_like_a_scheme_is_a_path(lib, tmp_path, monkeypatch):
+    (tmp_path / "http:").mkdir()
+    (tmp_path / "http:" / "a.mp4").write_bytes(lib.get("h264_aac.mp4").read_bytes())
+    monkeypatch.chdir(tmp_path)
+    assert load_media("http:/a.mp4").frames is not None
+
+
+def test_symlink_loop(tmp_path):
+    (tmp_path / "a.mp4").symlink_to(tmp_path / "b.mp4")
+    (tmp_path / "b.mp4").symlink_to(tmp_path / "a.mp4")
+    with pytest.raises(MediaError) as info:
+        load_media(tmp_path / "a.mp4")
+    assert_one_line_media_error(info, "is a symlink loop")
+    assert "no such file" not in info.value.one_line()
+
+
+def test_broken_symlink(tmp_path):
+    (tmp_path / "a.mp4").symlink_to(tmp_path / "gone.mp4")
+    with pytest.raises(MediaError) as info:
+        load_media(tmp_path / "a.mp4")
+    assert_one_line_media_error(info, "broken symlink", "gone.mp4")
+
+
+def test_two_frames_ten_hours_apart(lib):
+    """The duration is the real span (gap counted once), two frames are used, and the gap is reported."""
+    media = load_media(lib.get("gap_10h.mp4"))
+    summary = media.summary
+    assert 36000.0 <= summary.duration_s < 36001.0  # not 72000 (the gap used to count twice)
+    assert summary.frames_sampled == 2 and media.frames.shape[0] == 2
+    assert media.frame_times.tolist() == pytest.approx([0.0, 36000.0])
+    assert [w for w in summary.warnings if "jump by 36000 s (10.0 h) after 0.0 s" in w]
+    assert not [w for w in summary.warnings if "--max-frames" in w]  # all frames are used: nothing capped
+
+
 def test_unreadable_permissions_simulated(lib, monkeypatch):
     def denied(*args, **kwargs):
         raise PermissionError(13, "Permission denied")
@@ -711,3 +835,11 @@ def test_probe_is_cheap_and_describes_streams(lib):
     with pytest.raises(MediaError) as bad:
         probe(lib.get("text.mp4"))
     assert_one_line_media_error(bad, "not a media file")
+
+
+def test_a_relative_name_with_a_colon_is_a_file(lib, tmp_path, monkeypatch):
+    """FFmpeg would read ``clip:1.mp4`` as protocol ``clip``: the loader opens an absolute path."""
+    (tmp_path / "clip:1.mp4").write_bytes(lib.get("h264_aac.mp4").read_bytes())
+    monkeypatch.chdir(tmp_path)
+    media = load_media("clip:1.mp4")
+    assert media.frames is not None and media.summary.path == "clip:1.mp4"
