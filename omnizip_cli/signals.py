@@ -153,6 +153,24 @@ def begin_shutdown(exit_code: int) -> None:
             pass
 
 
+def leave(code: int) -> NoReturn:
+    """``sys.exit(code)``; after an interrupt (:func:`begin_shutdown`), flush and ``os._exit`` instead.
+
+    The interpreter's finalisation gives SIGINT back its default disposition, so a second Ctrl-C
+    arriving then would kill the process by signal (exit -2, maybe a traceback from a library's
+    teardown); once we are leaving because of an interrupt, nothing after this line is needed.
+    """
+    if _shutting_down:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                if stream is not None:
+                    stream.flush()
+            except Exception:  # noqa: BLE001 - leaving: a broken stream must not stop that
+                pass
+        os._exit(code)
+    sys.exit(code)
+
+
 def report_interrupt(exc: BaseException, stream: TextIO | None = None) -> int:
     """Handle a caught interrupt: guard against a second one, end partial lines, print one line.
 
@@ -238,14 +256,14 @@ def write_stdout(text: str, flush: bool = True) -> None:
     line, so :func:`report_interrupt` can finish a half-written answer with a newline.
     """
     stdout = require_stdout()
+    if text:  # before the write: an interrupt can land inside it, and the line must still be finished
+        _partial_line[1] = not text.endswith("\n")
     try:
         stdout.write(text)
         if flush:
             stdout.flush()
     except BrokenPipeError:
         exit_broken_pipe()
-    if text:
-        _partial_line[1] = not text.endswith("\n")
 
 
 def note_partial_line(fd: int, partial: bool) -> None:

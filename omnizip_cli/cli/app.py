@@ -63,15 +63,21 @@ def run_guarded(debug: bool, body: Callable[[], T]) -> T:
         return body()
     except typer.Exit:
         raise
-    except KeyboardInterrupt:
-        # Click would turn a re-raised KeyboardInterrupt into "Aborted!" and exit 1: print the
-        # traceback ourselves under --debug and keep the conventional 130 either way.
+    except KeyboardInterrupt as exc:
+        # Ctrl-C, and SIGTERM/SIGHUP delivered the same way (omnizip_cli.signals): one line, the
+        # conventional 128 + signal exit code, and a second interrupt during cleanup exits quietly.
+        # Click would turn a re-raised KeyboardInterrupt into "Aborted!" and exit 1.
+        from ..signals import report_interrupt
+
         if debug:
             import traceback
 
             traceback.print_exc()
-        sys.stderr.write("error: interrupted\n")
-        raise typer.Exit(EXIT_INTERRUPTED) from None
+        raise typer.Exit(report_interrupt(exc)) from None
+    except BrokenPipeError:  # the reader of stdout went away (| head): quiet, exit 141
+        from ..signals import exit_broken_pipe
+
+        exit_broken_pipe()
     except OmnizipError as exc:
         if debug:
             raise
@@ -124,22 +130,32 @@ def main() -> None:
     usage_error = typer.BadParameter.__mro__[1]  # click's UsageError
     click_exception = typer.BadParameter.__mro__[2]  # click's ClickException
 
+    from ..signals import leave, protect_standard_fds, report_interrupt, stdout_guard, terminate_as_interrupt
+
+    protect_standard_fds()
     register_commands()
     try:
-        code = app(standalone_mode=False)
-    except usage_error as exc:
-        if type(exc).__name__ == "NoArgsIsHelpError":  # bare `omnizip`: the help, as Click shows it
-            sys.stderr.write(exc.format_message() + "\n")
-            sys.exit(exc.exit_code)
-        hint = f" (see: omnizip {exc.ctx.info_name} --help)" if exc.ctx is not None and exc.ctx.parent else ""
-        sys.stderr.write(f"error: {' '.join(exc.format_message().split())}{hint}\n")
-        sys.exit(exc.exit_code)
-    except typer.Abort:
-        sys.stderr.write("error: interrupted\n")
-        sys.exit(EXIT_INTERRUPTED)
-    except click_exception as exc:
-        sys.stderr.write(f"error: {' '.join(exc.format_message().split())}\n")
-        sys.exit(exc.exit_code)
-    sys.exit(code if isinstance(code, int) else 0)
+        with terminate_as_interrupt(), stdout_guard():
+            try:
+                code = app(standalone_mode=False)
+            except typer.Abort as exc:  # an interrupt outside a command's guard (while parsing options)
+                cause = exc.__cause__ if isinstance(exc.__cause__, KeyboardInterrupt) else KeyboardInterrupt()
+                leave(report_interrupt(cause))
+            except usage_error as exc:
+                _usage_exit(exc)
+            except click_exception as exc:
+                sys.stderr.write(f"error: {' '.join(exc.format_message().split())}\n")
+                sys.exit(exc.exit_code)
+    except SystemExit as exc:  # typer.Exit inside a command becomes an exit code; leave() knows interrupts
+        leave(exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1))
+    leave(code if isinstance(code, int) else 0)
 
 
+def _usage_exit(exc: Any) -> NoReturn:
+    """A Click usage error as one line (exit 2); a bare ``omnizip`` shows the help as Click does."""
+    if type(exc).__name__ == "NoArgsIsHelpError":
+        sys.stderr.write(exc.format_message() + "\n")
+        sys.exit(exc.exit_code)
+    hint = f" (see: omnizip {exc.ctx.info_name} --help)" if exc.ctx is not None and exc.ctx.parent else ""
+    sys.stderr.write(f"error: {' '.join(exc.format_message().split())}{hint}\n")
+    sys.exit(exc.exit_code)

@@ -10,7 +10,6 @@ with ``--json``. stderr gets warnings (not with ``--json``: they go into the JSO
 from __future__ import annotations
 
 import json
-import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -110,6 +109,8 @@ def run_ask(
     from ..report import make_console
     from ..report.ask_view import print_questions, print_report
     from ..report.payload import answer_payload
+    from ..signals import finish_partial_lines, write_stdout
+    from ..terminal import escape_control, sanitize_answer
 
     prepare_environment(output.verbose)
     console = make_console(no_color=output.no_color)
@@ -123,14 +124,14 @@ def run_ask(
         warnings.append(message)
         if not output.json_output:
             spinner.stop()
-            console.print(f"warning: {message}", style="yellow", markup=False, highlight=False, soft_wrap=True)
+            console.print(f"warning: {escape_control(message)}", style="yellow", markup=False, highlight=False,
+                          soft_wrap=True)
 
     payloads: list[dict[str, Any]] = []
-    line_open = False
     try:
         # Media first: a bad file should fail before a multi-GB model load.
         started = time.perf_counter()
-        spinner.update(f"decoding {video} ...")
+        spinner.update(f"decoding {escape_control(str(video))} ...")
         media = load_media(video, media_options)
         media_rss = process_peak_rss_bytes()
         spinner.update(f"loading {model.model} ...")
@@ -163,9 +164,7 @@ def run_ask(
                     first_token_at = time.perf_counter()
                     spinner.stop()
                 if stream and chunk.text:
-                    sys.stdout.write(chunk.text)
-                    sys.stdout.flush()
-                    line_open = True
+                    write_stdout(sanitize_answer(chunk.text))
                 if chunk.stats is not None:
                     stats = chunk.stats
             assert stats is not None
@@ -177,14 +176,11 @@ def run_ask(
                                      include_setup=index == 0)
             payloads.append(payload)
             if not output.json_output:
-                sys.stdout.write(("" if stream else stats.text) + "\n")
-                sys.stdout.flush()
-                line_open = False
-    except BaseException:
+                write_stdout(("" if stream else sanitize_answer(stats.text)) + "\n")
+    except BaseException as exc:
         spinner.stop()
-        if line_open:  # end the partial answer's line, so the error line starts clean
-            sys.stdout.write("\n")
-            sys.stdout.flush()
+        if not isinstance(exc, (KeyboardInterrupt, SystemExit)):
+            finish_partial_lines()  # end a partial answer's line, so the error line starts clean
         raise
     if keep_map is not None:
         from ..report.keep_map import keep_map_for_session, render_keep_map, save_keep_map
@@ -199,8 +195,7 @@ def run_ask(
         document = payloads[0] if len(payloads) == 1 else {
             "schema_version": payloads[0]["schema_version"], "kind": "answers", "answers": payloads,
             "warnings": list(warnings)}
-        sys.stdout.write(json.dumps(document, indent=2) + "\n")
-        sys.stdout.flush()
+        write_stdout(json.dumps(document, indent=2) + "\n")
         return
     if not output.quiet:
         print_report(console, payloads[0])

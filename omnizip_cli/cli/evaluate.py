@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from ..signals import write_stdout
 from .app import app, prepare_environment
 from .options import MEDIA, MODEL, OUTPUT, OutputOptions, SystemOpt, with_options
 
@@ -42,7 +43,6 @@ def evaluate(
     = False,
 ) -> None:
     """Answer every question of DATASET with each setting, score it and write a results folder."""
-    import sys
 
     from ..evaluation.command import EvaluateOptions, run_evaluate
     from ..evaluation.session_answerer import SessionAnswererFactory
@@ -64,9 +64,9 @@ def evaluate(
     run_evaluate(options, description, factory, console=console,
                  show_progress=console.is_terminal and not output.quiet and not output.json_output)
     if output.json_output:
-        sys.stdout.write((out / "metrics.json").read_text())
+        write_stdout((out / "metrics.json").read_text())
     else:
-        sys.stdout.write(f"{out}\n")
+        write_stdout(f"{out}\n")
 
 
 def _cuda_gpus() -> float:

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from ..signals import write_stdout
 from .app import app, prepare_environment
 from .options import COMPRESSION, MEDIA, MODEL, OUTPUT, OutputOptions, check_output_file, with_options
 
@@ -32,7 +33,6 @@ def keep_map(
 ) -> None:
     """Write a PNG of what OmniZip keeps of VIDEO: frames with dropped patches dimmed, audio tokens, groups."""
     import json
-    import sys
 
     from . import ask as ask_command
     from ..report import make_console
@@ -50,8 +50,8 @@ def keep_map(
     path = save_keep_map(render_keep_map(keep_map_for_session(session)), out)
     tokens = session.tokens
     if output.json_output:
-        sys.stdout.write(json.dumps({"keep_map": str(path), "tokens": tokens.to_dict(),
-                                     "groups": session.group_rows}, indent=2) + "\n")
+        write_stdout(json.dumps({"keep_map": str(path), "tokens": tokens.to_dict(),
+                                 "groups": session.group_rows}, indent=2) + "\n")
     elif not output.quiet:
         console.print(f"wrote {path}: {tokens.audio_video.after} of {tokens.audio_video.before} audio+video tokens "
                       f"kept ({tokens.audio_video.retention * 100:.1f} %)", markup=False, highlight=False)

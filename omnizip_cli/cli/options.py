@@ -60,6 +60,9 @@ def with_options(*groups: OptionGroup) -> Callable[[Callable[..., Any]], Callabl
             debug = bool(values.get("debug", False))
 
             def body() -> Any:
+                from ..signals import require_stdout
+
+                require_stdout()  # a closed stdout is an error before any work (exit 1)
                 for group in groups:
                     values[group.name] = group.build(**{n: values.pop(n) for n in group.names})
                 return command(**values)
@@ -242,3 +245,10 @@ def check_output_file(path: Path, option: str) -> None:
         raise UsageError(f"{option} {path}: the folder {parent} does not exist")
     if not os.access(parent, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
         raise UsageError(f"{option} {path} is not writable")
+    import tempfile
+
+    try:  # what access() cannot see (root on /proc, a read-only mount): try to write there
+        with tempfile.NamedTemporaryFile(dir=parent, prefix=".omnizip-write-check-"):
+            pass
+    except OSError as exc:
+        raise UsageError(f"{option} {path} cannot be written: {exc.strerror or exc}") from exc

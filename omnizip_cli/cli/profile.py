@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from ..errors import UsageError
+from ..signals import write_stdout
 from .app import app, prepare_environment
 from .options import GREEDY_32, MEDIA, MODEL, OUTPUT, OutputOptions, Preset, SystemOpt, with_options
 
@@ -84,8 +84,7 @@ def profile(
         payload = run_profile(request)
     paths = write_outputs(payload, out) if out is not None else {}
     if output.json_output:
-        sys.stdout.write(json.dumps(payload, indent=2) + "\n")
-        sys.stdout.flush()
+        write_stdout(json.dumps(payload, indent=2) + "\n")
     elif not output.quiet:
         print_profile_report(console, payload)
         if paths:

@@ -477,16 +477,18 @@ def _resolved(setting: CompressionSetting, audio_tokens: int, video_tokens: int)
 
 # ----------------------------------------------------------------------------- output
 def check_out_dir(out_dir: Path) -> None:
-    """Fail before any work when ``out_dir`` cannot take the results (an existing file, not writable)."""
-    import os
+    """Fail before any work when ``out_dir`` cannot take the results: an existing file, a folder that
+    cannot be created or written (``/proc/...``, read-only). The folder is created now."""
+    import tempfile
 
     if out_dir.exists() and not out_dir.is_dir():
         raise UsageError(f"--out {out_dir} exists and is not a folder")
-    probe = out_dir
-    while not probe.exists():
-        probe = probe.parent
-    if not os.access(probe, os.W_OK | os.X_OK):
-        raise UsageError(f"--out {out_dir}: {probe} is not writable")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out_dir, prefix=".omnizip-write-check-"):
+            pass
+    except OSError as exc:
+        raise UsageError(f"--out {out_dir} cannot be written: {exc.strerror or exc}") from exc
 
 
 def write_outputs(payload: dict[str, Any], out_dir: Path) -> dict[str, Path]:

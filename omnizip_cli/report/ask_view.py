@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from ..measure import STAGES
 from ..measure.memory import MEMORY_COLUMNS
 from . import is_plain
+from ..terminal import escape_control
 from .units import format_bytes, format_percent, format_seconds
 
 if TYPE_CHECKING:
@@ -68,7 +69,7 @@ def media_table(console: Console, payload: dict[str, Any]) -> Table:
     media = payload["media"]
     table = _table(console, "Media", ("", "left"), ("", "left"))
     table.show_header = False
-    table.add_row("file", f"{media['path']} ({media['kind']})")
+    table.add_row("file", f"{escape_control(media['path'])} ({media['kind']})")
     table.add_row("duration", f"{media['duration_s']:.2f} s")
     if media["frames_sampled"]:
         table.add_row(

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ..terminal import escape_control
 from .units import format_bytes, format_flops, format_seconds
 
 
@@ -75,7 +76,7 @@ def render_table(payload: dict[str, Any]) -> Any:
     columns = payload["settings"]
     repeats = payload["repeats"]
     title = (
-        f"omnizip profile: {Path(payload['media']['path']).name}, {payload['model']['model']} on "
+        f"omnizip profile: {escape_control(Path(payload['media']['path']).name)}, {payload['model']['model']} on "
         f"{payload['model']['device']} ({payload['model']['dtype']}); median of {repeats} run"
         f"{'s' if repeats != 1 else ''} [min–max]"
     )
@@ -154,4 +155,4 @@ def print_profile_report(console: Any, payload: dict[str, Any]) -> None:
     for note in payload["notes"]:
         console.print(f"note: {note}", style="yellow", markup=False)
     for warning in payload["warnings"]:
-        console.print(f"warning: {warning}", style="yellow", markup=False)
+        console.print(f"warning: {escape_control(warning)}", style="yellow", markup=False)

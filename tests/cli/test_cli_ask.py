@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 
 from omnizip_cli.cli import app
 from omnizip_cli.measure import STAGES
+from omnizip_cli.terminal import sanitize_answer
 
 TINY_NOTE = "--model tiny: the weights are random, so the answer is meaningless"
 
@@ -158,19 +159,20 @@ def test_json_carries_every_figure_of_the_report(payload: dict[str, Any]) -> Non
 
 # ----------------------------------------------------------------------------- streaming and the report
 def test_stream_puts_only_the_answer_on_stdout(stream_run: Result, payload: dict[str, Any]) -> None:
-    assert stream_run.stdout == payload["answer"] + "\n"
+    assert stream_run.stdout == sanitize_answer(payload["answer"]) + "\n"
 
 
 def test_no_stream_prints_the_same_answer_once(payload: dict[str, Any]) -> None:
     result = ok(ask(TALKING, QUESTION, *FAST, "--no-stream"))
-    assert result.stdout == payload["answer"] + "\n"
+    assert result.stdout == sanitize_answer(payload["answer"]) + "\n"
     assert "Prompt:" in result.stderr
 
 
 def test_warnings_come_before_the_answer_and_the_report_after(stream_run: Result, payload: dict[str, Any]) -> None:
     output = stream_run.output
     warning_at = output.index(WARNING_TINY)
-    answer_at = output.index(payload["answer"]) if payload["answer"] else len(output)
+    answer = sanitize_answer(payload["answer"])
+    answer_at = output.index(answer) if answer else len(output)
     report_at = output.index("Tokens")
     assert warning_at < report_at and warning_at <= answer_at
     assert stream_run.stderr.startswith(WARNING_TINY)
@@ -223,7 +225,7 @@ def test_report_on_stderr_shows_every_field(stream_run: Result, payload: dict[st
 
 def test_quiet_keeps_the_answer_and_warnings_only(payload: dict[str, Any]) -> None:
     result = ok(ask(TALKING, QUESTION, *FAST, "-q"))
-    assert result.stdout == payload["answer"] + "\n"
+    assert result.stdout == sanitize_answer(payload["answer"]) + "\n"
     lines = result.stderr.splitlines()
     assert WARNING_TINY in lines and all(x.startswith("warning: ") for x in lines)
 
@@ -315,7 +317,7 @@ class _Spy:
 def test_progress_on_a_terminal_names_the_stages(monkeypatch: pytest.MonkeyPatch, payload: dict[str, Any]) -> None:
     spy = _Spy(monkeypatch, terminal=True)
     result = ok(ask(TALKING, QUESTION, *FAST))
-    assert result.stdout == payload["answer"] + "\n"  # the spinner never touches stdout
+    assert result.stdout == sanitize_answer(payload["answer"]) + "\n"  # the spinner never touches stdout
     joined = "\n".join(spy.messages)
     for expected in ("decoding", "loading tiny", "preprocessing", "encoding audio", "encoding video",
                      "planning compression", "prefilling"):

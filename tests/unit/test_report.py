@@ -9,11 +9,8 @@ from __future__ import annotations
 import io
 import json
 import re
-from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
-import torch
 from rich.console import Console
 
 from omnizip_cli.compression import PRESETS
