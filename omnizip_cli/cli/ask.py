@@ -25,9 +25,11 @@ from .options import (
     MODEL,
     OUTPUT,
     KeepMapOpt,
+    MaxPromptOpt,
     OutputOptions,
     SystemOpt,
     check_output_file,
+    check_prompt_budget,
     with_options,
 )
 from .progress import Spinner
@@ -46,6 +48,16 @@ def check_questions(questions: list[str]) -> list[str]:
         if not question.strip():
             raise UsageError(f"question {index} is empty")
     return questions
+
+
+def prompt_budget(loaded: Any, questions: list[str], generation: Any, max_prompt_tokens: int | None
+                  ) -> tuple[int, int]:
+    """``--max-prompt-tokens`` (default: the model's context minus ``--max-new-tokens``) and the tokens
+    reserved for the question (the longest question's tokens plus the template's 16 around it)."""
+    budget = max_prompt_tokens if max_prompt_tokens is not None else loaded.context_length - generation.max_new_tokens
+    tokenizer = loaded.processor.tokenizer
+    reserve = max(len(tokenizer(q, add_special_tokens=False)["input_ids"]) for q in questions) + 16
+    return budget, reserve
 
 
 def load_model(spec: ModelSpec) -> Any:
@@ -83,13 +95,16 @@ def ask(
     system: SystemOpt = None,
     stream: Annotated[bool, typer.Option("--stream/--no-stream", help="Stream the answer as it is generated.")] = True,
     keep_map: KeepMapOpt = None,
+    max_prompt_tokens: MaxPromptOpt = None,
 ) -> None:
     """Answer QUESTION(s) about VIDEO; answers stream to stdout, the report goes to stderr."""
     check_questions(questions)
     if keep_map is not None:
         check_output_file(keep_map, "--keep-map")
+    check_prompt_budget(max_prompt_tokens)
     run_ask(video, questions, model=model, media_options=media, compression=compression, generation=generation,
-            output=output, system=system, stream=stream and not output.json_output, keep_map=keep_map)
+            output=output, system=system, stream=stream and not output.json_output, keep_map=keep_map,
+            max_prompt_tokens=max_prompt_tokens)
 
 
 def run_ask(
@@ -104,6 +119,7 @@ def run_ask(
     system: str | None,
     stream: bool,
     keep_map: Path | None = None,
+    max_prompt_tokens: int | None = None,
 ) -> None:
     from ..measure import CPU_RSS, StageTimer, process_peak_rss_bytes
     from ..report import make_console
@@ -146,7 +162,12 @@ def run_ask(
                   peak_memory_bytes=None if timer.cuda else media_rss, memory_kind=CPU_RSS)
         for message in (*loaded.warnings, *media.summary.warnings):
             warn(message)
-        session = open_session(loaded, media, compression=compression, system=system, timer=timer, warn=warn)
+        budget, reserve = prompt_budget(loaded, questions, generation, max_prompt_tokens)
+        session = open_session(loaded, media, compression=compression, system=system, timer=timer, warn=warn,
+                               max_prompt_tokens=budget, question_reserve=reserve)
+        fit = getattr(session, "context_fit", None)
+        if fit is not None and fit.reason:
+            warn(fit.reason)
         config = {
             "media_path": str(video),
             "system": system,

@@ -86,13 +86,13 @@ def _evaluated(parameter: inspect.Parameter, command: Callable[..., Any]) -> ins
 
 # --------------------------------------------------------------------------------- model
 def _model_spec(*, model: str, device: str, dtype: str, attn_implementation: str, offline: bool,
-                revision: str | None, stock_encoders: bool, eager_decode: bool) -> Any:
+                revision: str | None, stock_encoders: bool, eager_decode: bool, trust_pickle_weights: bool) -> Any:
     from ..models.registry import ModelSpec, apply_offline_mode
 
     apply_offline_mode(offline)  # before huggingface_hub / transformers are imported
     return ModelSpec(model=model, device=device, dtype=dtype, attn_implementation=attn_implementation,
                      offline=offline, revision=revision, fast_encoders=not stock_encoders,
-                     fast_decoder=not eager_decode)
+                     fast_decoder=not eager_decode, allow_pickle=trust_pickle_weights)
 
 
 MODEL = OptionGroup("model", (
@@ -112,6 +112,9 @@ MODEL = OptionGroup("model", (
         "--stock-encoders", help="Keep transformers' per-window encoder attention (no varlen fast path).")], False),
     _option("eager_decode", Annotated[bool, typer.Option(
         "--eager-decode", help="Decode with the plain loop (no static cache / CUDA graph).")], False),
+    _option("trust_pickle_weights", Annotated[bool, typer.Option(
+        "--trust-pickle-weights",
+        help="Also load pickle (.bin) weights, with torch's weights_only loader; safetensors only by default.")], False),
 ), _model_spec)
 
 
@@ -131,7 +134,8 @@ MEDIA = OptionGroup("media", (
             128 * 28 * 28),
     _option("max_pixels", Annotated[int, typer.Option(help="Maximum pixels per frame (multiple-of-28 sizing).")],
             768 * 28 * 28),
-    _option("total_pixels", Annotated[int | None, typer.Option(help="Optional pixel budget over all frames.")], None),
+    _option("total_pixels", Annotated[int | None, typer.Option(
+        help="Pixel budget over all frames (default: qwen-omni-utils' 90,316,800; 0: no budget).")], None),
     _option("no_audio", Annotated[bool, typer.Option("--no-audio", help="Ignore the video's audio track.")], False),
     _option("max_audio_seconds", Annotated[float | None, typer.Option(
         help="Use at most this many seconds of audio (the rest is cut, and the report says so).")], None),
@@ -252,3 +256,16 @@ def check_output_file(path: Path, option: str) -> None:
             pass
     except OSError as exc:
         raise UsageError(f"{option} {path} cannot be written: {exc.strerror or exc}") from exc
+
+MaxPromptOpt = Annotated[int | None, typer.Option(
+    "--max-prompt-tokens",
+    help="Token budget of the prompt (default: the model's context minus --max-new-tokens). When the "
+         "uncompressed prompt exceeds it, a retention that fits is chosen; when nothing fits, an error says what "
+         "to lower.")]
+
+
+def check_prompt_budget(value: int | None) -> None:
+    from ..errors import UsageError
+
+    if value is not None and value < 1:
+        raise UsageError(f"--max-prompt-tokens must be at least 1, got {value}")

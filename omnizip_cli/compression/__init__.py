@@ -12,11 +12,15 @@ reference implementation.
 
 from omnizip_cli.compression.config import PRESETS, OmniZipConfig, config_for_retention, expected_retention
 from omnizip_cli.compression.plan import GroupStats, KeepPlan, apply_keep_plan, build_keep_plan
+from omnizip_cli.compression.budget import ContextFit, ContextTooLong, fit_to_context
 from omnizip_cli.compression.setting import CompressionSetting
 
 __all__ = [
     "PRESETS",
     "CompressionSetting",
+    "ContextFit",
+    "ContextTooLong",
+    "fit_to_context",
     "GroupStats",
     "KeepPlan",
     "OmniZipConfig",

@@ -62,7 +62,8 @@ class CompressionSetting:
         unknown = [name for name, _ in self.overrides if name not in _OVERRIDE_FIELDS]
         if unknown:
             raise UsageError(f"unknown compression field(s): {', '.join(unknown)}")
-        self.resolve(*_PAPER_MIX)  # every value checked now, before any heavy work
+        if self.source == "preset" or self.overrides:
+            self.resolve(*_PAPER_MIX)  # the override values checked now, before any heavy work
 
     # ------------------------------------------------------------------------------ constructors
     @classmethod
@@ -94,7 +95,9 @@ class CompressionSetting:
         if preset is not None and retention is not None:
             raise UsageError("give either --preset or --retention, not both")
         if retention is not None:
-            return cls(source="retention", preset=None, retention=float(retention), overrides=overrides)
+            setting = cls(source="retention", preset=None, retention=float(retention), overrides=overrides)
+            setting.resolve(*_PAPER_MIX)  # a target no clip of the usual mix can reach is refused up front
+            return setting
         return cls(source="preset", preset=preset or DEFAULT_PRESET, overrides=overrides)
 
     # ------------------------------------------------------------------------------ resolution

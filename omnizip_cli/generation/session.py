@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from ..compression import CompressionSetting, KeepPlan, OmniZipConfig
+from ..compression import CompressionSetting, ContextFit, KeepPlan, OmniZipConfig
 from ..measure import StageTimer, TokenCounts, count_tokens
 from .eager import cache_length, embed_ids, forward_tokens, new_cache, truncate_cache
 from .sampling import GenerationOptions
@@ -47,6 +47,15 @@ if TYPE_CHECKING:
     from ..models.registry import LoadedModel
 
 Compression = CompressionSetting | OmniZipConfig | None
+
+
+def _as_setting(compression: Compression | str) -> CompressionSetting | None:
+    """The setting to fit a budget with (None: a fixed OmniZipConfig, which is only checked)."""
+    if isinstance(compression, str):
+        return CompressionSetting.from_options(preset=compression)
+    if compression is None:
+        return CompressionSetting.off()
+    return compression if isinstance(compression, CompressionSetting) else None
 
 
 def _as_config(compression: Compression | str, audio_tokens: int, video_tokens: int) -> OmniZipConfig | None:
@@ -94,14 +103,8 @@ class Session:
         self._warn = warn
         wanted = decoder if loaded.fast_decoder or decoder != "auto" else "eager"
         self.decoder, self.decoder_note = resolve_decoder(wanted, loaded.device, loaded.attn_implementation)
-        self.plan: KeepPlan | None = None
-        if config is not None:
-            with self.timer.stage("keep_plan"):
-                self.plan = self._build_plan(config)
-        self.prefill: PrefillInputs = self.adapter.prefill_inputs(encoded, self.plan)
-        ids = self.adapter.token_ids(loaded.model)
-        self.tokens: TokenCounts = count_tokens(encoded.input_ids, self.prefill.kept, audio_token_id=ids.audio,
-                                                video_token_id=ids.video)
+        self.context_fit: ContextFit | None = None  # set when opened with a prompt budget
+        self._apply(config)
         self._cache: Any = None  # the prefix (and the current turn) in a DynamicCache
         self._cached_turn: list[int] | None = None  # ids after the prefix known to be in the cache (None: unknown)
         self._prefix_source = "fresh"
@@ -150,17 +153,73 @@ class Session:
         media: DecodedMedia | None = None,
         timer: StageTimer | None = None,
         record_saliency: bool | None = None,
+        max_prompt_tokens: int | None = None,
+        question_reserve: int = 0,
         **kwargs: Any,
     ) -> Session:
-        """Encode prepared processor output (timed per encoder) and plan: what ``profile`` repeats."""
+        """Encode prepared processor output (timed per encoder) and plan: what ``profile`` repeats.
+
+        ``max_prompt_tokens``: a budget for the prompt (the prefix plus ``question_reserve`` tokens
+        for the question): when the uncompressed prompt exceeds it, a retention that fits is chosen
+        (:func:`~omnizip_cli.compression.fit_to_context`; the session's :attr:`context_fit` says
+        why), or :class:`~omnizip_cli.compression.ContextTooLong` is raised, before the encoders run.
+        """
+        from ..compression import fit_to_context
+
         timer = timer or StageTimer(device=loaded.device)
         ids = loaded.adapter.token_ids(loaded.model)
         input_ids = prepared.input_ids
         audio, video = int((input_ids == ids.audio).sum()), int((input_ids == ids.video).sum())
+        text = prepared.length - audio - video + question_reserve
+        fit = None
+        if max_prompt_tokens is not None:
+            setting = _as_setting(compression)
+            if setting is not None:
+                grid = prepared.tensors.get("video_grid_thw")
+                frames = int(grid[0][0]) * 2 if grid is not None else 0
+                fit = fit_to_context(setting, audio=audio, video=video, text=text, budget=max_prompt_tokens,
+                                     frames=frames)
+                compression = fit.setting
         config = _as_config(compression, audio, video)
         record = config is not None if record_saliency is None else record_saliency
         encoded = loaded.adapter.encode(loaded.model, prepared, record_saliency=record and audio > 0, timer=timer)
-        return cls(loaded, prepared, encoded, config, media=media, timer=timer, **kwargs)
+        session = cls(loaded, prepared, encoded, config, media=media, timer=timer, **kwargs)
+        if max_prompt_tokens is not None:
+            session._fit_budget(fit, max_prompt_tokens, question_reserve)
+        return session
+
+    def _fit_budget(self, fit: ContextFit | None, budget: int, reserve: int) -> None:
+        """After planning: re-plan with stronger retentions while the kept prompt exceeds ``budget``."""
+        from dataclasses import replace
+
+        from ..compression import ContextTooLong
+        from ..compression.budget import retention_below
+
+        media = self.tokens.audio_video.before
+        room = budget - reserve - self.tokens.text.before
+        reason = fit.reason if fit is not None else None
+        for _ in range(6):
+            if self.prefill.length + reserve <= budget:
+                break
+            if fit is None or self.config is None:
+                raise ContextTooLong(
+                    f"the prompt has {self.prefill.length + reserve} tokens after compression, more than "
+                    f"--max-prompt-tokens {budget}",
+                    hint="compress harder (a lower --retention), or lower --fps, --max-frames or --max-pixels",
+                )
+            stronger = retention_below(fit.setting, self.tokens.audio_video.after, media, room)
+            fit = replace(fit, setting=stronger, reason=(reason or "the asked setting kept too many tokens")
+                          + f" (planned at retention target {stronger.retention:g}: plans of short clips keep "
+                            "more than their target)")
+            self._apply(stronger.resolve(self.tokens.audio.before, self.tokens.video.before))
+        else:
+            if self.prefill.length + reserve > budget:
+                raise ContextTooLong(
+                    f"the prompt still has {self.prefill.length + reserve} tokens after compression, more than "
+                    f"--max-prompt-tokens {budget}",
+                    hint="lower --fps, --max-frames or --max-pixels, or --max-audio-seconds",
+                )
+        self.context_fit = fit
 
     def with_compression(self, compression: Compression | str) -> Session:
         """A session on the same encoded media with another compression setting (no decode, no encode).
@@ -173,6 +232,19 @@ class Session:
         return Session(self.loaded, self.prepared, self.encoded, config, media=self.media,
                        timer=StageTimer(device=self.loaded.device), decoder=self.decoder,
                        head_on_all_positions=self.head_on_all_positions, warn=self._warn)
+
+    def _apply(self, config: OmniZipConfig | None) -> None:
+        """Plan (when compressing) and build the prefix prefill and its token counts."""
+        self.config = config
+        self.plan: KeepPlan | None = None
+        if config is not None:
+            with self.timer.stage("keep_plan"):
+                self.plan = self._build_plan(config)
+        self.prefill: PrefillInputs = self.adapter.prefill_inputs(self.encoded, self.plan)
+        ids = self.adapter.token_ids(self.loaded.model)
+        self.tokens: TokenCounts = count_tokens(self.encoded.input_ids, self.prefill.kept, audio_token_id=ids.audio,
+                                                video_token_id=ids.video)
+        self._cache = None
 
     def _build_plan(self, config: OmniZipConfig) -> KeepPlan:
         from ..compression import build_keep_plan

@@ -163,6 +163,14 @@ def summary_lines(payload: dict[str, Any]) -> list[str]:
     ]
     if memory["peak_bytes"] is not None:
         lines.append(f"Peak memory: {memory['peak_bytes'] / 1e9:.3f} GB ({memory['label']})")
+    context = payload.get("context")
+    if context is not None:
+        line = (f"Context: {tokens['prefill']} of --max-prompt-tokens {context['max_prompt_tokens']}"
+                + (f"; {context['reason']}" if context["reason"] else ""))
+        if context["frames_sampled"] and context["frames_fit_uncompressed"] < context["frames_sampled"]:
+            line += (f"; the model sees {context['frames_sampled']} frames, "
+                     f"{context['frames_fit_uncompressed']} would fit uncompressed")
+        lines.append(line)
     return lines
 
 

@@ -132,5 +132,6 @@ def answer_payload(
             "definition": MEMORY_DEFINITIONS[kind],
             "peak_bytes": peak,
         },
+        "context": session.context_fit.to_dict() if getattr(session, "context_fit", None) is not None else None,
         "warnings": [],
     }

@@ -273,22 +273,25 @@ def test_audio_only_file(tiny_model: Any) -> None:
 
 
 # ----------------------------------------------------------------------------- context-length warning
-def test_prompt_longer_than_the_context_is_warned_before_the_answer(monkeypatch: pytest.MonkeyPatch,
-                                                                     tiny_model: Any) -> None:
+def test_prompt_longer_than_the_context_is_refused_with_the_cause(monkeypatch: pytest.MonkeyPatch,
+                                                                    tiny_model: Any) -> None:
     from omnizip_cli.models import LoadedModel
 
     monkeypatch.setattr(LoadedModel, "context_length", property(lambda self: 64))
-    result = ok(ask(TALKING, QUESTION, *FAST, "--no-compress"))
-    warnings = [x for x in result.stderr.splitlines() if x.startswith("warning: the prompt has")]
-    assert len(warnings) == 1
-    assert "more than the model's context of 64" in warnings[0]
-    assert "lower --fps, --max-frames or --max-pixels, or compress harder" in warnings[0]
-    assert result.output.index(warnings[0]) < result.output.index("Tokens")
-    assert result.stdout.count("\n") == 1  # still only the answer
+    result = ask(TALKING, QUESTION, *FAST, "--no-compress")
+    assert result.exit_code == 1 and result.stdout == ""
+    error = result.stderr.splitlines()[-1]
+    assert error.startswith("error: the prompt has") and "--max-prompt-tokens 58" in error  # 64 - 6 new tokens
+    assert "drop --no-compress" in error
 
-    data = json.loads(ok(ask(TALKING, QUESTION, *FAST, "--no-compress", "--json")).stdout)
-    assert any("more than the model's context of 64" in w for w in data["warnings"])
-    assert data["tokens"]["context_length"] == 64
+
+def test_a_prompt_over_budget_is_compressed_to_fit(tiny_model: Any) -> None:
+    data = json.loads(ok(ask(TALKING, QUESTION, *FAST, "--json", "--max-prompt-tokens", "300")).stdout)
+    assert data["tokens"]["prefill"] <= 300 < data["tokens"]["prompt"]
+    context = data["context"]
+    assert context["max_prompt_tokens"] == 300 and context["setting_changed"]
+    assert "chosen to fit" in context["reason"] and any("chosen to fit" in w for w in data["warnings"])
+    assert context["frames_fit_uncompressed"] < context["frames_sampled"] == data["media"]["frames_sampled"]
 
 
 # ----------------------------------------------------------------------------- progress (terminal only)
