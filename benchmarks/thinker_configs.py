@@ -1,6 +1,8 @@
 """The Qwen2.5-Omni thinker architectures the benchmarks build with random weights (no download).
 
-Shared by ``model_stages.py`` and ``decode_speed.py``. The 7B and 3B dimensions are those of the hub
+Shared by ``model_stages.py``, ``decode_speed.py`` and ``session.py``, with the few model operations
+they time below the :class:`~omnizip_cli.generation.session.Session` (prefill onto a fresh cache, one
+decode step, the keep plan), written on the model adapter's API. The 7B and 3B dimensions are those of the hub
 checkpoints' ``thinker_config`` (7B: 8.93 B parameters, 3B: 4.70 B; the smoke test checks them on
 the meta device).
 """
@@ -92,9 +94,10 @@ def full_thinker_config(size: str, *, tiny_encoders: bool = False) -> Any:
 
 def tiny_config() -> Any:
     """The tiny thinker configuration of ``--model tiny`` (same special tokens as its tokenizer)."""
-    from omnizip_cli.tiny import build_tokenizer, tiny_thinker_config
+    from omnizip_cli.models.qwen2_5_omni import CHAT_TEMPLATE, NAMED_SPECIAL_TOKENS, SPECIAL_TOKENS, tiny_thinker_config
+    from omnizip_cli.models.tiny import build_tokenizer
 
-    return tiny_thinker_config(build_tokenizer())
+    return tiny_thinker_config(build_tokenizer(SPECIAL_TOKENS, NAMED_SPECIAL_TOKENS, CHAT_TEMPLATE))
 
 
 def build_model(config: Any, device: str, dtype: Any) -> Any:
@@ -118,3 +121,82 @@ def build_model(config: Any, device: str, dtype: Any) -> Any:
     model.generation_config.eos_token_id = eos
     model.generation_config.pad_token_id = config.text_config.pad_token_id
     return model
+
+
+# ------------------------------------------------------------------------------------------ model operations
+
+
+def adapter() -> Any:
+    """The Qwen2.5-Omni model adapter (the benchmarks build that family's thinker)."""
+    from omnizip_cli.models.qwen2_5_omni import ADAPTER
+
+    return ADAPTER
+
+
+def prefill(model: Any, inputs: Any, *, head_on_all_positions: bool = False) -> tuple[Any, Any]:
+    """Prefill ``inputs`` (:class:`~omnizip_cli.models.base.PrefillInputs`) onto a new cache.
+
+    Returns the last position's logits ``[1, V]`` (head on the last position only) and the cache.
+    """
+    from omnizip_cli.generation.eager import forward_tokens, new_cache
+
+    text = adapter().text_model(model)
+    cache = new_cache(text)
+    logits = forward_tokens(text, inputs.embeds, inputs.attention_mask, inputs.position_ids, cache,
+                            lm_kwargs=inputs.lm_kwargs, head_on_all_positions=head_on_all_positions)
+    return logits, cache
+
+
+def next_position(inputs: Any) -> Any:
+    """The position of the first generated token: the last prompt token's + 1 (as stock ``generate``)."""
+    return inputs.position_ids[0, 0, -1] + 1
+
+
+def decode_step(model: Any, token: Any, position: Any, attention_mask: Any, cache: Any) -> Any:
+    """One token ``[1, 1]`` at ``position`` onto ``cache`` (mask covers cache + token); logits ``[1, V]``."""
+    import torch
+
+    from omnizip_cli.generation.eager import embed_ids, forward_tokens
+
+    text = adapter().text_model(model)
+    position_ids = torch.as_tensor(position, device=token.device).reshape(1, 1, 1).expand(3, 1, 1)
+    return forward_tokens(text, embed_ids(text, token), attention_mask, position_ids, cache)
+
+
+def keep_plan(model: Any, encoded: Any, config: Any) -> Any:
+    """The OmniZip keep plan of an :class:`~omnizip_cli.models.base.EncodedMedia` (as the Session builds it)."""
+    from omnizip_cli.compression import build_keep_plan
+
+    family = adapter()
+    ids = family.token_ids(model)
+    return build_keep_plan(
+        encoded.embeds[0],
+        encoded.input_ids[0],
+        encoded.audio_scores,
+        encoded.video_grid_thw,
+        audio_token_id=ids.audio,
+        video_token_id=ids.video,
+        spatial_merge_size=family.spatial_merge_size(model),
+        config=config,
+    )
+
+
+def prepared_prompt(tensors: dict[str, Any], kind: str = "video+audio") -> Any:
+    """Wrap processor-shaped tensors (a whole one-turn prompt) as a :class:`~omnizip_cli.models.base.PreparedPrompt`."""
+    from omnizip_cli.models.base import PreparedPrompt, PromptTemplates
+
+    return PreparedPrompt(tensors=tensors, kind=kind, use_audio_in_video=kind == "video+audio",
+                          templates=PromptTemplates(question_suffix="", next_turn=""))
+
+
+def encode(model: Any, prepared: Any, *, record_saliency: bool = False) -> Any:
+    """The adapter's encode (encoders, saliency, positions) with a throwaway stage timer."""
+    from omnizip_cli.measure import StageTimer
+
+    device = str(adapter().text_model(model).device)
+    return adapter().encode(model, prepared, record_saliency=record_saliency, timer=StageTimer(device=device))
+
+
+def encoders(model: Any) -> dict[str, Any]:
+    """``{"vision": ..., "audio": ...}``: the encoders whose attention the fast path switches."""
+    return adapter().encoder_modules(model)

@@ -4,7 +4,10 @@
   CPU; every stage, equivalence and ratio line is there with its keys.
 * its synthetic ``input_ids`` layout equals what the real ``Qwen2_5OmniProcessor`` produces for a
   video with its audio track (so the full-size timings are for the sequence users really send);
-* ``benchmarks/keep_plan.py --quick`` and ``benchmarks/media_decode.py --quick`` when they exist.
+* ``benchmarks/keep_plan.py --quick``, ``media_decode.py --quick``, ``saliency_memory.py --quick`` and
+  ``decode_speed.py --tiny``.
+
+The subprocess smokes are marked ``slow`` (CI still runs them: the default run includes slow tests).
 """
 
 from __future__ import annotations
@@ -69,6 +72,7 @@ def load_model_stages():
     return module
 
 
+@pytest.mark.slow
 def test_model_stages_tiny() -> None:
     proc = run_script("benchmarks/model_stages.py", "--tiny")
     assert proc.returncode == 0, proc.stderr[-4000:]
@@ -107,6 +111,7 @@ def test_model_stages_tiny() -> None:
     assert prefill_tokens["35"] < prefill_tokens["45"] < prefill_tokens["full"]
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without a GPU")
 def test_model_stages_refuses_full_size_on_cpu() -> None:
     proc = run_script("benchmarks/model_stages.py", "--seconds", "30")
@@ -116,8 +121,7 @@ def test_model_stages_refuses_full_size_on_cpu() -> None:
 
 def test_model_stages_layout_matches_processor() -> None:
     """The synthetic audio-in-video token layout equals the stock processor's, on the tiny checkpoint."""
-    from omnizip_cli.inputs import build_inputs
-    from omnizip_cli.loading import ModelSpec, load_model
+    from omnizip_cli.models.registry import ModelSpec, load_model
 
     from tests.helpers.synthetic import synthetic_media
 
@@ -125,8 +129,8 @@ def test_model_stages_layout_matches_processor() -> None:
     loaded = load_model(ModelSpec(model="tiny", device="cpu", dtype="float32"))
     config = loaded.model.config
     for seconds, (height, width) in ((6, (224, 392)), (9, (168, 252))):
-        inputs = build_inputs(loaded.processor, synthetic_media(seconds, seconds, height=height, width=width), "Why?")
-        tensors = inputs.tensors
+        media = synthetic_media(seconds, seconds, height=height, width=width)
+        tensors = loaded.adapter.prepare(loaded.processor, media, question="Why?").tensors
         grid = tuple(int(x) for x in tensors["video_grid_thw"][0].tolist())
         second_per_grid = float(tensors["video_second_per_grid"][0])
         mel_frames = int(tensors["feature_attention_mask"].sum())
@@ -174,6 +178,7 @@ def test_full_size_configs_have_the_stated_dimensions() -> None:
     assert abs(counts["3b"] / 1e9 - 4.70) < 0.01, counts
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("script", "smoke_flag"),
     [("keep_plan.py", "--quick"), ("media_decode.py", "--quick"), ("saliency_memory.py", "--quick"),
