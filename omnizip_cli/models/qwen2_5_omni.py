@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .base import EncodedMedia, MediaTokenIds, PreparedPrompt, PrefillInputs, TextModel
+from .device_preprocess import video_kwargs
 from .prompts import cut_templates, media_messages, render
 
 if TYPE_CHECKING:
@@ -133,7 +134,7 @@ class Qwen25OmniAdapter:
 
     # ------------------------------------------------------------------------------ prompt
     def prepare(self, processor: Any, media: DecodedMedia, system: str | None = None, *,
-                question: str | None = None) -> PreparedPrompt:
+                question: str | None = None, device: str | None = None) -> PreparedPrompt:
         has_video = media.frames is not None
         has_audio = media.audio is not None
         if not has_video and not has_audio:
@@ -157,6 +158,7 @@ class Qwen25OmniAdapter:
                 "fps": float(media.summary.fps_used),
                 "do_sample_frames": False,
             }
+            kwargs["videos_kwargs"].update(video_kwargs(device))  # pixel work on the model's device
             if has_audio:
                 kwargs["load_audio_from_video"] = True
                 kwargs["audio_from_video_indices"] = [0]
