@@ -35,16 +35,19 @@ QWEN_OMNI_TOKEN_IDS = dict(
 )
 
 
-def full_thinker_config(size: str, *, tiny_encoders: bool = False) -> Any:
+def full_thinker_config(size: str, *, tiny_encoders: bool = False, token_ids: dict[str, int] | None = None) -> Any:
     """``Qwen2_5OmniThinkerConfig`` with the real 7B or 3B dimensions.
 
     ``tiny_encoders=True`` keeps the language model full-size but shrinks the vision and audio
     encoders to one small layer each, for benchmarks that time only the language model.
+    ``token_ids`` replaces the hub checkpoints' special token ids (same keys as
+    :data:`QWEN_OMNI_TOKEN_IDS`), e.g. with the tiny tokenizer's (:func:`tiny_token_ids`) so that the
+    stock processor around that tokenizer feeds the full-size model.
     """
     from transformers import Qwen2_5OmniThinkerConfig
 
     spec = SIZES[size]
-    ids = QWEN_OMNI_TOKEN_IDS
+    ids = {**QWEN_OMNI_TOKEN_IDS, **(token_ids or {})}
     text = dict(
         spec["text"],
         hidden_act="silu",
@@ -90,6 +93,26 @@ def full_thinker_config(size: str, *, tiny_encoders: bool = False) -> Any:
         position_id_per_seconds=25,
         seconds_per_chunk=2,
     )
+
+
+def tiny_token_ids(tokenizer: Any) -> dict[str, int]:
+    """The special token ids of ``tokenizer`` under the keys of :data:`QWEN_OMNI_TOKEN_IDS`."""
+    names = dict(
+        pad="<|endoftext|>", im_start="<|im_start|>", im_end="<|im_end|>", audio="<|AUDIO|>",
+        audio_bos="<|audio_bos|>", audio_eos="<|audio_eos|>", vision_bos="<|vision_bos|>",
+        vision_eos="<|vision_eos|>", image="<|IMAGE|>", video="<|VIDEO|>",
+    )
+    ids = {key: int(tokenizer.convert_tokens_to_ids(token)) for key, token in names.items()}
+    ids["user"] = int(tokenizer.convert_tokens_to_ids("user")) if "user" in tokenizer.get_vocab() else 0
+    return ids
+
+
+def tiny_processor() -> Any:
+    """The stock ``Qwen2_5OmniProcessor`` of ``--model tiny``: its tokenizer, the real Omni preprocessing values."""
+    from omnizip_cli.models.qwen2_5_omni import CHAT_TEMPLATE, NAMED_SPECIAL_TOKENS, SPECIAL_TOKENS, build_processor
+    from omnizip_cli.models.tiny import build_tokenizer
+
+    return build_processor(build_tokenizer(SPECIAL_TOKENS, NAMED_SPECIAL_TOKENS, CHAT_TEMPLATE))
 
 
 def tiny_config() -> Any:
@@ -200,3 +223,40 @@ def encode(model: Any, prepared: Any, *, record_saliency: bool = False) -> Any:
 def encoders(model: Any) -> dict[str, Any]:
     """``{"vision": ..., "audio": ...}``: the encoders whose attention the fast path switches."""
     return adapter().encoder_modules(model)
+
+
+def random_loaded_model(size: str, device: str, dtype: Any, *, fast_encoders: bool = True) -> Any:
+    """A :class:`~omnizip_cli.models.registry.LoadedModel` of the full-size ``size`` thinker with random weights.
+
+    Built directly on ``device`` in ``dtype`` (no download), with the tiny checkpoint's processor
+    (its own tokenizer, the real Omni preprocessing values) and the model's special token ids set
+    to that tokenizer's, so that ``Session.open`` runs the real file -> processor -> encoders ->
+    keep plan -> prefill path on the full architecture. The encoders take the varlen fast path
+    where ``omnizip`` itself would (same policy as ``load_model``).
+    """
+    import time
+
+    from omnizip_cli.models import encoder_attention as ea
+    from omnizip_cli.models.registry import LoadedModel
+
+    started = time.perf_counter()
+    processor = tiny_processor()
+    config = full_thinker_config(size, token_ids=tiny_token_ids(processor.tokenizer))
+    model = build_model(config, device, dtype)
+    modules = encoders(model)
+    decision = ea.fast_attention_decision(modules)
+    enabled = ea.enable_fast_encoder_attention(modules) if fast_encoders else False
+    return LoadedModel(
+        model=model,
+        processor=processor,
+        adapter=adapter(),
+        name=f"qwen2.5-omni-{size}-thinker (random weights)",
+        path="(built in memory)",
+        is_tiny=True,
+        device=device,
+        dtype=str(dtype).replace("torch.", ""),
+        attn_implementation="sdpa",
+        load_seconds=time.perf_counter() - started,
+        fast_encoder_attention=enabled,
+        encoder_attention_note=decision.reason if fast_encoders else "stock encoder attention",
+    )
