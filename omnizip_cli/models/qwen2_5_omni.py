@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .base import EncodedMedia, MediaTokenIds, PreparedPrompt, PrefillInputs, TextModel
-from .device_preprocess import video_kwargs
+from .device_preprocess import finish_pixel_values, video_kwargs
 from .prompts import cut_templates, media_messages, render
 
 if TYPE_CHECKING:
@@ -163,6 +163,7 @@ class Qwen25OmniAdapter:
                 kwargs["load_audio_from_video"] = True
                 kwargs["audio_from_video_indices"] = [0]
         tensors = dict(processor(**kwargs))
+        finish_pixel_values(tensors, processor.video_processor, device if has_video else None)
         tensors.pop("num_audio_tokens", None)
         return PreparedPrompt(tensors=tensors, kind=kind, use_audio_in_video=has_video and has_audio,
                               templates=templates, system=system)

@@ -1,9 +1,10 @@
 """The video processor's pixel work on the model's device (``omnizip_cli.models.device_preprocess``).
 
-* the switch: ``auto`` picks the model's CUDA device and nothing else; ``cpu`` and the environment
-  variable turn it off; an explicit device is taken as given;
+* the switch: ``auto`` picks the model's device (CPU or CUDA); ``stock`` (argument or environment
+  variable) keeps the stock processor path; an explicit device is taken as given;
 * the device path run on the CPU device gives the stock processor's tensors (within float
-  tolerance; in fact bitwise);
+  tolerance; in fact bitwise), also for an odd frame count (the processor pads the last 2-frame
+  group) and for video without audio;
 * on a GPU (``gpu``-marked): the pixel values come out on the device, equal to the CPU path within
   float tolerance, every other tensor identical, and a Session opens and answers from them.
 """
@@ -36,15 +37,18 @@ def assert_same_inputs(stock: dict[str, Any], device: dict[str, Any]) -> None:
 
 def test_switch(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(ENV_VAR, raising=False)
-    assert preprocess_device("cpu") is None
-    assert preprocess_device(None) is None
-    assert preprocess_device("cuda:0", "cpu") is None
+    assert preprocess_device("cpu") == "cpu"
+    assert preprocess_device(None) == "cpu"
+    assert preprocess_device("mps") is None  # anything else: the stock path
+    assert preprocess_device("cuda:0", "stock") is None
+    assert preprocess_device("cuda:0", "cpu") == "cpu"
     assert preprocess_device("cpu", "cuda:1") == "cuda:1"
     expected = "cuda:0" if torch.cuda.is_available() else None
     assert preprocess_device("cuda:0") == expected
-    monkeypatch.setenv(ENV_VAR, "cpu")
-    assert preprocess_device("cuda:0") is None
-    assert video_kwargs(None) == {} and video_kwargs("cuda:0") == {"device": "cuda:0"}
+    monkeypatch.setenv(ENV_VAR, "stock")
+    assert preprocess_device("cpu") is None and preprocess_device("cuda:0") is None
+    assert video_kwargs(None) == {}
+    assert video_kwargs("cuda:0") == {"device": "cuda:0", "do_rescale": False, "do_normalize": False}
 
 
 def test_device_path_on_cpu_equals_stock(tiny_model: Any) -> None:
@@ -53,6 +57,15 @@ def test_device_path_on_cpu_equals_stock(tiny_model: Any) -> None:
     on_cpu = tiny_model.adapter.prepare(tiny_model.processor, media, device="cpu")
     assert_same_inputs(stock.tensors, on_cpu.tensors)
     assert on_cpu.tensors["pixel_values_videos"].device.type == "cpu"
+    assert on_cpu.tensors["pixel_values_videos"].dtype == torch.float32
+
+
+def test_device_path_on_cpu_odd_frames_and_no_audio(tiny_model: Any) -> None:
+    media = synthetic_media(5, None, height=168, width=280)
+    media.frames = media.frames[:-1]  # an odd count: the processor repeats the last frame
+    stock = tiny_model.adapter.prepare(tiny_model.processor, media)
+    on_cpu = tiny_model.adapter.prepare(tiny_model.processor, media, device="cpu")
+    assert_same_inputs(stock.tensors, on_cpu.tensors)
 
 
 @pytest.mark.gpu
