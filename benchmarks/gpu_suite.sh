@@ -13,7 +13,8 @@
 # 300 s clips), decode_speed (7B LLM), session (5 questions, cold vs reopen, full vs compressed),
 # preprocess (media decode + processor, CPU vs device pixel work, 60 s 720p clip) and ask_e2e
 # (omnizip ask, file to first token, full vs compressed, 60 s 720p clip).
-# Environment: PYTHON (default python3), OMNIZIP_CACHE (default OUT_DIR/cache).
+# Environment: PYTHON (default python3), OMNIZIP_CACHE (default OUT_DIR/cache), PYTEST_ARGS (added to
+# the gpu_tests step's pytest command).
 set -u -o pipefail
 
 tiny=0
@@ -37,7 +38,7 @@ suite_started=$(date +%s.%N)
 
 if [ $tiny -eq 1 ]; then
     mode=tiny
-    model_stages=(benchmarks/model_stages.py --tiny --repeats 1)
+    model_stages=(benchmarks/model_stages.py --tiny --repeats 1 --decode-tokens 4)
     decode_speed=(benchmarks/decode_speed.py --tiny --context 256 96 --new-tokens 4 --repeats 1)
     session=(benchmarks/session.py --tiny --seconds 8 --width 320 --height 180 --repeats 1 --new-tokens 2
              --no-warmup --work-dir "$work")
@@ -70,8 +71,11 @@ step() {
 
 gpu_tests() {
     # The gpu-marked tests (skipped without CUDA), one JSON line per test from pytest's JUnit XML.
-    local xml="$out/gpu_tests.xml" rc
-    "$py" -m pytest -m gpu -q -p no:cacheprovider --junitxml="$xml" tests >&2
+    # Only the files that hold gpu-marked tests are collected; PYTEST_ARGS adds options.
+    local xml="$out/gpu_tests.xml" rc files
+    files=$(grep -rlE "pytest\.mark\.gpu|mark\.gpu" tests --include='test_*.py' | sort)
+    # shellcheck disable=SC2086  # PYTEST_ARGS and the file list are word lists
+    "$py" -m pytest -m gpu -q -p no:cacheprovider --junitxml="$xml" ${PYTEST_ARGS:-} $files >&2
     rc=$?
     "$py" benchmarks/junit_jsonl.py "$xml" --bench gpu_tests || return 1
     [ $rc -eq 5 ] && rc=0  # 5: no test collected (none is gpu-marked): not a failure of the suite
