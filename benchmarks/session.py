@@ -4,6 +4,7 @@
     python benchmarks/session.py                 # GPU: random-weight 7B thinker, 60 s 1280x720 clip
     python benchmarks/session.py --tiny          # CPU smoke: --model tiny, 60 s 640x360 clip (CI)
     python benchmarks/session.py --reopen disk   # the reopen through the disk cache of prepared media
+    python benchmarks/session.py --size 0.5b-llm --device cpu --seconds 20   # CPU, LLM-bound
 
 Model: on a GPU the **Qwen2.5-Omni-7B thinker** with random weights, built directly on the device in
 bfloat16 (``benchmarks/thinker_configs.py``: ``random_loaded_model``; nothing is downloaded), with
@@ -57,6 +58,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from benchmarks.jsonlines import json_lines_output  # noqa: E402
+from benchmarks.thinker_configs import CPU_SIZES  # noqa: E402
 
 BENCH = "session"
 QUESTIONS = (
@@ -119,7 +121,8 @@ def load(args: argparse.Namespace) -> Any:
     device = args.device or "cuda"
     if device == "cuda":
         device = f"cuda:{torch.cuda.current_device()}"
-    return random_loaded_model(args.size, device, torch.bfloat16)
+    dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
+    return random_loaded_model(args.size, device, dtype, tiny_encoders=args.size in CPU_SIZES)
 
 
 # ------------------------------------------------------------------------------------------ measuring
@@ -200,8 +203,10 @@ def loaded_sync(loaded: Any) -> None:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tiny", action="store_true", help="CPU smoke: --model tiny in float32")
-    parser.add_argument("--size", choices=("7b", "3b"), default="7b", help="random-weight thinker (GPU; default 7b)")
-    parser.add_argument("--device", default=None, help="cuda (default) or cuda:N; --tiny: cpu")
+    parser.add_argument("--size", choices=("7b", "3b", *CPU_SIZES), default="7b",
+                        help="random-weight thinker (default 7b; 0.5b-llm: a 0.5B-class LLM under tiny "
+                             "encoders, for a CPU run bound by the language model)")
+    parser.add_argument("--device", default=None, help="cuda (default), cuda:N or cpu; --tiny: cpu")
     parser.add_argument("--seconds", type=float, default=60.0, help="clip length (default 60)")
     parser.add_argument("--width", type=int, default=None, help="clip width (default 1280; --tiny 640)")
     parser.add_argument("--height", type=int, default=None, help="clip height (default 720; --tiny 360)")
@@ -230,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     import transformers
 
-    if not args.tiny and not torch.cuda.is_available():
+    if not args.tiny and not str(args.device or "cuda").startswith("cpu") and not torch.cuda.is_available():
         print(f"{BENCH}: no CUDA GPU here; the random-weight {args.size} thinker runs on a GPU only "
               "(use --tiny for the CPU smoke run)", file=sys.stderr)
         return 2

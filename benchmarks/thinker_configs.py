@@ -28,6 +28,18 @@ SIZES: dict[str, dict[str, Any]] = {
         out_dim=2048,
     ),
 }
+# Not a Qwen2.5-Omni size: a 0.5B-class language model (Qwen2.5-0.5B's dimensions) under the tiny
+# encoders, so that a CPU run of session.py is bound by the language model as the 7B on a GPU is.
+CPU_SIZES: dict[str, dict[str, Any]] = {
+    "0.5b-llm": dict(
+        text=dict(
+            vocab_size=151936, hidden_size=896, intermediate_size=4864, num_hidden_layers=24,
+            num_attention_heads=14, num_key_value_heads=2,
+        ),
+        out_dim=896,
+        mrope_section=[8, 12, 12],  # head_dim 64
+    ),
+}
 # Qwen2.5-Omni's special token ids (the hub checkpoints' thinker_config and tokenizer).
 QWEN_OMNI_TOKEN_IDS = dict(
     pad=151643, im_start=151644, im_end=151645, audio=151646, audio_bos=151647, audio_eos=151648,
@@ -46,14 +58,14 @@ def full_thinker_config(size: str, *, tiny_encoders: bool = False, token_ids: di
     """
     from transformers import Qwen2_5OmniThinkerConfig
 
-    spec = SIZES[size]
+    spec = SIZES[size] if size in SIZES else CPU_SIZES[size]
     ids = {**QWEN_OMNI_TOKEN_IDS, **(token_ids or {})}
     text = dict(
         spec["text"],
         hidden_act="silu",
         max_position_embeddings=32768,
         rms_norm_eps=1e-6,
-        rope_parameters={"rope_type": "default", "rope_theta": 1e6, "mrope_section": [16, 24, 24]},
+        rope_parameters={"rope_type": "default", "rope_theta": 1e6, "mrope_section": spec.get("mrope_section", [16, 24, 24])},
         use_sliding_window=False,
         tie_word_embeddings=False,
         pad_token_id=ids["pad"],
@@ -225,14 +237,16 @@ def encoders(model: Any) -> dict[str, Any]:
     return adapter().encoder_modules(model)
 
 
-def random_loaded_model(size: str, device: str, dtype: Any, *, fast_encoders: bool = True) -> Any:
+def random_loaded_model(size: str, device: str, dtype: Any, *, fast_encoders: bool = True,
+                        tiny_encoders: bool = False) -> Any:
     """A :class:`~omnizip_cli.models.registry.LoadedModel` of the full-size ``size`` thinker with random weights.
 
     Built directly on ``device`` in ``dtype`` (no download), with the tiny checkpoint's processor
     (its own tokenizer, the real Omni preprocessing values) and the model's special token ids set
     to that tokenizer's, so that ``Session.open`` runs the real file -> processor -> encoders ->
     keep plan -> prefill path on the full architecture. The encoders take the varlen fast path
-    where ``omnizip`` itself would (same policy as ``load_model``).
+    where ``omnizip`` itself would (same policy as ``load_model``). ``size``: a key of
+    :data:`SIZES` or :data:`CPU_SIZES`; ``tiny_encoders``: one small layer per encoder.
     """
     import time
 
@@ -241,7 +255,7 @@ def random_loaded_model(size: str, device: str, dtype: Any, *, fast_encoders: bo
 
     started = time.perf_counter()
     processor = tiny_processor()
-    config = full_thinker_config(size, token_ids=tiny_token_ids(processor.tokenizer))
+    config = full_thinker_config(size, tiny_encoders=tiny_encoders, token_ids=tiny_token_ids(processor.tokenizer))
     model = build_model(config, device, dtype)
     modules = encoders(model)
     decision = ea.fast_attention_decision(modules)
@@ -250,7 +264,7 @@ def random_loaded_model(size: str, device: str, dtype: Any, *, fast_encoders: bo
         model=model,
         processor=processor,
         adapter=adapter(),
-        name=f"qwen2.5-omni-{size}-thinker (random weights)",
+        name=f"qwen2.5-omni-{size}-thinker{' (tiny encoders)' if tiny_encoders else ''} (random weights)",
         path="(built in memory)",
         is_tiny=True,
         device=device,
