@@ -22,13 +22,14 @@ Paths, each decoding ``--new-tokens`` greedy tokens after the same prefill:
 
 * ``stock_generate``: ``model.generate(inputs_embeds=..., attention_mask=..., position_ids=...,
   do_sample=False)`` (dynamic cache), timed by a streamer that stamps each new token;
-* ``eager_loop``: :func:`omnizip_cli.decoding.generate` (dynamic cache, one Python step per token);
-* ``fast``: :func:`omnizip_cli.fast_decoding.generate_fast`: static KV cache and, on a GPU, the step
+* ``eager_loop``: :func:`omnizip_cli.generation.stream.generate` with ``decoder="eager"`` (dynamic
+  cache, one Python step per token);
+* ``fast``: the same with ``decoder="fast"`` (:mod:`omnizip_cli.generation.static_graph`): static KV cache and, on a GPU, the step
   replayed as a CUDA graph (``decoder`` says which). Its first call at a context allocates the cache
   and captures the graph: that one-off cost is the ``warmup`` line, never part of the rates.
 
 Decode rate = (tokens - 1) / (time from the first token on the host to the last one on the host), as
-:attr:`GenerationResult.decode_tokens_per_second`. Each path runs once untimed, then ``--repeats``
+:attr:`AnswerStats.decode_tokens_per_second`. Each path runs once untimed, then ``--repeats``
 times interleaved (stock, eager, fast, stock, ...); figures are medians. CUDA is synchronised around
 each run and ``max_memory_allocated`` is reset before it (weights included); on the CPU the process's
 peak RSS is reported instead.
@@ -37,7 +38,7 @@ Output: JSON lines on stdout (``kind``: ``setup``, ``warmup``, ``decode``, ``equ
 ``ratio``), progress on stderr. ``ratio`` lines: ``fast_over_stock`` (target >= 2.0 on the GPU at
 the 8 k context), ``fast_over_eager``, ``eager_over_stock``. ``equivalence`` compares the greedy tokens
 of the three paths (with random bf16 weights near-uniform logits may flip an argmax between kernels;
-exactness is proven on the tiny model in float32 by ``tests/test_fast_decoding.py``).
+exactness is proven on the tiny model in float32 by ``tests/model/test_fast_decoding.py``).
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from benchmarks.jsonlines import json_lines_output  # noqa: E402
-from benchmarks.thinker_configs import build_model, full_thinker_config, tiny_config  # noqa: E402
+from benchmarks.thinker_configs import adapter, build_model, full_thinker_config, tiny_config  # noqa: E402
 
 BENCH = "decode_speed"
 FAST_OVER_STOCK_TARGET = 2.0
@@ -88,7 +89,7 @@ def make_prefill(model: Any, context: int, span: int, seed: int = 0) -> Any:
     """``context`` prompt tokens as embeddings, positions spread over ``span`` (original positions kept)."""
     import torch
 
-    from omnizip_cli.pipeline import PrefillInputs
+    from omnizip_cli.models.base import PrefillInputs
 
     device = model.model.language_model.embed_tokens.weight.device
     generator = torch.Generator().manual_seed(seed)
@@ -103,7 +104,6 @@ def make_prefill(model: Any, context: int, span: int, seed: int = 0) -> Any:
         embeds=embeds,
         attention_mask=torch.ones((1, context), dtype=torch.long, device=device),
         position_ids=positions,
-        next_position=int(positions.max()) + 1,
     )
 
 
@@ -146,7 +146,7 @@ class Device:
     def peak(self) -> tuple[int, str]:
         if self.cuda:
             return int(self.torch.cuda.max_memory_allocated(self.device)), "cuda_max_allocated"
-        from omnizip_cli.stats import process_peak_rss_bytes
+        from omnizip_cli.measure import process_peak_rss_bytes
 
         return int(process_peak_rss_bytes()), "cpu_rss"
 
@@ -180,15 +180,16 @@ def run_stock(model: Any, prefill: Any, new_tokens: int, dev: Device) -> dict[st
 
 
 def run_ours(model: Any, prefill: Any, new_tokens: int, dev: Device, fast: bool) -> dict[str, Any]:
-    from omnizip_cli.decoding import GenerationOptions, generate
-    from omnizip_cli.fast_decoding import generate_fast
+    from omnizip_cli.generation.sampling import GenerationOptions
+    from omnizip_cli.generation.stream import generate
+    from omnizip_cli.measure import StageTimer
 
     options = GenerationOptions(max_new_tokens=new_tokens)
     dev.reset_peak()
-    if fast:
-        result = generate_fast(model, prefill, options, sync=dev.sync, use_cuda_graph=dev.cuda)
-    else:
-        result = generate(model, prefill, options, sync=dev.sync)
+    text = adapter().text_model(model)
+    # decoder="fast": static KV cache, its step replayed as a CUDA graph on a GPU (run eagerly on the CPU)
+    result = generate(text, prefill, options, decoder="fast" if fast else "eager", timer=StageTimer(device=dev.device))
+    dev.sync()
     return {
         "tokens": result.token_ids,
         "tokens_per_second": result.decode_tokens_per_second,
@@ -293,7 +294,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     import transformers
 
-    from omnizip_cli.fast_decoding import choose_decoder
+    from omnizip_cli.generation.static_graph import choose_decoder
 
     if args.tiny:
         device, dtype, config, name = "cpu", torch.float32, tiny_config(), "tiny"

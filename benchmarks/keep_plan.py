@@ -2,7 +2,7 @@
 
 Builds a processor-like layout for a clip (2-s chunks of 2 grid steps + 50 audio tokens; 25 audio
 tokens/s, one grid step per second at fps 2) with random embeddings at full model width, and times
-``build_keep_plan`` (vectorized) and ``tests/compression_reference.reference_keep_plan`` (loops).
+``build_keep_plan`` (vectorized) and ``tests/helpers/compression_reference.reference_keep_plan`` (loops).
 Prints one JSON object per measurement:
 
     {"bench": "keep_plan", "clip_s", "device", "dtype", "tokens", "vectorized_ms", "reference_ms",
@@ -36,10 +36,10 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def _import_reference():
-    """tests/compression_reference.py, importable once the repository root is on sys.path."""
+    """tests/helpers/compression_reference.py, importable once the repository root is on sys.path."""
     if str(REPO_ROOT) not in sys.path:
         sys.path.insert(0, str(REPO_ROOT))
-    from tests import compression_reference
+    from tests.helpers import compression_reference
 
     return compression_reference
 

@@ -11,7 +11,7 @@ Nothing is downloaded: the thinker architecture is built from its configuration 
 inputs are synthesised: random ``pixel_values_videos`` and ``input_features`` of the right sizes, and
 ``input_ids`` laid out exactly as ``Qwen2_5OmniProcessor`` lays out a video with its audio track
 (audio-in-video: ``<|vision_bos|><|audio_bos|>`` then, per 2-s chunk, the chunk's video tokens and
-its audio tokens, then ``<|audio_eos|><|vision_eos|>``; ``tests/test_benchmarks_smoke.py`` checks
+its audio tokens, then ``<|audio_eos|><|vision_eos|>``; ``tests/model/test_benchmarks_smoke.py`` checks
 this layout against the real processor). Special token ids come from the model configuration.
 
 Architectures (random weights; the dimensions of the hub checkpoints' ``thinker_config``):
@@ -42,15 +42,15 @@ Stages (each: a warm-up, then ``--repeats`` runs; CUDA synchronised around each 
 included; on the CPU the process's peak RSS instead):
 
 * ``vision_encoder`` stock (transformers ``sdpa``: one attention call per window) and fast
-  (:mod:`omnizip_cli.fast_attention`: one ``varlen_attn`` call per layer), with an ``equivalence``
+  (:mod:`omnizip_cli.models.encoder_attention`: one ``varlen_attn`` call per layer), with an ``equivalence``
   line comparing their outputs; ``audio_encoder`` stock and fast, likewise;
 * ``saliency``: the audio encoder with :class:`omnizip_cli.saliency.AudioSaliencyRecorder` minus
   without it, plus ``token_scores`` (its cost over the plain encoder);
-* ``keep_plan`` (``build_keep_plan``) and ``prune`` (``compressed_prefill``) at 45 % and 35 %
+* ``keep_plan`` (``build_keep_plan``) and ``prune`` (the adapter's ``prefill_inputs`` with the plan) at 45 % and 35 %
   retention of the audio + video tokens (``config_for_retention`` at this clip's token rates);
-* ``prefill`` (language model + head on the last position, :func:`omnizip_cli.decoding.prefill`)
+* ``prefill`` (language model + head on the last position, ``forward_tokens`` of :mod:`omnizip_cli.generation.eager`)
   at full / 45 % / 35 %;
-* ``decode``: 32 greedy tokens (:func:`omnizip_cli.decoding.decode_step`) after the full and the
+* ``decode``: 32 greedy tokens (one ``forward_tokens`` per token) after the full and the
   35 % prefill;
 * ``ttft``: time to first token end to end, from the processor's tensors on the device to the first
   token id on the host: ``stock_full`` (stock encoders, every token), ``fast_35`` (fast encoders +
@@ -86,8 +86,16 @@ if str(ROOT) not in sys.path:
 from benchmarks.jsonlines import json_lines_output  # noqa: E402
 from benchmarks.thinker_configs import (  # noqa: E402  (after the sys.path set-up)
     SIZES,
+    adapter,
     build_model,
+    decode_step,
+    encode,
+    encoders,
     full_thinker_config,
+    keep_plan,
+    next_position,
+    prefill,
+    prepared_prompt,
     tiny_config,
 )
 
@@ -196,7 +204,7 @@ class Clip:
     frame_px: tuple[int, int]
     video_tokens: int
     audio_tokens: int
-    inputs: Any  # omnizip_cli.inputs.ModelInputs, tensors on the device
+    inputs: Any  # omnizip_cli.models.base.PreparedPrompt, tensors on the device
 
     @property
     def tokens(self) -> int:
@@ -208,8 +216,6 @@ def synthesize_clip(
 ) -> Clip:
     """Processor-shaped tensors for a clip with random pixels and random log-mel features."""
     import torch
-
-    from omnizip_cli.inputs import ModelInputs
 
     vision = config.vision_config
     frames_per_grid = vision.temporal_patch_size
@@ -236,7 +242,7 @@ def synthesize_clip(
         "feature_attention_mask": torch.ones(1, mel_frames, dtype=torch.long),
     }
     tensors = {k: v.to(device) for k, v in tensors.items()}
-    inputs = ModelInputs(tensors=tensors, use_audio_in_video=True, kind="video+audio", prompt_text="")
+    inputs = prepared_prompt(tensors, "video+audio")
     video_tokens = grid[0] * rows * cols
     return Clip(
         seconds=seconds,
@@ -300,7 +306,7 @@ class Timer:
     def _peak(self) -> int:
         if self.cuda:
             return int(self.torch.cuda.max_memory_allocated(self.device))
-        from omnizip_cli.stats import process_peak_rss_bytes
+        from omnizip_cli.measure import process_peak_rss_bytes
 
         return process_peak_rss_bytes()
 
@@ -338,14 +344,14 @@ def rel_err(x: Any, ref: Any) -> float:
 
 
 def fast_backend_name(model: Any) -> str:
-    from omnizip_cli import fast_attention as fa
-
     import torch
 
-    visual = model.model.visual
+    from omnizip_cli.models import encoder_attention as ea
+
+    visual = encoders(model)["vision"]
     probe = torch.empty(1, visual.config.num_heads, visual.config.hidden_size // visual.config.num_heads,
                         device=next(visual.parameters()).device, dtype=next(visual.parameters()).dtype)
-    return "varlen_attn" if fa.kernel_supports(probe) else "padded_sdpa_reference"
+    return "varlen_attn" if ea.kernel_supports(probe) else "padded_sdpa_reference"
 
 
 def float32_encoders(model: Any) -> dict[str, Any]:
@@ -413,11 +419,11 @@ def run_clip(
 ) -> None:
     import torch
 
-    from omnizip_cli import fast_attention as fa
     from omnizip_cli.compression import config_for_retention
-    from omnizip_cli.decoding import decode_step, prefill
-    from omnizip_cli.pipeline import compressed_prefill, encode_prompt, plan_compression, uncompressed_prefill
+    from omnizip_cli.models import encoder_attention as ea
     from omnizip_cli.saliency import AudioSaliencyRecorder
+
+    family = adapter()
 
     thinker = model.model
     tensors = clip.inputs.tensors
@@ -440,7 +446,7 @@ def run_clip(
         record(stage, variant, m, **extra)
         return result
 
-    fast = lambda: fa.fast_encoder_attention(model, force=True)  # noqa: E731
+    fast = lambda: ea.fast_encoder_attention(encoders(model), force=True)  # noqa: E731
     backend = fast_backend_name(model)
 
     # --- encoders, stock vs fast, with equivalence of their outputs
@@ -497,16 +503,16 @@ def run_clip(
 
         # --- the encoded prompt (fast encoders + saliency), keep plans, pruning
         with fast():
-            encoded = encode_prompt(model, clip.inputs, record_saliency=True)
-        prefills = {"full": uncompressed_prefill(encoded)}
+            encoded = encode(model, clip.inputs, record_saliency=True)
+        prefills = {"full": family.prefill_inputs(encoded, None)}
         plans = {}
         for label, retention in RETENTIONS.items():
             config = config_for_retention(
                 retention, audio_tokens_per_second=AUDIO_TOKENS_PER_SECOND,
                 video_tokens_per_second=args.video_tokens_per_second,
             )
-            plan = timed("keep_plan", label, lambda: plan_compression(model, encoded, config))
-            pruned = timed("prune", label, lambda: compressed_prefill(encoded, plan))
+            plan = timed("keep_plan", label, lambda: keep_plan(model, encoded, config))
+            pruned = timed("prune", label, lambda: family.prefill_inputs(encoded, plan))
             plans[label] = (config, plan)
             prefills[label] = pruned
             emit(dict(
@@ -533,7 +539,7 @@ def run_clip(
                 mask = pre.attention_mask
                 for i in range(args.decode_tokens):
                     mask = torch.cat([mask, mask.new_ones((1, 1))], dim=-1)
-                    token = decode_step(model, token, pre.next_position + i, mask, cache).argmax(-1, keepdim=True)
+                    token = decode_step(model, token, next_position(pre) + i, mask, cache).argmax(-1, keepdim=True)
                 return int(token)
 
             m = record("decode", label, timer.measure(steps, setup=start), new_tokens=args.decode_tokens,
@@ -549,19 +555,19 @@ def run_clip(
         )
 
         def ttft_stock_full() -> int:
-            encoded = encode_prompt(model, clip.inputs)
-            logits, _ = prefill(model, uncompressed_prefill(encoded))
+            encoded = encode(model, clip.inputs)
+            logits, _ = prefill(model, family.prefill_inputs(encoded, None))
             return int(logits.argmax(-1))
 
         def ttft_fast_35() -> int:
             with fast():
-                encoded = encode_prompt(model, clip.inputs, record_saliency=True)
-            plan = plan_compression(model, encoded, config_35)
-            logits, _ = prefill(model, compressed_prefill(encoded, plan))
+                encoded = encode(model, clip.inputs, record_saliency=True)
+            plan = keep_plan(model, encoded, config_35)
+            logits, _ = prefill(model, family.prefill_inputs(encoded, plan))
             return int(logits.argmax(-1))
 
         def ttft_stock_generate() -> int:
-            out = model.generate(**clip.inputs.generate_kwargs(), max_new_tokens=1, do_sample=False)
+            out = model.generate(**clip.inputs.tensors, use_audio_in_video=True, max_new_tokens=1, do_sample=False)
             return int(out[0, -1])
 
         record("ttft", "stock_full", timer.measure(ttft_stock_full),
@@ -662,9 +668,9 @@ def main(argv: list[str] | None = None) -> int:
     timer.sync()
     build_seconds = time.perf_counter() - started
 
-    from omnizip_cli import fast_attention as fa
-
     import transformers
+
+    from omnizip_cli.models import encoder_attention as ea
 
     params = sum(p.numel() for p in model.parameters())
     common = dict(model=model_name, device=device, dtype=str(dtype).replace("torch.", ""))
@@ -681,7 +687,7 @@ def main(argv: list[str] | None = None) -> int:
         torch=torch.__version__, transformers=transformers.__version__, python=platform.python_version(),
         cuda=torch.version.cuda, gpu=torch.cuda.get_device_name(device) if device.startswith("cuda") else None,
         cpu_count=os.cpu_count(), fast_attention_backend=fast_backend_name(model),
-        fast_attention_policy=fa.fast_attention_decision(model).reason,
+        fast_attention_policy=ea.fast_attention_decision(encoders(model)).reason,
         weights_bytes=torch.cuda.memory_allocated(device) if device.startswith("cuda") else None,
     )
     emit(setup)

@@ -1,6 +1,8 @@
 """The Qwen2.5-Omni thinker architectures the benchmarks build with random weights (no download).
 
-Shared by ``model_stages.py`` and ``decode_speed.py``. The 7B and 3B dimensions are those of the hub
+Shared by ``model_stages.py``, ``decode_speed.py`` and ``session.py``, with the few model operations
+they time below the :class:`~omnizip_cli.generation.session.Session` (prefill onto a fresh cache, one
+decode step, the keep plan), written on the model adapter's API. The 7B and 3B dimensions are those of the hub
 checkpoints' ``thinker_config`` (7B: 8.93 B parameters, 3B: 4.70 B; the smoke test checks them on
 the meta device).
 """
@@ -26,6 +28,18 @@ SIZES: dict[str, dict[str, Any]] = {
         out_dim=2048,
     ),
 }
+# Not a Qwen2.5-Omni size: a 0.5B-class language model (Qwen2.5-0.5B's dimensions) under the tiny
+# encoders, so that a CPU run of session.py is bound by the language model as the 7B on a GPU is.
+CPU_SIZES: dict[str, dict[str, Any]] = {
+    "0.5b-llm": dict(
+        text=dict(
+            vocab_size=151936, hidden_size=896, intermediate_size=4864, num_hidden_layers=24,
+            num_attention_heads=14, num_key_value_heads=2,
+        ),
+        out_dim=896,
+        mrope_section=[8, 12, 12],  # head_dim 64
+    ),
+}
 # Qwen2.5-Omni's special token ids (the hub checkpoints' thinker_config and tokenizer).
 QWEN_OMNI_TOKEN_IDS = dict(
     pad=151643, im_start=151644, im_end=151645, audio=151646, audio_bos=151647, audio_eos=151648,
@@ -33,22 +47,25 @@ QWEN_OMNI_TOKEN_IDS = dict(
 )
 
 
-def full_thinker_config(size: str, *, tiny_encoders: bool = False) -> Any:
+def full_thinker_config(size: str, *, tiny_encoders: bool = False, token_ids: dict[str, int] | None = None) -> Any:
     """``Qwen2_5OmniThinkerConfig`` with the real 7B or 3B dimensions.
 
     ``tiny_encoders=True`` keeps the language model full-size but shrinks the vision and audio
     encoders to one small layer each, for benchmarks that time only the language model.
+    ``token_ids`` replaces the hub checkpoints' special token ids (same keys as
+    :data:`QWEN_OMNI_TOKEN_IDS`), e.g. with the tiny tokenizer's (:func:`tiny_token_ids`) so that the
+    stock processor around that tokenizer feeds the full-size model.
     """
     from transformers import Qwen2_5OmniThinkerConfig
 
-    spec = SIZES[size]
-    ids = QWEN_OMNI_TOKEN_IDS
+    spec = SIZES[size] if size in SIZES else CPU_SIZES[size]
+    ids = {**QWEN_OMNI_TOKEN_IDS, **(token_ids or {})}
     text = dict(
         spec["text"],
         hidden_act="silu",
         max_position_embeddings=32768,
         rms_norm_eps=1e-6,
-        rope_parameters={"rope_type": "default", "rope_theta": 1e6, "mrope_section": [16, 24, 24]},
+        rope_parameters={"rope_type": "default", "rope_theta": 1e6, "mrope_section": spec.get("mrope_section", [16, 24, 24])},
         use_sliding_window=False,
         tie_word_embeddings=False,
         pad_token_id=ids["pad"],
@@ -90,11 +107,32 @@ def full_thinker_config(size: str, *, tiny_encoders: bool = False) -> Any:
     )
 
 
+def tiny_token_ids(tokenizer: Any) -> dict[str, int]:
+    """The special token ids of ``tokenizer`` under the keys of :data:`QWEN_OMNI_TOKEN_IDS`."""
+    names = dict(
+        pad="<|endoftext|>", im_start="<|im_start|>", im_end="<|im_end|>", audio="<|AUDIO|>",
+        audio_bos="<|audio_bos|>", audio_eos="<|audio_eos|>", vision_bos="<|vision_bos|>",
+        vision_eos="<|vision_eos|>", image="<|IMAGE|>", video="<|VIDEO|>",
+    )
+    ids = {key: int(tokenizer.convert_tokens_to_ids(token)) for key, token in names.items()}
+    ids["user"] = int(tokenizer.convert_tokens_to_ids("user")) if "user" in tokenizer.get_vocab() else 0
+    return ids
+
+
+def tiny_processor() -> Any:
+    """The stock ``Qwen2_5OmniProcessor`` of ``--model tiny``: its tokenizer, the real Omni preprocessing values."""
+    from omnizip_cli.models.qwen2_5_omni import CHAT_TEMPLATE, NAMED_SPECIAL_TOKENS, SPECIAL_TOKENS, build_processor
+    from omnizip_cli.models.tiny import build_tokenizer
+
+    return build_processor(build_tokenizer(SPECIAL_TOKENS, NAMED_SPECIAL_TOKENS, CHAT_TEMPLATE))
+
+
 def tiny_config() -> Any:
     """The tiny thinker configuration of ``--model tiny`` (same special tokens as its tokenizer)."""
-    from omnizip_cli.tiny import build_tokenizer, tiny_thinker_config
+    from omnizip_cli.models.qwen2_5_omni import CHAT_TEMPLATE, NAMED_SPECIAL_TOKENS, SPECIAL_TOKENS, tiny_thinker_config
+    from omnizip_cli.models.tiny import build_tokenizer
 
-    return tiny_thinker_config(build_tokenizer())
+    return tiny_thinker_config(build_tokenizer(SPECIAL_TOKENS, NAMED_SPECIAL_TOKENS, CHAT_TEMPLATE))
 
 
 def build_model(config: Any, device: str, dtype: Any) -> Any:
@@ -118,3 +156,121 @@ def build_model(config: Any, device: str, dtype: Any) -> Any:
     model.generation_config.eos_token_id = eos
     model.generation_config.pad_token_id = config.text_config.pad_token_id
     return model
+
+
+# ------------------------------------------------------------------------------------------ model operations
+
+
+def adapter() -> Any:
+    """The Qwen2.5-Omni model adapter (the benchmarks build that family's thinker)."""
+    from omnizip_cli.models.qwen2_5_omni import ADAPTER
+
+    return ADAPTER
+
+
+def prefill(model: Any, inputs: Any, *, head_on_all_positions: bool = False) -> tuple[Any, Any]:
+    """Prefill ``inputs`` (:class:`~omnizip_cli.models.base.PrefillInputs`) onto a new cache.
+
+    Returns the last position's logits ``[1, V]`` (head on the last position only) and the cache.
+    """
+    from omnizip_cli.generation.eager import forward_tokens, new_cache
+
+    text = adapter().text_model(model)
+    cache = new_cache(text)
+    logits = forward_tokens(text, inputs.embeds, inputs.attention_mask, inputs.position_ids, cache,
+                            lm_kwargs=inputs.lm_kwargs, head_on_all_positions=head_on_all_positions)
+    return logits, cache
+
+
+def next_position(inputs: Any) -> Any:
+    """The position of the first generated token: the last prompt token's + 1 (as stock ``generate``)."""
+    return inputs.position_ids[0, 0, -1] + 1
+
+
+def decode_step(model: Any, token: Any, position: Any, attention_mask: Any, cache: Any) -> Any:
+    """One token ``[1, 1]`` at ``position`` onto ``cache`` (mask covers cache + token); logits ``[1, V]``."""
+    import torch
+
+    from omnizip_cli.generation.eager import embed_ids, forward_tokens
+
+    text = adapter().text_model(model)
+    position_ids = torch.as_tensor(position, device=token.device).reshape(1, 1, 1).expand(3, 1, 1)
+    return forward_tokens(text, embed_ids(text, token), attention_mask, position_ids, cache)
+
+
+def keep_plan(model: Any, encoded: Any, config: Any) -> Any:
+    """The OmniZip keep plan of an :class:`~omnizip_cli.models.base.EncodedMedia` (as the Session builds it)."""
+    from omnizip_cli.compression import build_keep_plan
+
+    family = adapter()
+    ids = family.token_ids(model)
+    return build_keep_plan(
+        encoded.embeds[0],
+        encoded.input_ids[0],
+        encoded.audio_scores,
+        encoded.video_grid_thw,
+        audio_token_id=ids.audio,
+        video_token_id=ids.video,
+        spatial_merge_size=family.spatial_merge_size(model),
+        config=config,
+    )
+
+
+def prepared_prompt(tensors: dict[str, Any], kind: str = "video+audio") -> Any:
+    """Wrap processor-shaped tensors (a whole one-turn prompt) as a :class:`~omnizip_cli.models.base.PreparedPrompt`."""
+    from omnizip_cli.models.base import PreparedPrompt, PromptTemplates
+
+    return PreparedPrompt(tensors=tensors, kind=kind, use_audio_in_video=kind == "video+audio",
+                          templates=PromptTemplates(question_suffix="", next_turn=""))
+
+
+def encode(model: Any, prepared: Any, *, record_saliency: bool = False) -> Any:
+    """The adapter's encode (encoders, saliency, positions) with a throwaway stage timer."""
+    from omnizip_cli.measure import StageTimer
+
+    device = str(adapter().text_model(model).device)
+    return adapter().encode(model, prepared, record_saliency=record_saliency, timer=StageTimer(device=device))
+
+
+def encoders(model: Any) -> dict[str, Any]:
+    """``{"vision": ..., "audio": ...}``: the encoders whose attention the fast path switches."""
+    return adapter().encoder_modules(model)
+
+
+def random_loaded_model(size: str, device: str, dtype: Any, *, fast_encoders: bool = True,
+                        tiny_encoders: bool = False) -> Any:
+    """A :class:`~omnizip_cli.models.registry.LoadedModel` of the full-size ``size`` thinker with random weights.
+
+    Built directly on ``device`` in ``dtype`` (no download), with the tiny checkpoint's processor
+    (its own tokenizer, the real Omni preprocessing values) and the model's special token ids set
+    to that tokenizer's, so that ``Session.open`` runs the real file -> processor -> encoders ->
+    keep plan -> prefill path on the full architecture. The encoders take the varlen fast path
+    where ``omnizip`` itself would (same policy as ``load_model``). ``size``: a key of
+    :data:`SIZES` or :data:`CPU_SIZES`; ``tiny_encoders``: one small layer per encoder.
+    """
+    import time
+
+    from omnizip_cli.models import encoder_attention as ea
+    from omnizip_cli.models.registry import LoadedModel
+
+    started = time.perf_counter()
+    processor = tiny_processor()
+    config = full_thinker_config(size, tiny_encoders=tiny_encoders, token_ids=tiny_token_ids(processor.tokenizer))
+    model = build_model(config, device, dtype)
+    modules = encoders(model)
+    decision = ea.fast_attention_decision(modules)
+    enabled = ea.enable_fast_encoder_attention(modules) if fast_encoders else False
+    return LoadedModel(
+        model=model,
+        processor=processor,
+        adapter=adapter(),
+        name=f"qwen2.5-omni-{size}-thinker{' (tiny encoders)' if tiny_encoders else ''} (random weights)",
+        path="(built in memory)",
+        is_tiny=True,
+        device=device,
+        dtype=str(dtype).replace("torch.", ""),
+        attn_implementation="sdpa",
+        load_seconds=time.perf_counter() - started,
+        fast_encoder_attention=enabled,
+        encoder_attention_note=decision.reason if fast_encoders else "stock encoder attention",
+    )

@@ -404,6 +404,9 @@ def prepare(loaded: LoadedModel, media: DecodedMedia, *, system: str | None = No
     ``question`` given: the whole one-turn prompt instead, as the stock path builds it (for
     comparisons against stock ``generate``).
     """
+    from ..models.device_preprocess import preprocess_device
+
     timer = timer or StageTimer(device=loaded.device)
     with timer.stage("preprocess"):
-        return loaded.adapter.prepare(loaded.processor, media, system, question=question)
+        return loaded.adapter.prepare(loaded.processor, media, system, question=question,
+                                      device=preprocess_device(loaded.device))

@@ -200,10 +200,12 @@ class ModelAdapter(Protocol):
         ...
 
     def prepare(self, processor: Any, media: DecodedMedia, system: str | None = None, *,
-                question: str | None = None) -> PreparedPrompt:
+                question: str | None = None, device: str | None = None) -> PreparedPrompt:
         """Run the stock processor on the question-independent prompt prefix.
 
         ``question`` given: on the whole one-turn prompt instead (the stock path, for comparisons).
+        ``device`` given: the video processor's pixel work runs there
+        (:mod:`~omnizip_cli.models.device_preprocess`); None: the stock CPU path.
         """
         ...
 

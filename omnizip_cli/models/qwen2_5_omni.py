@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .base import EncodedMedia, MediaTokenIds, PreparedPrompt, PrefillInputs, TextModel, VisionGeometry
+from .device_preprocess import finish_pixel_values, video_kwargs
 from .prompts import cut_templates, media_messages, render
 
 if TYPE_CHECKING:
@@ -139,7 +140,7 @@ class Qwen25OmniAdapter:
 
     # ------------------------------------------------------------------------------ prompt
     def prepare(self, processor: Any, media: DecodedMedia, system: str | None = None, *,
-                question: str | None = None) -> PreparedPrompt:
+                question: str | None = None, device: str | None = None) -> PreparedPrompt:
         from ..preprocess import bounded_processor
 
         has_video = media.frames is not None
@@ -165,12 +166,19 @@ class Qwen25OmniAdapter:
                 "fps": float(media.summary.fps_used),
                 "do_sample_frames": False,
             }
+            kwargs["videos_kwargs"].update(video_kwargs(device))  # pixel work on the model's device
             if has_audio:
                 kwargs["load_audio_from_video"] = True
                 kwargs["audio_from_video_indices"] = [0]
-        # The video processor runs over bounded chunks of frames (same tensors, bitwise), after a
-        # check that the host memory it needs is there.
-        tensors = dict(bounded_processor(processor, media.frames)(**kwargs))
+        if device is not None and has_video:
+            # The pixel work on ``device`` (uint8 frames uploaded, patchified, then normalised there).
+            kwargs["videos_kwargs"].update(video_kwargs(device))
+            tensors = dict(processor(**kwargs))
+            finish_pixel_values(tensors, processor.video_processor, device)
+        else:
+            # The video processor over bounded chunks of frames (same tensors, bitwise), after a
+            # check that the host memory it needs is there.
+            tensors = dict(bounded_processor(processor, media.frames)(**kwargs))
         tensors.pop("num_audio_tokens", None)
         return PreparedPrompt(tensors=tensors, kind=kind, use_audio_in_video=has_video and has_audio,
                               templates=templates, system=system)

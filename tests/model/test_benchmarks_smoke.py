@@ -1,10 +1,15 @@
 """Smoke tests of the benchmarks (CI has no GPU): each runs its small mode and prints JSON lines.
 
-* ``benchmarks/model_stages.py --tiny``: the full-size benchmark's code with tiny dimensions on the
-  CPU; every stage, equivalence and ratio line is there with its keys.
+* ``benchmarks/gpu_suite.sh --tiny`` (run once per module, shared): every step of the GPU suite on
+  the CPU with the tiny model, every record kind the GPU run writes; its ``model_stages.py
+  --tiny`` output (every stage, equivalence and ratio line with its keys), ``decode_speed.py
+  --tiny``, ``session.py --tiny`` (5 questions on one session, cold / reopen / full) and
+  ``preprocess.py --tiny`` (device path equal to stock) are checked from there.
 * its synthetic ``input_ids`` layout equals what the real ``Qwen2_5OmniProcessor`` produces for a
   video with its audio track (so the full-size timings are for the sequence users really send);
-* ``benchmarks/keep_plan.py --quick`` and ``benchmarks/media_decode.py --quick`` when they exist.
+* ``benchmarks/keep_plan.py --quick``, ``media_decode.py --quick`` and ``saliency_memory.py --quick``.
+
+The subprocess smokes are marked ``slow`` (CI still runs them: the default run includes slow tests).
 """
 
 from __future__ import annotations
@@ -69,10 +74,100 @@ def load_model_stages():
     return module
 
 
-def test_model_stages_tiny() -> None:
-    proc = run_script("benchmarks/model_stages.py", "--tiny")
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    records = json_lines(proc.stdout)
+@pytest.fixture(scope="module")
+def suite(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``benchmarks/gpu_suite.sh --tiny`` run once; its output folder (shared by the tests below)."""
+    out = tmp_path_factory.mktemp("gpu-suite")
+    env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHON=sys.executable)
+    proc = subprocess.run(["bash", "benchmarks/gpu_suite.sh", "--tiny", str(out)], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=TIMEOUT, check=False)
+    (out / "suite.stderr").write_text(proc.stderr)
+    return out
+
+
+def read_records(path: Path) -> list[dict]:
+    assert path.exists(), f"{path.name} is missing"
+    return json_lines(path.read_text())
+
+
+# The record kinds each step of the GPU run writes; the --tiny dry run must write every one of them.
+SUITE_KINDS = {
+    "gpu_tests": {"test", "tests"},
+    "model_stages": {"setup", "clip", "stage", "equivalence", "ratio"},
+    "decode_speed": {"setup", "warmup", "decode", "equivalence", "ratio"},
+    "session": {"setup", "clip", "open", "question", "ratio"},
+    "preprocess": {"setup", "run", "equivalence", "summary"},
+    "ask_e2e": {"setup", "ask", "ratio"},
+    "suite": {"step", "summary"},
+}
+
+
+@pytest.mark.slow
+def test_gpu_suite_tiny(suite: Path) -> None:
+    """Every step ran and passed, and wrote every record kind the GPU run writes."""
+    steps = read_records(suite / "suite.jsonl")
+    ran = {r["step"]: r for r in steps if r["kind"] == "step"}
+    assert set(ran) == set(SUITE_KINDS) - {"suite"}, (suite / "suite.stderr").read_text()[-3000:]
+    for name, record in ran.items():
+        log = (suite / f"{name}.log").read_text()
+        assert record["rc"] == 0 and record["mode"] == "tiny", f"{name} failed:\n{log[-3000:]}"
+    for name, kinds in SUITE_KINDS.items():
+        records = read_records(suite / f"{name}.jsonl")
+        assert kinds <= {r["kind"] for r in records}, (name, kinds - {r["kind"] for r in records})
+        bench = "gpu_suite" if name == "suite" else name
+        assert all(r["bench"] == bench for r in records), name
+    (summary,) = [r for r in steps if r["kind"] == "summary"]
+    assert summary["failed_steps"] == 0
+    tests = [r for r in read_records(suite / "gpu_tests.jsonl") if r["kind"] == "test"]
+    assert tests and not [t for t in tests if t["outcome"] in ("failed", "error")], tests
+
+
+@pytest.mark.slow
+def test_session_tiny(suite: Path) -> None:
+    """5 questions on one session (questions 2-5 prefill only their own tokens), cold / reopen / full."""
+    records = read_records(suite / "session.jsonl")
+    questions = [r for r in records if r["kind"] == "question" and r["variant"] == "cold"]
+    assert [q["question"] for q in questions] == [1, 2, 3, 4, 5]
+    first, *later = questions
+    assert first["prefix_source"] == "fresh"
+    for q in later:
+        assert q["prefix_source"] == "memory" and q["prefilled_tokens"] < first["prefilled_tokens"] / 10
+        assert q["first_token_s"] > 0
+    opens = {r["variant"]: r for r in records if r["kind"] == "open"}
+    assert set(opens) == {"cold", "reopen", "full"}
+    assert opens["reopen"]["reopen_kind"] == "session_open"
+    assert opens["full"]["prefix_tokens_after"] == opens["full"]["prefix_tokens_before"]
+    assert opens["cold"]["prefix_tokens_after"] < opens["cold"]["prefix_tokens_before"]
+    for record in opens.values():
+        assert {"media_decode", "preprocess", "vision_encoder", "audio_encoder"} <= record["stages_s"].keys()
+    ratios = {r["name"]: r for r in records if r["kind"] == "ratio"}
+    assert {"ttft_followups_over_q1", "reopen_over_cold", "file_to_first_token_full_over_compressed",
+            *(f"ttft_q{i}_over_q1" for i in range(2, 6))} <= ratios.keys()
+    assert ratios["ttft_followups_over_q1"]["target"] == 0.05 and ratios["reopen_over_cold"]["target"] == 0.15
+    assert all(r["meets_target"] is None for r in ratios.values())  # GPU targets: not judged on the CPU
+
+
+@pytest.mark.slow
+def test_preprocess_device_path_tiny(suite: Path) -> None:
+    records = read_records(suite / "preprocess.jsonl")
+    (equivalence,) = [r for r in records if r["kind"] == "equivalence"]
+    assert equivalence["within_bound"] and equivalence["other_tensors_equal"]
+    assert {r["variant"] for r in records if r["kind"] == "run"} == {"stock", "device"}
+
+
+@pytest.mark.slow
+def test_decode_speed_tiny(suite: Path) -> None:
+    records = read_records(suite / "decode_speed.jsonl")
+    decodes = {(r["context"], r["path"]) for r in records if r["kind"] == "decode"}
+    assert decodes == {(c, p) for c in (256, 96) for p in ("stock_generate", "eager_loop", "fast")}
+    for record in records:
+        if record["kind"] == "equivalence":  # float32 tiny model: every path gives the same greedy tokens
+            assert record["greedy_tokens_equal_fast_eager"] and record["greedy_tokens_equal_eager_stock"]
+
+
+@pytest.mark.slow
+def test_model_stages_tiny(suite: Path) -> None:
+    records = read_records(suite / "model_stages.jsonl")
     assert all(r["bench"] == "model_stages" for r in records)
     kinds = {r["kind"] for r in records}
     assert {"setup", "clip", "stage", "equivalence", "ratio"} <= kinds
@@ -107,6 +202,7 @@ def test_model_stages_tiny() -> None:
     assert prefill_tokens["35"] < prefill_tokens["45"] < prefill_tokens["full"]
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without a GPU")
 def test_model_stages_refuses_full_size_on_cpu() -> None:
     proc = run_script("benchmarks/model_stages.py", "--seconds", "30")
@@ -116,8 +212,7 @@ def test_model_stages_refuses_full_size_on_cpu() -> None:
 
 def test_model_stages_layout_matches_processor() -> None:
     """The synthetic audio-in-video token layout equals the stock processor's, on the tiny checkpoint."""
-    from omnizip_cli.inputs import build_inputs
-    from omnizip_cli.loading import ModelSpec, load_model
+    from omnizip_cli.models.registry import ModelSpec, load_model
 
     from tests.helpers.synthetic import synthetic_media
 
@@ -125,8 +220,8 @@ def test_model_stages_layout_matches_processor() -> None:
     loaded = load_model(ModelSpec(model="tiny", device="cpu", dtype="float32"))
     config = loaded.model.config
     for seconds, (height, width) in ((6, (224, 392)), (9, (168, 252))):
-        inputs = build_inputs(loaded.processor, synthetic_media(seconds, seconds, height=height, width=width), "Why?")
-        tensors = inputs.tensors
+        media = synthetic_media(seconds, seconds, height=height, width=width)
+        tensors = loaded.adapter.prepare(loaded.processor, media, question="Why?").tensors
         grid = tuple(int(x) for x in tensors["video_grid_thw"][0].tolist())
         second_per_grid = float(tensors["video_second_per_grid"][0])
         mel_frames = int(tensors["feature_attention_mask"].sum())
@@ -174,10 +269,10 @@ def test_full_size_configs_have_the_stated_dimensions() -> None:
     assert abs(counts["3b"] / 1e9 - 4.70) < 0.01, counts
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("script", "smoke_flag"),
-    [("keep_plan.py", "--quick"), ("media_decode.py", "--quick"), ("saliency_memory.py", "--quick"),
-     ("decode_speed.py", "--tiny")],
+    [("keep_plan.py", "--quick"), ("media_decode.py", "--quick"), ("saliency_memory.py", "--quick")],
 )
 def test_other_benchmarks_quick(script: str, smoke_flag: str) -> None:
     path = BENCHMARKS / script

@@ -1,0 +1,107 @@
+#!/usr/bin/env bash
+# One command that proves every GPU path on one CUDA GPU (issue 19); see benchmarks/README.md.
+#
+#   benchmarks/gpu_suite.sh OUT_DIR          # GPU: about 6-7 minutes on an H200
+#   benchmarks/gpu_suite.sh --tiny OUT_DIR   # CPU dry run: the same steps, tiny sizes (CI)
+#
+# Run from the repository root. Writes into OUT_DIR one JSON-lines file per step (each line tagged
+# with "bench"), the step's stderr as STEP.log, and suite.jsonl: one "step" line per step (rc,
+# seconds, output file) and a closing "summary" line. Every step runs even when an earlier one
+# fails; the exit status is the number of failed steps (0: all passed).
+#
+# Steps: gpu_tests (the gpu-marked tests, as JSON lines), model_stages (7B random weights, 60 s and
+# 300 s clips), decode_speed (7B LLM), session (5 questions, cold vs reopen, full vs compressed),
+# preprocess (media decode + processor, CPU vs device pixel work, 60 s 720p clip) and ask_e2e
+# (omnizip ask, file to first token, full vs compressed, 60 s 720p clip).
+# Environment: PYTHON (default python3), OMNIZIP_CACHE (default OUT_DIR/cache), PYTEST_ARGS (added to
+# the gpu_tests step's pytest command).
+set -u -o pipefail
+
+tiny=0
+if [ "${1:-}" = "--tiny" ]; then tiny=1; shift; fi
+if [ $# -ne 1 ] || [ "${1#-}" != "$1" ]; then
+    echo "usage: benchmarks/gpu_suite.sh [--tiny] OUT_DIR" >&2
+    exit 2
+fi
+out=$1
+mkdir -p "$out" || exit 2
+out=$(cd "$out" && pwd)
+cd "$(dirname "$0")/.." || exit 2
+py=${PYTHON:-python3}
+export PYTHONUNBUFFERED=1
+export OMNIZIP_CACHE=${OMNIZIP_CACHE:-$out/cache}
+work="$out/clips"
+suite="$out/suite.jsonl"
+: > "$suite"
+failed=0
+suite_started=$(date +%s.%N)
+
+if [ $tiny -eq 1 ]; then
+    mode=tiny
+    model_stages=(benchmarks/model_stages.py --tiny --repeats 1 --decode-tokens 4)
+    decode_speed=(benchmarks/decode_speed.py --tiny --context 256 96 --new-tokens 4 --repeats 1)
+    session=(benchmarks/session.py --tiny --seconds 8 --width 320 --height 180 --repeats 1 --new-tokens 2
+             --no-warmup --work-dir "$work")
+    preprocess=(benchmarks/preprocess.py --tiny --work-dir "$work")
+    ask=(benchmarks/ask_e2e.py --tiny --no-warmup --work-dir "$work")
+else
+    mode=gpu
+    model_stages=(benchmarks/model_stages.py --seconds 60 300 --repeats 2)
+    decode_speed=(benchmarks/decode_speed.py --repeats 3)
+    session=(benchmarks/session.py --seconds 60 --width 1280 --height 720 --repeats 2 --work-dir "$work")
+    preprocess=(benchmarks/preprocess.py --seconds 60 --width 1280 --height 720 --work-dir "$work")
+    ask=(benchmarks/ask_e2e.py --seconds 60 --width 1280 --height 720 --device cuda --work-dir "$work")
+fi
+
+# step NAME COMMAND...: run it with stdout in NAME.jsonl and stderr in NAME.log, record a step line.
+step() {
+    local name=$1
+    shift
+    local started ended rc
+    echo "[gpu_suite] $name: $*" >&2
+    started=$(date +%s.%N)
+    "$@" > "$out/$name.jsonl" 2> "$out/$name.log"
+    rc=$?
+    ended=$(date +%s.%N)
+    [ $rc -eq 0 ] || failed=$((failed + 1))
+    printf '{"bench": "gpu_suite", "kind": "step", "mode": "%s", "step": "%s", "rc": %d, "seconds": %s, "output": "%s.jsonl"}\n' \
+        "$mode" "$name" "$rc" "$(awk "BEGIN {print $ended - $started}")" "$name" >> "$suite"
+    echo "[gpu_suite] $name: rc $rc, $(awk "BEGIN {print $ended - $started}") s" >&2
+}
+
+gpu_tests() {
+    # The gpu-marked tests (skipped without CUDA), one JSON line per test from pytest's JUnit XML.
+    # Only the files that hold gpu-marked tests are collected; PYTEST_ARGS adds options.
+    local xml="$out/gpu_tests.xml" rc files
+    files=$(grep -rlE "pytest\.mark\.gpu|mark\.gpu" tests --include='test_*.py' | sort)
+    # shellcheck disable=SC2086  # PYTEST_ARGS and the file list are word lists
+    "$py" -m pytest -m gpu -q -p no:cacheprovider --junitxml="$xml" ${PYTEST_ARGS:-} $files >&2
+    rc=$?
+    "$py" benchmarks/junit_jsonl.py "$xml" --bench gpu_tests || return 1
+    [ $rc -eq 5 ] && rc=0  # 5: no test collected (none is gpu-marked): not a failure of the suite
+    return $rc
+}
+
+step gpu_tests gpu_tests
+step model_stages "$py" "${model_stages[@]}"
+step decode_speed "$py" "${decode_speed[@]}"
+step session "$py" "${session[@]}"
+step preprocess "$py" "${preprocess[@]}"
+step ask_e2e "$py" "${ask[@]}"
+
+"$py" - "$suite" "$mode" "$failed" "$suite_started" <<'EOF'
+import json, platform, sys, time
+suite, mode, failed, started = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
+record = {"bench": "gpu_suite", "kind": "summary", "mode": mode, "failed_steps": failed,
+          "seconds": time.time() - started, "python": platform.python_version()}
+try:
+    import torch, transformers
+    record.update(torch=torch.__version__, transformers=transformers.__version__, cuda=torch.version.cuda,
+                  gpu=torch.cuda.get_device_name(0) if torch.cuda.is_available() else None)
+except Exception as exc:  # noqa: BLE001 - the summary line is written whatever is missing
+    record["error"] = f"{type(exc).__name__}: {exc}"
+with open(suite, "a") as f:
+    f.write(json.dumps(record) + "\n")
+print(json.dumps(record))
+EOF
+exit $failed
