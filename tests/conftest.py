@@ -17,6 +17,16 @@ import pytest
 
 
 @pytest.fixture(scope="session", autouse=True)
+def no_prefix_cache() -> Iterator[None]:
+    """The disk cache of prepared media is off (``OMNIZIP_CACHE_MAX_BYTES=0``) unless a test turns it on:
+    an entry left by one test would change what another one measures."""
+    patch = pytest.MonkeyPatch()
+    patch.setenv("OMNIZIP_CACHE_MAX_BYTES", "0")
+    yield
+    patch.undo()
+
+
+@pytest.fixture(scope="session", autouse=True)
 def tiny_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """``OMNIZIP_CACHE``: the caller's when set (reuse a built checkpoint), else a session temp dir."""
     if os.environ.get("OMNIZIP_CACHE"):

@@ -26,12 +26,14 @@ from .options import (
     OUTPUT,
     KeepMapOpt,
     MaxPromptOpt,
+    NoCacheOpt,
     OutputOptions,
     SystemOpt,
     check_output_file,
     check_prompt_budget,
     with_options,
 )
+from .opening import open_video
 from .progress import Spinner
 
 if TYPE_CHECKING:
@@ -96,6 +98,7 @@ def ask(
     stream: Annotated[bool, typer.Option("--stream/--no-stream", help="Stream the answer as it is generated.")] = True,
     keep_map: KeepMapOpt = None,
     max_prompt_tokens: MaxPromptOpt = None,
+    no_cache: NoCacheOpt = False,
 ) -> None:
     """Answer QUESTION(s) about VIDEO; answers stream to stdout, the report goes to stderr."""
     check_questions(questions)
@@ -104,7 +107,7 @@ def ask(
     check_prompt_budget(max_prompt_tokens)
     run_ask(video, questions, model=model, media_options=media, compression=compression, generation=generation,
             output=output, system=system, stream=stream and not output.json_output, keep_map=keep_map,
-            max_prompt_tokens=max_prompt_tokens)
+            max_prompt_tokens=max_prompt_tokens, use_cache=not no_cache and keep_map is None)  # the map needs the frames
 
 
 def run_ask(
@@ -120,8 +123,8 @@ def run_ask(
     stream: bool,
     keep_map: Path | None = None,
     max_prompt_tokens: int | None = None,
+    use_cache: bool = True,
 ) -> None:
-    from ..measure import CPU_RSS, StageTimer, process_peak_rss_bytes
     from ..report import make_console
     from ..report.ask_view import print_questions, print_report
     from ..report.payload import answer_payload
@@ -146,28 +149,12 @@ def run_ask(
     payloads: list[dict[str, Any]] = []
     try:
         # Media first: a bad file should fail before a multi-GB model load.
-        started = time.perf_counter()
-        spinner.update(f"decoding {escape_control(str(video))} ...")
-        media = load_media(video, media_options)
-        media_rss = process_peak_rss_bytes()
-        spinner.update(f"loading {model.model} ...")
-        load_started = time.perf_counter()
-        loaded = load_model(model)
-        load_wall = time.perf_counter() - load_started
-        timer = StageTimer(device=loaded.device, on_stage=spinner.stage)
-        timer.add("load_model", loaded.load_seconds)
-        timer.record_memory("load_model")
-        # Media decoding runs on the CPU before the model exists: no GPU memory to report for it.
-        timer.add("media_decode", media.summary.decode_seconds,
-                  peak_memory_bytes=None if timer.cuda else media_rss, memory_kind=CPU_RSS)
-        for message in (*loaded.warnings, *media.summary.warnings):
-            warn(message)
-        budget, reserve = prompt_budget(loaded, questions, generation, max_prompt_tokens)
-        session = open_session(loaded, media, compression=compression, system=system, timer=timer, warn=warn,
-                               max_prompt_tokens=budget, question_reserve=reserve)
-        fit = getattr(session, "context_fit", None)
-        if fit is not None and fit.reason:
-            warn(fit.reason)
+        # The disk cache first (when it has this file), else media first: see cli/opening.py.
+        opened = open_video(video, model=model, media_options=media_options, compression=compression, system=system,
+                            warn=warn, spinner=spinner, use_cache=use_cache,
+                            budget_for=lambda loaded: prompt_budget(loaded, questions, generation, max_prompt_tokens),
+                            load_media=load_media, load_model=load_model, open_session=open_session)
+        session, started, load_wall = opened.session, opened.started, opened.load_wall
         config = {
             "media_path": str(video),
             "system": system,

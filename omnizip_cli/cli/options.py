@@ -235,6 +235,9 @@ SystemOpt = Annotated[str | None, typer.Option(help="System prompt (default: the
 KeepMapOpt = Annotated[Path | None, typer.Option(
     "--keep-map", help="Also write a PNG of what was kept (frames with dropped patches dimmed, audio, groups).")]
 
+NoCacheOpt = Annotated[bool, typer.Option(
+    "--no-cache", help="Neither read nor write the disk cache of prepared media (see: omnizip cache info).")]
+
 
 def check_output_file(path: Path, option: str) -> None:
     """Fail before any work when a result file cannot be written at ``path`` (a folder, no folder, read-only)."""

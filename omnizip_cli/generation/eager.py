@@ -41,12 +41,17 @@ def cache_length(cache: Any) -> int:
 
 
 def truncate_cache(cache: Any, length: int) -> None:
-    """Drop every cached token after the first ``length`` (rolls a turn back to the prefix)."""
-    extra = cache_length(cache) - int(length)
-    if extra < 0:
+    """Drop every cached token after the first ``length`` (rolls a turn back to the prefix).
+
+    Each layer is cropped to ``length`` on its own: after an interrupt inside a forward pass the
+    layers may hold different numbers of tokens (the first ones updated, the later ones not).
+    """
+    length = int(length)
+    if cache_length(cache) < length:
         raise ValueError(f"cannot truncate a cache of {cache_length(cache)} tokens to {length}")
-    if extra:
-        for layer in cache.layers:
+    for layer in cache.layers:
+        extra = layer.get_seq_length() - length
+        if extra > 0:
             layer.crop(-extra)
 
 

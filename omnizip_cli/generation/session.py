@@ -89,6 +89,7 @@ class Session:
         decoder: str = "auto",
         head_on_all_positions: bool = False,
         warn: Callable[[str], None] | None = None,
+        prefill: PrefillInputs | None = None,
     ) -> None:
         self.loaded = loaded
         self.adapter = loaded.adapter
@@ -104,7 +105,7 @@ class Session:
         wanted = decoder if loaded.fast_decoder or decoder != "auto" else "eager"
         self.decoder, self.decoder_note = resolve_decoder(wanted, loaded.device, loaded.attn_implementation)
         self.context_fit: ContextFit | None = None  # set when opened with a prompt budget
-        self._apply(config)
+        self._apply(config, prefill)
         self._cache: Any = None  # the prefix (and the current turn) in a DynamicCache
         self._cached_turn: list[int] | None = None  # ids after the prefix known to be in the cache (None: unknown)
         self._prefix_source = "fresh"
@@ -233,14 +234,17 @@ class Session:
                        timer=StageTimer(device=self.loaded.device), decoder=self.decoder,
                        head_on_all_positions=self.head_on_all_positions, warn=self._warn)
 
-    def _apply(self, config: OmniZipConfig | None) -> None:
-        """Plan (when compressing) and build the prefix prefill and its token counts."""
+    def _apply(self, config: OmniZipConfig | None, prefill: PrefillInputs | None = None) -> None:
+        """Plan (when compressing) and build the prefix prefill and its token counts.
+
+        ``prefill`` given (a prefix read back from the disk cache): no plan, that prefill is used.
+        """
         self.config = config
         self.plan: KeepPlan | None = None
-        if config is not None:
+        if config is not None and prefill is None:
             with self.timer.stage("keep_plan"):
                 self.plan = self._build_plan(config)
-        self.prefill: PrefillInputs = self.adapter.prefill_inputs(self.encoded, self.plan)
+        self.prefill: PrefillInputs = prefill or self.adapter.prefill_inputs(self.encoded, self.plan)
         ids = self.adapter.token_ids(self.loaded.model)
         self.tokens: TokenCounts = count_tokens(self.encoded.input_ids, self.prefill.kept, audio_token_id=ids.audio,
                                                 video_token_id=ids.video)
@@ -337,8 +341,11 @@ class Session:
             common = 0
             while common < min(len(known), len(turn) - 1) and known[common] == turn[common]:
                 common += 1
+            # Unknown until this answer completes: an interrupt from here on (Ctrl-C inside the
+            # truncation, the prefill or the decoding, or the caller closing this generator) leaves
+            # the cache holding an unknown tail, which the next question truncates back to the prefix.
+            self._cached_turn = None
             truncate_cache(self._cache, prefix_len + common)
-            self._cached_turn = None  # unknown until this answer completes
             pending = torch.tensor([turn[common:]], dtype=torch.long, device=self.text.device)
             last_prefix_position = self.prefill.position_ids[:, :, -1:]
             offsets = torch.arange(common + 1, len(turn) + 1, device=last_prefix_position.device)

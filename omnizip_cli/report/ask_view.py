@@ -171,7 +171,20 @@ def summary_lines(payload: dict[str, Any]) -> list[str]:
             line += (f"; the model sees {context['frames_sampled']} frames, "
                      f"{context['frames_fit_uncompressed']} would fit uncompressed")
         lines.append(line)
+    cache = payload.get("prefix_cache")
+    if cache is not None:
+        lines.append(prefix_cache_line(cache))
     return lines
+
+
+def prefix_cache_line(cache: dict[str, Any]) -> str:
+    """What the disk cache of prepared media did for this run, in one line."""
+    if cache["source"] == "disk":
+        return (f"Prefix cache: read from disk in {cache['load_seconds']:.3f} s, skipping "
+                f"{cache['saved_seconds']:.3f} s of media decode, preprocessing, encoders and keep plan")
+    if cache.get("stored"):
+        return "Prefix cache: stored; the next run on this video with these settings skips its set-up"
+    return "Prefix cache: not stored (larger than OMNIZIP_CACHE_MAX_BYTES)"
 
 
 def print_report(console: Console, payload: dict[str, Any]) -> None:

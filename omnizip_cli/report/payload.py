@@ -133,5 +133,8 @@ def answer_payload(
             "peak_bytes": peak,
         },
         "context": session.context_fit.to_dict() if getattr(session, "context_fit", None) is not None else None,
+        # Where the media prefix came from (disk cache entry, read time, set-up seconds it saved) or
+        # whether a fresh one was stored; None when the disk cache was off (--no-cache).
+        "prefix_cache": getattr(session, "prefix_cache", None),
         "warnings": [],
     }
