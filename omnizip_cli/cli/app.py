@@ -121,7 +121,7 @@ def prepare_environment(verbose: bool) -> None:
 
 def register_commands() -> None:
     """Import the command modules (each registers itself on :data:`app`)."""
-    from . import ask, env, evaluate, keep_map, profile  # noqa: F401
+    from . import ask, cache, chat, env, evaluate, keep_map, profile  # noqa: F401
 
 
 def main() -> None:
