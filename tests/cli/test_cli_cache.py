@@ -1,0 +1,76 @@
+"""``ask``/``chat`` with the disk cache on, ``--no-cache``, and ``omnizip cache info`` / ``clear`` (tiny model)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+import omnizip_cli.cli.ask
+from omnizip_cli.cli import app
+
+ROOT = Path(__file__).resolve().parents[2]
+TALKING = ROOT / "samples" / "talking.mp4"
+FAST = ["--model", "tiny", "--device", "cpu", "--max-new-tokens", "6", "--fps", "2", "--max-frames", "8",
+        "--min-pixels", str(64 * 28 * 28), "--max-pixels", str(96 * 28 * 28)]
+
+
+@pytest.fixture
+def cache_on(tiny_model: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    monkeypatch.setenv("OMNIZIP_CACHE_MAX_BYTES", "1G")
+    monkeypatch.setenv("OMNIZIP_CACHE", str(tmp_path))
+    monkeypatch.setattr(omnizip_cli.cli.ask, "load_model", lambda spec: tiny_model)
+    yield tmp_path / "prefixes"
+
+
+def run(*args: Any, input: str | None = None) -> Any:
+    result = CliRunner().invoke(app, [str(a) for a in args], input=input, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return result
+
+
+def test_a_second_ask_reads_the_prefix_from_disk(cache_on: Path) -> None:
+    first = json.loads(run("ask", TALKING, "What is said?", "Who?", *FAST, "--json").stdout)
+    assert first["answers"][0]["prefix_cache"]["stored"] is True
+    second = json.loads(run("ask", TALKING, "What is said?", "Who?", *FAST, "--json").stdout)
+    answers = second["answers"]
+    assert [a["answer"] for a in answers] == [a["answer"] for a in first["answers"]]
+    assert [a["generation"]["prefix_source"] for a in answers] == ["disk", "memory"]
+    cache = answers[0]["prefix_cache"]
+    assert cache["source"] == "disk" and cache["saved_seconds"] > 0
+    stages = answers[0]["timings"]["stages"]
+    assert not any(stages[s]["ran"] for s in ("media_decode", "preprocess", "audio_encoder", "vision_encoder",
+                                               "keep_plan"))
+    assert answers[0]["media"]["path"] == str(TALKING)
+    report = run("ask", TALKING, "What is said?", *FAST).stderr
+    assert "Prefix cache: read from disk" in report
+    # --no-cache neither reads nor reports the cache
+    bypass = json.loads(run("ask", TALKING, "What is said?", *FAST, "--json", "--no-cache").stdout)
+    assert bypass["generation"]["prefix_source"] == "fresh" and bypass["prefix_cache"] is None
+    assert bypass["answer"] == answers[0]["answer"]
+    # chat shares the entry when the budget (part of the key) is the same
+    chat = run("chat", TALKING, *FAST, "--max-prompt-tokens", "32762", "--json", input="What is said?\n").stdout
+    assert json.loads(chat)["generation"]["prefix_source"] == "disk"
+    assert json.loads(chat)["answer"] == answers[0]["answer"]
+
+
+def test_cache_info_and_clear(cache_on: Path) -> None:
+    empty = json.loads(run("cache", "info", "--json").stdout)
+    assert empty == {"path": str(cache_on), "entries": 0, "bytes": 0, "max_bytes": 10**9, "enabled": True}
+    run("ask", TALKING, "What is said?", *FAST, "-q")
+    run("ask", TALKING, "What is said?", *FAST, "-q", "--no-compress")
+    info = json.loads(run("cache", "info", "--json").stdout)
+    assert info["entries"] == 2 and info["bytes"] > 0
+    assert "entries: 2" in run("cache", "info").stdout
+    assert run("cache", "clear").stdout.startswith("removed 2 entries")
+    assert json.loads(run("cache", "info", "--json").stdout)["entries"] == 0
+
+
+def test_a_bad_cap_is_a_one_line_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OMNIZIP_CACHE_MAX_BYTES", "lots")
+    result = CliRunner().invoke(app, ["cache", "info"])
+    assert result.exit_code == 2 and result.stderr.startswith("error: OMNIZIP_CACHE_MAX_BYTES must be a size")
