@@ -78,17 +78,27 @@ log, emit = json_lines_output(BENCH)
 # ------------------------------------------------------------------------------------------ disk-cache hook
 
 
-def open_from_disk_cache(loaded: Any, path: Path, **open_kwargs: Any) -> Any | None:
-    """DISK-CACHE HOOK (issue 13): reopen ``path`` from the disk cache of prepared media, or None.
+#: The benchmark's own prefix cache (``--reopen disk``): ``<work dir>/prefix-cache``, emptied before each cold open.
+DISK_CACHE: Any = None
 
-    When the disk cache lands, this returns a :class:`~omnizip_cli.generation.session.Session`
-    rebuilt from the cached entry (kept, merged embeddings, positions, plan figures, media
-    summary), skipping media decode, processor, encoders and plan. The cold run before it must
-    have written the entry (``Session.open`` with the cache on). Until then it returns None and
-    the benchmark reopens with a plain ``Session.open`` (``reopen_kind: "plain_fallback"``).
+
+def open_from_disk_cache(loaded: Any, path: Path, **open_kwargs: Any) -> Any | None:
+    """DISK-CACHE HOOK (issue 13): open ``path`` through the disk cache of prepared media.
+
+    A miss (the cold open, after the cache was emptied) decodes, encodes, plans and writes the
+    entry (its write is part of the cold open's time); a hit (the reopen) returns a
+    :class:`~omnizip_cli.generation.prefix_cache.CachedSession` rebuilt from the entry (kept,
+    merged embeddings, positions, plan figures, media summary), skipping media decode, processor,
+    encoders and plan. None when ``--reopen disk`` was not asked.
     """
-    del loaded, path, open_kwargs
-    return None
+    if DISK_CACHE is None:
+        return None
+    from omnizip_cli.generation.prefix_cache import open_with_cache
+    from omnizip_cli.generation.session import Session
+
+    media_options, compression = open_kwargs["media_options"], open_kwargs["compression"]
+    return open_with_cache(loaded, path, cache=DISK_CACHE, media_options=media_options, compression=compression,
+                           system=None, open_fresh=lambda: Session.open(loaded, path, **open_kwargs))
 
 
 # ------------------------------------------------------------------------------------------ setup
@@ -145,9 +155,12 @@ def open_and_ask(loaded: Any, path: Path, args: argparse.Namespace, *, compressi
     loaded_sync(loaded)
     started = time.perf_counter()
     session = None
-    if variant == "reopen" and args.reopen == "disk":
+    if variant in ("cold", "reopen") and args.reopen == "disk":
+        if variant == "cold":
+            DISK_CACHE.clear()  # a real cold open: a miss that writes the entry
         session = open_from_disk_cache(loaded, path, media_options=media_options, compression=compression)
-        kind = "disk_cache" if session is not None else "plain_fallback"
+        cached = getattr(session, "prefix_cache", None)
+        kind = "disk_cache" if cached is not None and cached["source"] == "disk" else "plain_fallback"
     if session is None:
         session = Session.open(loaded, path, media_options=media_options, compression=compression)
     loaded_sync(loaded)
@@ -242,6 +255,12 @@ def main(argv: list[str] | None = None) -> int:
     path, generated_s = benchmark_clip(args.seconds, args.width, args.height, args.work_dir)
     log(f"clip {path} ({'generated in %.1f s' % generated_s if generated_s else 'cached'})")
     loaded = load(args)
+    if args.reopen == "disk":
+        from omnizip_cli.generation.prefix_cache import PrefixCache
+
+        global DISK_CACHE
+        DISK_CACHE = PrefixCache((args.work_dir or Path(tempfile.gettempdir()) / "omnizip-bench") / "prefix-cache",
+                                 max_bytes=10**12)
     cuda = str(loaded.device).startswith("cuda")
     base = dict(model=loaded.name, device=loaded.device, dtype=loaded.dtype)
     emit(dict(

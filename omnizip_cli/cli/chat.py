@@ -19,9 +19,13 @@ alone; the next ones continue the conversation (``Session.ask(..., follow_up=Tru
 from __future__ import annotations
 
 import json
+import os
+import signal
 import sys
+import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -60,7 +64,67 @@ class _PromptInterrupt(Exception):
     """Ctrl-C at the prompt (not during an answer)."""
 
 
-def read_questions(interactive: bool) -> Iterator[str]:
+class _PromptSignals:
+    """Make Ctrl-C (and SIGTERM/SIGHUP) reach a prompt waiting in ``input()``.
+
+    A signal sent to the process lands on any of its threads; torch's worker threads are many. The
+    interpreter then only notes it, and the main thread, blocked in readline's wait for a key,
+    would not see it before the next Enter. While :attr:`at_prompt` is set, a helper thread that
+    watches the interpreter's wake-up file descriptor sends the signal again to the main thread
+    itself, which interrupts the wait; the usual handler then runs there (``KeyboardInterrupt``,
+    or :class:`~omnizip_cli.signals.Terminated`). Outside the prompt nothing changes.
+    """
+
+    def __init__(self) -> None:
+        self.at_prompt = False
+        self._stop = False
+        self._main = threading.main_thread().ident
+        self._watched = {int(signal.SIGINT), *(int(getattr(signal, n)) for n in ("SIGTERM", "SIGHUP")
+                                                 if hasattr(signal, n))}
+
+    @contextmanager
+    def installed(self) -> Iterator[_PromptSignals]:
+        if threading.current_thread() is not threading.main_thread():
+            yield self
+            return
+        read, write = os.pipe()
+        os.set_blocking(write, False)
+        try:
+            previous = signal.set_wakeup_fd(write, warn_on_full_buffer=False)
+        except (ValueError, OSError):
+            os.close(read)
+            os.close(write)
+            yield self
+            return
+        watcher = threading.Thread(target=self._forward, args=(read,), name="omnizip-prompt-signals", daemon=True)
+        watcher.start()
+        try:
+            yield self
+        finally:
+            self._stop = True
+            signal.set_wakeup_fd(previous)
+            os.close(write)  # the watcher reads end of file and returns
+            watcher.join(timeout=1.0)
+            os.close(read)
+
+    def _forward(self, read: int) -> None:
+        while True:
+            try:
+                data = os.read(read, 64)
+            except OSError:
+                return
+            if not data or self._stop:
+                return
+            signums = [b for b in data if b in self._watched]
+            if signums and self.at_prompt and self._main is not None:
+                self.at_prompt = False  # once: the re-sent signal also writes a byte here
+                try:
+                    signal.pthread_kill(self._main, signums[0])
+                except (OSError, ValueError):
+                    pass
+
+
+def read_questions(interactive: bool, signals: _PromptSignals | None = None) -> Iterator[str]:
     """Lines from the terminal (with readline editing when available) or from stdin; stripped, blank ones skipped.
 
     On a terminal, a Ctrl-C at the prompt raises :class:`_PromptInterrupt` out of the iteration's
@@ -73,7 +137,13 @@ def read_questions(interactive: bool) -> Iterator[str]:
             pass
         while True:
             try:
-                line = input(PROMPT)
+                if signals is not None:
+                    signals.at_prompt = True
+                try:
+                    line = input(PROMPT)
+                finally:
+                    if signals is not None:
+                        signals.at_prompt = False
             except EOFError:
                 sys.stderr.write("\n")
                 return
@@ -126,10 +196,7 @@ def run_chat(
     """Open the session, then answer line after line (see the module docstring)."""
     from . import ask as ask_cli
     from ..report import make_console
-    from ..report.ask_view import print_report
-    from ..report.payload import answer_payload
-    from ..signals import Terminated, finish_partial_lines, write_stdout
-    from ..terminal import escape_control, sanitize_answer
+    from ..terminal import escape_control
     from .opening import open_video
 
     prepare_environment(output.verbose)
@@ -172,14 +239,29 @@ def run_chat(
     note(f"ready: {tokens.total.before} prompt tokens, {session.prefill.length} after compression{source}."
          + (f" {HELP}" if interactive else ""))
 
+    signals = _PromptSignals()
+    with signals.installed() if interactive else nullcontext(signals):
+        _converse(session, opened, questions=lambda: read_questions(interactive, signals), interactive=interactive,
+                  output=output, generation=generation, config=config, console=console, warnings=warnings,
+                  note=note)
+
+
+def _converse(session: Any, opened: Any, *, questions: Any, interactive: bool, output: OutputOptions,
+              generation: Any, config: dict[str, Any], console: Any, warnings: list[str], note: Any) -> None:
+    """The question loop of :func:`run_chat`."""
+    from ..report.ask_view import print_report
+    from ..report.payload import answer_payload
+    from ..signals import Terminated, finish_partial_lines, write_stdout
+    from ..terminal import sanitize_answer
+
     last: dict[str, Any] | None = None
     turns = 0  # complete answers since the start or the last /reset
     first_question = True
-    questions = read_questions(interactive)
+    lines = questions()
     interrupted_at_prompt = False
     while True:
         try:
-            question = next(questions)
+            question = next(lines)
         except StopIteration:
             return
         except _PromptInterrupt:
@@ -187,7 +269,7 @@ def run_chat(
                 raise KeyboardInterrupt from None  # the second Ctrl-C at the prompt leaves (130)
             interrupted_at_prompt = True
             sys.stderr.write("\n(Ctrl-C again or Ctrl-D to leave)\n")
-            questions = read_questions(interactive)
+            lines = questions()
             continue
         interrupted_at_prompt = False
         command = question.lower()

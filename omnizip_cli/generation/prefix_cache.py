@@ -320,7 +320,7 @@ class PrefixCache:
         try:
             with exclusive_lock(self.root / LOCK_NAME, timeout=30.0):
                 _remove(folder)
-        except OmnizipError:
+        except (OmnizipError, OSError):  # a read-only cache: the bad entry stays, and stays unread
             pass
 
     # ------------------------------------------------------------------------------ writing

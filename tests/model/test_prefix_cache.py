@@ -100,6 +100,17 @@ def test_reopened_from_disk_answers_like_the_fresh_session(tiny_model, tmp_path,
     assert info["source"] == "disk" and info["saved_seconds"] > 0 and Path(info["path"]).is_dir()
 
 
+def test_the_fast_decoder_on_a_reopened_session(tiny_model, tmp_path, late_audio) -> None:
+    """The static-cache decoder (what a GPU uses, its step runs here too) from a disk prefix."""
+    cache = PrefixCache(tmp_path / "prefixes", max_bytes=BIG)
+    compression = CompressionSetting.from_options()
+    fresh = _open(tiny_model, late_audio, cache, compression, decoder="fast")
+    expected = _script(fresh)
+    reopened = _open(tiny_model, late_audio, cache, compression, decoder="fast")
+    assert isinstance(reopened, CachedSession) and reopened.decoder == fresh.decoder
+    assert _script(reopened) == expected
+
+
 def test_the_key_separates_settings_and_files(tiny_model, tmp_path) -> None:
     copy = tmp_path / "copy.mp4"
     shutil.copyfile(TALKING, copy)
