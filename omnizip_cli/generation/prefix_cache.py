@@ -324,10 +324,13 @@ class PrefixCache:
             pass
 
     # ------------------------------------------------------------------------------ writing
-    def store(self, key: CacheKey, tensors: dict[str, torch.Tensor], entry: dict[str, Any]) -> Path | None:
+    def store(self, key: CacheKey, tensors: dict[str, torch.Tensor], entry: dict[str, Any], *,
+              replace: bool = False) -> Path | None:
         """Write an entry atomically (see the module docstring), then evict down to the cap.
 
-        Returns the entry's folder, or None when the cache is off or the entry alone exceeds the cap.
+        An intact entry already under the key stays (another writer's, with the same content)
+        unless ``replace`` (it was found unusable for this request). Returns the entry's folder, or
+        None when the cache is off or the entry alone exceeds the cap.
         """
         if not self.enabled:
             return None
@@ -353,7 +356,7 @@ class PrefixCache:
                 if target.exists():
                     from ..integrity import manifest_problem
 
-                    if manifest_problem(target, hashes=False) is None:
+                    if not replace and manifest_problem(target, hashes=False) is None:
                         shutil.rmtree(tmp, ignore_errors=True)  # another writer got there first
                         return target
                     _remove(target)
@@ -399,14 +402,6 @@ class PrefixCache:
 # Sessions to and from entries
 
 
-def _setting_of(compression: Any) -> Any:
-    from ..compression import CompressionSetting
-
-    if isinstance(compression, str):
-        return CompressionSetting.from_options(preset=compression)
-    return compression if isinstance(compression, CompressionSetting) and compression.enabled else None
-
-
 def _fit_inputs(session: Session) -> dict[str, int]:
     tokens = session.tokens
     grid = session.encoded.video_grid_thw
@@ -416,10 +411,12 @@ def _fit_inputs(session: Session) -> dict[str, int]:
 
 
 def _first_fit(compression: Any, inputs: dict[str, int], budget: int, reserve: int) -> ContextFit | None:
-    """What :func:`~omnizip_cli.compression.fit_to_context` decides before planning (None: no setting)."""
+    """What :func:`~omnizip_cli.compression.fit_to_context` decides before planning (None: a fixed
+    config, which the fresh path only checks), as :meth:`Session.from_prepared` does."""
     from ..compression import fit_to_context
+    from .session import _as_setting
 
-    setting = _setting_of(compression)
+    setting = _as_setting(compression)
     if setting is None:
         return None
     return fit_to_context(setting, audio=inputs["audio"], video=inputs["video"], text=inputs["text"] + reserve,
@@ -652,7 +649,7 @@ def open_with_cache(
     stored: Path | None = None
     if built is not None:
         try:
-            stored = cache.store(key, *built)
+            stored = cache.store(key, *built, replace=cached is not None)
         except OSError as exc:  # a full or read-only cache folder must not fail the question
             warn = session_kwargs.get("warn")
             if warn is not None:

@@ -232,3 +232,31 @@ def test_ctrl_c_inside_the_question_prefill_leaves_the_cache_consistent(tiny_mod
     lengths = {layer.get_seq_length() for layer in session._cache.layers}
     assert len(lengths) == 2  # the shape an interrupt leaves: layers of different lengths
     assert session.answer(QUESTIONS[1], GREEDY).token_ids == expected
+
+
+@pytest.mark.parametrize("budget", [32000, 300])
+def test_the_context_fit_of_a_reopened_session_is_the_fresh_one(tiny_model, tmp_path, budget) -> None:
+    """The budget is in the key, the question reserve is not: an entry is reused only when a fresh
+    open with this reserve would build the same prefix (same fitted setting, no different re-plan)."""
+    cache = PrefixCache(tmp_path / "prefixes", max_bytes=BIG)
+    compression = CompressionSetting.from_options()
+
+    def both(reserve: int) -> tuple[Session, Session]:
+        via_cache = _open(tiny_model, TALKING, cache, compression, max_prompt_tokens=budget, question_reserve=reserve)
+        direct = Session.open(tiny_model, load_media(TALKING, MEDIA), compression=compression,
+                              max_prompt_tokens=budget, question_reserve=reserve)
+        return via_cache, direct
+
+    first, direct = both(20)
+    assert not isinstance(first, CachedSession) and first.context_fit == direct.context_fit
+    again, direct = both(20)
+    assert isinstance(again, CachedSession) and again.context_fit == direct.context_fit
+    assert again.prefill.length == direct.prefill.length
+    assert again.answer(QUESTIONS[0], GREEDY).token_ids == direct.answer(QUESTIONS[0], GREEDY).token_ids
+    other, direct = both(60)  # a longer question: reused only where the fresh path agrees
+    assert other.prefill.length == direct.prefill.length and other.context_fit == direct.context_fit
+    if budget == 32000:
+        assert isinstance(other, CachedSession)  # far from the budget: the reserve changes nothing
+    else:
+        assert direct.context_fit.changed and not isinstance(other, CachedSession)
+    assert other.answer(QUESTIONS[0], GREEDY).token_ids == direct.answer(QUESTIONS[0], GREEDY).token_ids
