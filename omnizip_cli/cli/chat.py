@@ -57,7 +57,6 @@ PROMPT = "> "
 #: Tokens reserved for a chat question when fitting the context (questions are not known up front).
 CHAT_QUESTION_RESERVE = 128
 HELP = "/reset forgets the conversation, /stats shows the last answer's figures, /quit leaves (or Ctrl-D)"
-COMMANDS = ("/reset", "/stats", "/help", "/quit", "/exit")
 
 
 class _PromptInterrupt(Exception):
@@ -252,7 +251,7 @@ def _converse(session: Any, opened: Any, *, questions: Any, interactive: bool, o
     from ..report.ask_view import print_report
     from ..report.payload import answer_payload
     from ..signals import Terminated, finish_partial_lines, write_stdout
-    from ..terminal import sanitize_answer
+    from ..terminal import escape_control, sanitize_answer
 
     last: dict[str, Any] | None = None
     turns = 0  # complete answers since the start or the last /reset
@@ -289,8 +288,9 @@ def _converse(session: Any, opened: Any, *, questions: Any, interactive: bool, o
             else:
                 print_report(console, last)
             continue
-        if question.startswith("/") and command.split()[0] in COMMANDS:
-            note(f"(unknown use of {question.split()[0]}: {HELP})")
+        word = command.split()[0]
+        if word.startswith("/") and word[1:].isalpha():  # "/foo", "/reset now": a mistyped command, not a question
+            note(f"(unknown command {escape_control(question)}: {HELP})")
             continue
         asked = time.perf_counter()
         first_token_at: float | None = None

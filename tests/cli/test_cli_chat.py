@@ -105,12 +105,13 @@ def fake(monkeypatch: pytest.MonkeyPatch) -> InterruptingSession:
 
 
 def test_commands_blank_lines_and_follow_ups(fake: InterruptingSession) -> None:
-    result = chat(TALKING, "--model", "tiny", input="\nq1\n  \nq2\n/stats\n/reset\nq3\n/quit\nnever asked\n")
+    result = chat(TALKING, "--model", "tiny", input="\nq1\n  \nq2\n/stats\n/reset\n/rest\nq3\n/quit\nnever asked\n")
     assert result.exit_code == 0, result.output
     assert fake.asked == [("q1", False), ("q2", True), ("q3", False)]
     assert fake.resets == 1
     assert result.stdout.splitlines() == [FakeSession.answer_for(q) for q in ("q1", "q2", "q3")]
     assert "Prompt:" in result.stderr and "forgotten" in result.stderr  # /stats printed the report on stderr
+    assert "unknown command /rest" in result.stderr
 
 
 def test_ctrl_c_during_an_answer_stops_only_that_answer(fake: InterruptingSession) -> None:
