@@ -28,7 +28,6 @@ app = typer.Typer(
 )
 
 DEBUG_ENV_VAR = "OMNIZIP_DEBUG"
-EXIT_INTERRUPTED = 130
 T = TypeVar("T")
 
 

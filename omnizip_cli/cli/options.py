@@ -19,10 +19,9 @@ from typing import Annotated, Any
 
 import typer
 
+from ..models.registry import DEFAULT_MODEL, MODEL_ENV_VAR
 from .app import run_guarded
 
-DEFAULT_MODEL = "Qwen/Qwen2.5-Omni-7B"
-MODEL_ENV_VAR = "OMNIZIP_MODEL"
 
 
 class Preset(str, Enum):
