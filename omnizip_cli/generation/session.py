@@ -247,20 +247,7 @@ class Session:
         self._cache = None
 
     def _build_plan(self, config: OmniZipConfig) -> KeepPlan:
-        from ..compression import build_keep_plan
-
-        ids = self.adapter.token_ids(self.loaded.model)
-        encoded = self.encoded
-        return build_keep_plan(
-            encoded.embeds[0],
-            encoded.input_ids[0],
-            encoded.audio_scores,
-            encoded.video_grid_thw,
-            audio_token_id=ids.audio,
-            video_token_id=ids.video,
-            spatial_merge_size=self.adapter.spatial_merge_size(self.loaded.model),
-            config=config,
-        )
+        return keep_plan(self.loaded, self.encoded, config)
 
     # ------------------------------------------------------------------------------ facts
     @property
@@ -395,6 +382,24 @@ class Session:
                 self.warnings.append(message)
                 if self._warn is not None:
                     self._warn(message)
+
+
+def keep_plan(loaded: LoadedModel, encoded: EncodedMedia, config: OmniZipConfig) -> KeepPlan:
+    """The OmniZip keep plan of an encoded prefix (batch size 1), with the family's token ids."""
+    from ..compression import build_keep_plan
+
+    adapter = loaded.adapter
+    ids = adapter.token_ids(loaded.model)
+    return build_keep_plan(
+        encoded.embeds[0],
+        encoded.input_ids[0],
+        encoded.audio_scores,
+        encoded.video_grid_thw,
+        audio_token_id=ids.audio,
+        video_token_id=ids.video,
+        spatial_merge_size=adapter.spatial_merge_size(loaded.model),
+        config=config,
+    )
 
 
 def prepare(loaded: LoadedModel, media: DecodedMedia, *, system: str | None = None,
