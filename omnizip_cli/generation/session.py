@@ -179,6 +179,8 @@ class Session:
 
         ids = self.adapter.token_ids(self.loaded.model)
         encoded = self.encoded
+        # A family may define its own time groups (optional adapter method; None: runs of positions).
+        grouping = getattr(self.adapter, "time_groups", None)
         return build_keep_plan(
             encoded.embeds[0],
             encoded.input_ids[0],
@@ -188,6 +190,7 @@ class Session:
             video_token_id=ids.video,
             spatial_merge_size=self.adapter.spatial_merge_size(self.loaded.model),
             config=config,
+            time_groups=grouping(encoded, config) if grouping is not None else None,
         )
 
     # ------------------------------------------------------------------------------ facts

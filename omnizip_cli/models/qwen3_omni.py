@@ -35,13 +35,18 @@ Deviations and decisions (spec §5, §6)
   heads, summed over the window's queries, computed in **float32** (the authors: bf16); one score per
   post-CNN frame = per ``<|audio_pad|>`` token, **no pair pooling**. Scaled so that every window sums
   to its length, as the authors' values (ties are then broken by position in the plan).
-* **Time groups**: the project's keep plan groups maximal runs of consecutive video / audio
-  positions. Qwen3-Omni merge-sorts audio and video by time, so a run is **one grid step** (1 s at
-  2 fps) with its 13 audio tokens: this is also what the authors' port does. Consequence: each
-  guided group holds one frame, and the temporal (odd-frame novelty) branch of ISTC never runs in
-  guided groups; only DPC-KNN prunes. The spec recommends pairing two grid steps per group (with a
-  switch back to one step); that needs ``build_keep_plan`` to accept groups computed by the adapter
-  and is **not built yet** (left for later): today's behaviour equals the authors'.
+* **Time groups: two grid steps per group** (spec §5's recommended deviation). Qwen3-Omni
+  merge-sorts audio and video by time, so a run of consecutive positions is **one grid step** (1 s
+  at 2 fps) with its 13 audio tokens, and the authors' port groups by those runs: each guided group
+  then holds one frame and the temporal (odd-frame novelty) branch of ISTC never runs in guided
+  groups. :meth:`Qwen3OmniAdapter.time_groups` instead gives the keep plan groups of
+  :data:`STEPS_PER_GROUP` (2) grid steps and their audio, by time id:
+  ``floor((t - t0) / (2 * second_per_grid * 13))`` (2 s and 26 audio tokens at 2 fps, the paper's
+  four-frame unit and the checkpoint's ``seconds_per_chunk``); each group has an even frame
+  (DPC-KNN) and an odd one (novelty against the even one). Audio past the video's end forms
+  audio-only groups (not guided) instead of lengthening the last guided group; video past the
+  audio's end forms unguided groups (``rho_video``). Switch: ``OmniZipConfig(reference_quirks=True)``
+  restores the authors' one-step runs. Video only and audio only: the project's runs (no change).
 * **Video only**: unguided, ``rho_video`` over the whole clip (the project's 2.5 behaviour; the
   authors skip compression). **Audio only**: audio selection and merge alone (authors: skip).
 * **Images**: not produced by omnizip's media layer; deepstack rows are indexed over video slots only.
@@ -61,7 +66,7 @@ from .prompts import cut_templates, media_messages, render
 if TYPE_CHECKING:
     import torch
 
-    from ..compression import KeepPlan
+    from ..compression import KeepPlan, OmniZipConfig
     from ..measure import StageTimer
     from ..media import DecodedMedia
 
@@ -107,6 +112,8 @@ CHAT_TEMPLATE = (
 #: Real Qwen3-Omni thinker values the config-class defaults get wrong (spec §1, §8.1).
 POSITION_ID_PER_SECONDS = 13
 SECONDS_PER_CHUNK = 2
+#: Grid steps per OmniZip time group (the authors' port: 1; see the module docstring).
+STEPS_PER_GROUP = 2
 
 
 class Qwen3OmniAdapter:
@@ -226,7 +233,7 @@ class Qwen3OmniAdapter:
         tensors = {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in prepared.tensors.items()}
         input_ids = tensors["input_ids"]
         attention_mask = tensors["attention_mask"]
-        extras: dict[str, Any] = {}
+        extras: dict[str, Any] = {"audio_token_id": int(config.audio_token_id)}
         with torch.no_grad():
             embeds = thinker.get_input_embeddings()(input_ids)
             audio_scores = None
@@ -256,6 +263,10 @@ class Qwen3OmniAdapter:
                 embeds = embeds.masked_scatter(video_mask.unsqueeze(-1), video.to(embeds.device, embeds.dtype))
                 extras["video_mask"] = video_mask
                 extras["deepstack"] = deepstack
+                seconds = tensors.get("video_second_per_grid")
+                if seconds is not None:
+                    extras["second_per_grid"] = float(torch.as_tensor(seconds).reshape(-1)[0])
+                extras["position_id_per_seconds"] = float(config.position_id_per_seconds)
 
             position_ids, _ = thinker.get_rope_index(
                 input_ids,
@@ -277,6 +288,27 @@ class Qwen3OmniAdapter:
             kind=prepared.kind,
             extras=extras,
         )
+
+    def time_groups(self, encoded: EncodedMedia, config: OmniZipConfig) -> torch.Tensor | None:
+        """``[P]`` long time group of every token for the keep plan (None: the plan's own runs).
+
+        Audio in video only (and not under ``reference_quirks``): group of a token with temporal
+        M-RoPE id ``t`` is ``floor((t - t0) / (STEPS_PER_GROUP * second_per_grid * 13) + 1e-3)``,
+        ``t0`` the first media token's id (a small tolerance: ids are float, fractional at 3 fps).
+        Entries at text tokens are 0 and are not read.
+        """
+        import torch
+
+        seconds = encoded.extras.get("second_per_grid")
+        if config.reference_quirks or STEPS_PER_GROUP < 1 or encoded.kind != "video+audio" or seconds is None:
+            return None
+        width = STEPS_PER_GROUP * seconds * encoded.extras["position_id_per_seconds"]
+        times = encoded.position_ids[0, 0].detach().to("cpu", torch.float64)  # [P] temporal ids
+        audio = encoded.input_ids[0].to("cpu") == int(encoded.extras["audio_token_id"])
+        media = encoded.extras["video_mask"][0].to("cpu") | audio
+        start = times[media].min()
+        groups = torch.floor((times - start) / width + 1e-3).long()
+        return torch.where(media, groups, torch.zeros_like(groups))
 
     def prefill_inputs(self, encoded: EncodedMedia, plan: KeepPlan | None) -> PrefillInputs:
         """Everything (plan None) or the plan applied to embeddings ``[1, L', D]``, mask ``[1, L']``,

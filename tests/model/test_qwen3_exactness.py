@@ -230,8 +230,6 @@ def test_saliency_is_windowed_one_score_per_audio_token(qwen3, media) -> None:
     assert scores.dtype == torch.float32 and scores.numel() == audio_tokens == 13 * 9
     torch.testing.assert_close(scores[:104].sum(), torch.tensor(104.0), rtol=1e-5, atol=0)
     torch.testing.assert_close(scores[104:].sum(), torch.tensor(13.0), rtol=1e-5, atol=0)
-    rows = session.group_rows
-    assert rows[0]["guided"] and rows[0]["audio_tokens"] == 13  # one grid step (1 s at 2 fps) per group
 
 
 def test_fast_encoder_attention_reference_backend_gives_the_same_encoding(qwen3, media) -> None:
@@ -288,3 +286,53 @@ def test_real_layout_folder_loads_only_the_thinker_weights(qwen3, tmp_path: Path
     theirs = loaded.model.state_dict()
     for key, value in qwen3.model.state_dict().items():
         assert torch.equal(theirs[key], value), key
+
+
+# ------------------------------------------------------------------------------------ time groups
+
+
+def test_time_groups_pair_two_grid_steps_and_quirks_restore_one_step_runs(qwen3, media) -> None:
+    """2 fps: paired groups of 2 frames + 26 audio tokens; reference_quirks: the authors' 1 frame + 13."""
+    tpf = 6 * 8  # 192 x 256 frames: 6 x 8 tokens per grid step
+    paired = Session.open(qwen3, media["av"], compression=OmniZipConfig())
+    assert [(r["video_tokens"], r["audio_tokens"], r["guided"]) for r in paired.group_rows] == [(2 * tpf, 26, True)] * 3
+    authors = paired.with_compression(OmniZipConfig(reference_quirks=True))
+    assert [(r["video_tokens"], r["audio_tokens"], r["guided"]) for r in authors.group_rows] == [(tpf, 13, True)] * 6
+    # audio past the video's end: audio-only groups, not folded into the last guided group
+    longer = Session.open(qwen3, media["audio_longer"], compression=OmniZipConfig())
+    assert [(r["video_tokens"], r["audio_tokens"], r["guided"]) for r in longer.group_rows] == [
+        (2 * tpf, 26, True), (2 * tpf, 26, True), (0, 26, False), (0, 26, False), (0, 13, False)]
+    # video past the audio's end: an unguided group at rho_video
+    shorter = Session.open(qwen3, media["audio_shorter"], compression=OmniZipConfig())
+    rows = shorter.group_rows
+    assert [(r["video_tokens"], r["audio_tokens"], r["guided"]) for r in rows] == [
+        (2 * tpf, 26, True), (2 * tpf, 13, True), (2 * tpf, 0, False)]
+    assert rows[2]["video_drop_ratio"] == pytest.approx(OmniZipConfig().rho_video)
+
+
+def test_paired_groups_run_the_temporal_branch(qwen3, media) -> None:
+    """The odd frame of each paired group is pruned by novelty against the even frame."""
+    from omnizip_cli.compression import build_keep_plan
+
+    session = Session.open(qwen3, media["av"], compression=OmniZipConfig())
+    encoded = session.encoded
+    embeds = encoded.embeds[0].clone()
+    video = torch.nonzero(encoded.extras["video_mask"][0]).flatten().view(6, -1)  # [steps, tpf]
+    half = video.shape[1] // 2
+    embeds[video[1]] = embeds[video[0]]  # step 1 repeats step 0 ...
+    embeds[video[1, half:]] = -embeds[video[0, half:]]  # ... except its second half: novel (cosine -1)
+    ids = qwen3.adapter.token_ids(qwen3.model)
+    kwargs = dict(audio_token_id=ids.audio, video_token_id=ids.video, spatial_merge_size=2, config=session.config)
+    plan = build_keep_plan(embeds, encoded.input_ids[0], encoded.audio_scores, encoded.video_grid_thw,
+                           time_groups=qwen3.adapter.time_groups(encoded, session.config), **kwargs)
+    step0, step1 = plan.keep[video[0]], plan.keep[video[1]]
+    kept = int(step1.sum())
+    assert 0 < kept == int(step0.sum()) < video.shape[1]  # the group's ratio for both frames
+    if kept <= half:
+        assert not bool(step1[:half].any())  # only novel tokens kept
+    else:
+        assert bool(step1[half:].all())  # every novel token kept
+    # the authors' one-step runs: step 1 is an even frame of its own group (DPC-KNN, not novelty)
+    one_step = build_keep_plan(embeds, encoded.input_ids[0], encoded.audio_scores, encoded.video_grid_thw,
+                               **{**kwargs, "config": OmniZipConfig(reference_quirks=True)})
+    assert not torch.equal(one_step.keep[video[1]], step1)
