@@ -142,6 +142,9 @@ class Qwen3OmniAdapter:
             **weight_kwargs,
             **from_pretrained_kwargs,
         )
+        problem = config_mismatch(model.config, processor)
+        if problem is not None:
+            raise ValueError(f"inconsistent Qwen3-Omni checkpoint: {problem}")
         return model.eval(), processor
 
     # ------------------------------------------------------------------------------ structure
@@ -358,6 +361,32 @@ class Qwen3OmniAdapter:
         )
         model.save_pretrained(path)
         processor.save_pretrained(path)
+
+
+def config_mismatch(config: Any, processor: Any) -> str | None:
+    """Why the thinker config and the processor would silently disagree (spec §8), or None.
+
+    * the thinker's ``position_id_per_seconds`` must equal the processor's (13): the processor
+      places audio and video by it, ``get_rope_index`` numbers them by the model's value;
+    * ``vision_start_token_id`` must be in the thinker config (``get_rope_index`` reads it; not a
+      declared field of the config class);
+    * the video processor's patch and merge sizes must be the vision encoder's (a patch-14 processor
+      makes the encoder fail with a reshape error).
+    """
+    processor_rate = float(getattr(processor, "position_id_per_seconds", POSITION_ID_PER_SECONDS))
+    model_rate = float(getattr(config, "position_id_per_seconds", -1))
+    if model_rate != processor_rate:
+        return (f"the thinker's position_id_per_seconds is {model_rate:g} but the processor places tokens at "
+                f"{processor_rate:g} per second")
+    if getattr(config, "vision_start_token_id", None) is None:
+        return "the thinker config has no vision_start_token_id"
+    video = getattr(processor, "video_processor", None)
+    vision = config.vision_config
+    if video is not None and (int(video.patch_size), int(video.merge_size)) != (
+            int(vision.patch_size), int(vision.spatial_merge_size)):
+        return (f"the video processor cuts {video.patch_size}-px patches merged {video.merge_size} x "
+                f"{video.merge_size}, the vision encoder expects {vision.patch_size} and {vision.spatial_merge_size}")
+    return None
 
 
 def windowed_token_scores(frame_scores: torch.Tensor, num_tokens: int) -> torch.Tensor:

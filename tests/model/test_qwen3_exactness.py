@@ -336,3 +336,21 @@ def test_paired_groups_run_the_temporal_branch(qwen3, media) -> None:
     one_step = build_keep_plan(embeds, encoded.input_ids[0], encoded.audio_scores, encoded.video_grid_thw,
                                **{**kwargs, "config": OmniZipConfig(reference_quirks=True)})
     assert not torch.equal(one_step.keep[video[1]], step1)
+
+
+def test_inconsistent_checkpoint_configs_are_named(qwen3) -> None:
+    """The silent traps of spec §8 (time-id rate, missing vision_start_token_id, patch-14 processor)."""
+    import copy
+
+    from omnizip_cli.models.qwen3_omni import config_mismatch
+
+    assert config_mismatch(qwen3.model.config, qwen3.processor) is None
+    config = copy.deepcopy(qwen3.model.config)
+    config.position_id_per_seconds = 25
+    assert "position_id_per_seconds is 25" in config_mismatch(config, qwen3.processor)
+    config = copy.deepcopy(qwen3.model.config)
+    del config.vision_start_token_id
+    assert "vision_start_token_id" in config_mismatch(config, qwen3.processor)
+    processor = copy.deepcopy(qwen3.processor)
+    processor.video_processor.patch_size = 14
+    assert "14-px patches" in config_mismatch(qwen3.model.config, processor)
