@@ -354,3 +354,21 @@ def test_inconsistent_checkpoint_configs_are_named(qwen3) -> None:
     processor = copy.deepcopy(qwen3.processor)
     processor.video_processor.patch_size = 14
     assert "14-px patches" in config_mismatch(qwen3.model.config, processor)
+
+
+def test_cli_ask_on_the_shipped_sample_reports_the_family(qwen3, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``omnizip ask samples/talking.mp4 ... --model tiny-qwen3 --json``: runs, compresses, says Qwen3-Omni."""
+    from typer.testing import CliRunner
+
+    import omnizip_cli.cli.ask
+    from omnizip_cli.cli import app
+
+    monkeypatch.setattr(omnizip_cli.cli.ask, "load_model", lambda spec: qwen3)
+    sample = Path(__file__).resolve().parents[2] / "samples" / "talking.mp4"
+    result = CliRunner().invoke(app, ["ask", str(sample), "What is said?", "--model", "tiny-qwen3", "--device", "cpu",
+                                      "--max-new-tokens", "3", "--max-frames", "4", "--json"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.stdout)
+    assert payload["model"]["family"] == "Qwen3-Omni"
+    text = json.dumps(payload)
+    assert "fast decoder off on cpu" in text  # the decoder says why it is off
