@@ -395,9 +395,11 @@ def windowed_token_scores(frame_scores: torch.Tensor, num_tokens: int) -> torch.
     One post-CNN frame is one ``<|audio_pad|>`` token (no pairing). Rescaled by ``T`` so that every
     window sums to its length (the authors' values; a uniform factor, rankings unchanged).
     """
+    import torch
+
     if int(frame_scores.numel()) != num_tokens:
         raise ValueError(f"audio saliency has {int(frame_scores.numel())} frames for {num_tokens} audio tokens")
-    return frame_scores.reshape(-1).to(dtype=frame_scores.dtype) * float(num_tokens)
+    return frame_scores.reshape(-1).to(torch.float32) * float(num_tokens)
 
 
 def deepstack_kwargs(video_mask: torch.Tensor | None, deepstack: list[torch.Tensor] | None,
