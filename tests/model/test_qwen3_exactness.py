@@ -372,3 +372,27 @@ def test_cli_ask_on_the_shipped_sample_reports_the_family(qwen3, monkeypatch: py
     assert payload["model"]["family"] == "Qwen3-Omni"
     text = json.dumps(payload)
     assert "fast decoder off on cpu" in text  # the decoder says why it is off
+
+
+# ------------------------------------------------------------------------------------ GPU
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_graph_decoder_and_fast_encoders_on_the_moe_thinker(media) -> None:
+    """On a GPU: the CUDA-graph decoder captures the MoE step (grouped_mm is graph-safe) and gives the
+    eager loop's tokens; the fast encoder attention is on and the answer equals the stock encoders'."""
+    from omnizip_cli import ModelSpec, load_model
+
+    fast = load_model(ModelSpec(model="tiny-qwen3", device="cuda", dtype="float32", attn_implementation="sdpa"))
+    for compression in (None, "45"):
+        eager = Session.open(fast, media["av"], compression=compression, decoder="eager").answer(QUESTIONS[0], GREEDY)
+        graph = Session.open(fast, media["av"], compression=compression, decoder="fast").answer(QUESTIONS[0], GREEDY)
+        assert not any("failed" in note for note in graph.notes), graph.notes
+        assert graph.decoder != "eager", graph.notes
+        assert graph.token_ids == eager.token_ids
+    stock = load_model(ModelSpec(model="tiny-qwen3", device="cuda", dtype="float32", attn_implementation="sdpa",
+                                 fast_encoders=False))
+    ours = Session.open(fast, media["av"], compression="45", decoder="eager").answer(QUESTIONS[0], GREEDY)
+    theirs = Session.open(stock, media["av"], compression="45", decoder="eager").answer(QUESTIONS[0], GREEDY)
+    assert ours.token_ids == theirs.token_ids
