@@ -390,6 +390,8 @@ def keep_plan(loaded: LoadedModel, encoded: EncodedMedia, config: OmniZipConfig)
 
     adapter = loaded.adapter
     ids = adapter.token_ids(loaded.model)
+    # A family may define its own time groups (optional adapter method; None: runs of positions).
+    grouping = getattr(adapter, "time_groups", None)
     return build_keep_plan(
         encoded.embeds[0],
         encoded.input_ids[0],
@@ -399,6 +401,7 @@ def keep_plan(loaded: LoadedModel, encoded: EncodedMedia, config: OmniZipConfig)
         video_token_id=ids.video,
         spatial_merge_size=adapter.spatial_merge_size(loaded.model),
         config=config,
+        time_groups=grouping(encoded, config) if grouping is not None else None,
     )
 
 
