@@ -199,21 +199,12 @@ def decode_step(model: Any, token: Any, position: Any, attention_mask: Any, cach
 
 
 def keep_plan(model: Any, encoded: Any, config: Any) -> Any:
-    """The OmniZip keep plan of an :class:`~omnizip_cli.models.base.EncodedMedia` (as the Session builds it)."""
-    from omnizip_cli.compression import build_keep_plan
+    """The OmniZip keep plan of an :class:`~omnizip_cli.models.base.EncodedMedia`, as the Session builds it."""
+    from types import SimpleNamespace
 
-    family = adapter()
-    ids = family.token_ids(model)
-    return build_keep_plan(
-        encoded.embeds[0],
-        encoded.input_ids[0],
-        encoded.audio_scores,
-        encoded.video_grid_thw,
-        audio_token_id=ids.audio,
-        video_token_id=ids.video,
-        spatial_merge_size=family.spatial_merge_size(model),
-        config=config,
-    )
+    from omnizip_cli.generation.session import keep_plan as session_keep_plan
+
+    return session_keep_plan(SimpleNamespace(adapter=adapter(), model=model), encoded, config)
 
 
 def prepared_prompt(tensors: dict[str, Any], kind: str = "video+audio") -> Any:

@@ -1,6 +1,6 @@
 """Video preprocessing in bounded chunks of frames, with a memory check before the work starts.
 
-The stock ``Qwen2_5OmniProcessor`` hands all sampled frames to its video processor at once, which
+The stock omni processor hands all sampled frames to its video processor at once, which
 converts them to float32, resizes, rescales and normalises, and patchifies them, each step a new
 full-size float32 copy: a 400-s 1280x720 clip passed 18 GB of RAM (about 12 MB per frame per copy).
 Here the video processor runs over chunks of at most :data:`CHUNK_BYTES` of float32 frames, and

@@ -306,7 +306,7 @@ class AudioSaliencyRecorder:
 
     Parameters
     ----------
-    audio_tower: the ``Qwen2_5OmniAudioEncoder`` (``thinker.model.audio_tower``).
+    audio_tower: the audio encoder (the adapter passes the thinker's ``audio_tower``).
     query_chunk: queries per block of :func:`frame_attention_received`.
     head_chunk: heads per group; None picks :func:`default_head_chunk` for each call (a float32 score
         block of at most 16 MiB on the CPU, 64 MiB on a GPU; at least one head).
@@ -327,7 +327,7 @@ class AudioSaliencyRecorder:
             raise ValueError(f"global_max_frames must be >= 0 or None, got {global_max_frames}")
         layers = getattr(audio_tower, "layers", None)
         if not layers or not hasattr(layers[-1], "self_attn"):
-            raise TypeError("audio_tower must be a Qwen2.5-Omni audio encoder (with .layers[-1].self_attn)")
+            raise TypeError("audio_tower must be an audio encoder with .layers[-1].self_attn")
         self.attention: torch.nn.Module = layers[-1].self_attn
         for name in ("q_proj", "k_proj", "num_heads", "scaling"):
             if not hasattr(self.attention, name):

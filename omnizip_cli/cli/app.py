@@ -20,7 +20,7 @@ from ..errors import OmnizipError, OutOfMemory
 
 app = typer.Typer(
     name="omnizip",
-    help="Ask questions about local videos with omni models (Qwen2.5-Omni), made fast by OmniZip token compression.",
+    help="Ask questions about local videos with omni models (Qwen2.5-Omni, Qwen3-Omni), made fast by OmniZip token compression.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -28,7 +28,6 @@ app = typer.Typer(
 )
 
 DEBUG_ENV_VAR = "OMNIZIP_DEBUG"
-EXIT_INTERRUPTED = 130
 T = TypeVar("T")
 
 
@@ -44,7 +43,7 @@ def _root(
         bool, typer.Option("--version", callback=_version_callback, is_eager=True, help="Show the version.")
     ] = False,
 ) -> None:
-    """Ask questions about local videos with omni models (Qwen2.5-Omni), made fast by OmniZip token compression."""
+    """Ask questions about local videos with omni models (Qwen2.5-Omni, Qwen3-Omni), made fast by OmniZip token compression."""
 
 
 def fail(error: OmnizipError) -> NoReturn:

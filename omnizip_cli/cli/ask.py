@@ -54,9 +54,15 @@ def check_questions(questions: list[str]) -> list[str]:
 
 def prompt_budget(loaded: Any, questions: list[str], generation: Any, max_prompt_tokens: int | None
                   ) -> tuple[int, int]:
-    """``--max-prompt-tokens`` (default: the model's context minus ``--max-new-tokens``) and the tokens
-    reserved for the question (the longest question's tokens plus the template's 16 around it)."""
-    budget = max_prompt_tokens if max_prompt_tokens is not None else loaded.context_length - generation.max_new_tokens
+    """``--max-prompt-tokens`` and the tokens reserved for the question (the longest question's tokens
+    plus the template's 16 around it).
+
+    The default is the model's context minus ``--max-new-tokens``, but at least half the context: a
+    ``--max-new-tokens`` beyond the context must not squeeze the prompt to nothing.
+    """
+    context = loaded.context_length
+    budget = max_prompt_tokens if max_prompt_tokens is not None else max(context - generation.max_new_tokens,
+                                                                          context // 2)
     tokenizer = loaded.processor.tokenizer
     reserve = max(len(tokenizer(q, add_special_tokens=False)["input_ids"]) for q in questions) + 16
     return budget, reserve

@@ -19,10 +19,9 @@ from typing import Annotated, Any
 
 import typer
 
+from ..models.registry import DEFAULT_MODEL, MODEL_ENV_VAR
 from .app import run_guarded
 
-DEFAULT_MODEL = "Qwen/Qwen2.5-Omni-7B"
-MODEL_ENV_VAR = "OMNIZIP_MODEL"
 
 
 class Preset(str, Enum):
@@ -98,8 +97,8 @@ def _model_spec(*, model: str, device: str, dtype: str, attn_implementation: str
 MODEL = OptionGroup("model", (
     _option("model", Annotated[str, typer.Option(
         "--model", "-m", envvar=MODEL_ENV_VAR,
-        help="Hub id or local checkpoint folder of an omni model (Qwen2.5-Omni); 'tiny' builds a tiny random one "
-             "offline.")], DEFAULT_MODEL),
+        help="Hub id or local checkpoint folder of an omni model (Qwen2.5-Omni, Qwen3-Omni); 'tiny' or 'tiny-qwen3' "
+             "builds a tiny random one offline.")], DEFAULT_MODEL),
     _option("device", Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")], "auto"),
     _option("dtype", Annotated[str, typer.Option(
         help="auto, bfloat16, float16 or float32 (auto: bf16 on GPU, fp32 on CPU).")], "auto"),

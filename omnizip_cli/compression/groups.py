@@ -8,7 +8,10 @@ scores (audio kept per group, the ratios, the keep counts) stays on the device: 
 
 Time groups: runs of consecutive audio positions and of consecutive video positions. Video run
 ``i`` and audio run ``i`` form guided group ``i`` for ``i < min(#video runs, #audio runs)``; the
-remaining video runs are unguided and drop ``rho_video``.
+remaining video runs are unguided and drop ``rho_video``. A model family may instead give the time
+groups itself (``time_groups`` of :func:`derive_layout`: a group index per token; runs are then the
+runs of equal index, which need not be contiguous in the sequence): Qwen3-Omni pairs two grid steps
+with their audio, which lie between the two steps.
 
 Frames, not runs: a frame is ``tokens_per_frame`` consecutive video tokens in input order (the
 processor lays video tokens out frame-major), and it belongs to the time group (video run) that
@@ -40,6 +43,7 @@ __all__ = [
     "normalise_to_budget",
     "ratio_dtype",
     "runs_of_consecutive",
+    "runs_of_equal",
     "segment_sums",
     "video_drop_ratios",
 ]
@@ -131,6 +135,18 @@ def runs_of_consecutive(positions: Tensor) -> Tensor:
     return torch.stack([starts, ends], dim=1)
 
 
+def runs_of_equal(values: Tensor) -> Tensor:
+    """Maximal runs of equal values. ``[N]`` non-decreasing long -> ``[R, 2]`` (start, end) indices."""
+    if values.numel() == 0:
+        return torch.zeros((0, 2), dtype=torch.long)
+    if bool((values[1:] < values[:-1]).any()):
+        raise ValueError("time groups must not decrease along the sequence")
+    breaks = torch.nonzero(values[1:] != values[:-1]).flatten() + 1
+    starts = torch.cat([torch.zeros(1, dtype=torch.long), breaks])
+    ends = torch.cat([breaks, torch.tensor([values.numel()])])
+    return torch.stack([starts, ends], dim=1)
+
+
 def derive_layout(
     input_ids: Tensor,
     *,
@@ -139,18 +155,33 @@ def derive_layout(
     video_grid_thw: tuple[int, int, int] | None,
     spatial_merge_size: int,
     frame_major: bool = True,
+    time_groups: Tensor | None = None,
 ) -> SequenceLayout:
     """Positions, runs and frames from ``input_ids [L]`` (copied to the CPU once).
 
     ``frame_major`` (default): frames are ``tokens_per_frame`` consecutive video tokens counted from
     the first video token, each in the group of the run holding most of its tokens; ``False``: the
     reference's frames counted from the start of each run.
+
+    ``time_groups``: ``[L]`` long time-group index per token, computed by the model family's adapter
+    (only the entries at audio and video tokens are read; they must not decrease within each
+    modality, and group ``g`` of the video and of the audio must cover the same time). The runs are
+    then the maximal runs of equal group index (audio and video lists separately), not of
+    consecutive positions: a group may hold tokens that are not contiguous in the sequence
+    (Qwen3-Omni's two grid steps with the audio between them). None: runs of consecutive positions.
     """
     ids = input_ids.detach().to("cpu").reshape(-1)
     audio_positions = torch.nonzero(ids == audio_token_id).flatten()
     video_positions = torch.nonzero(ids == video_token_id).flatten()
-    audio_runs = runs_of_consecutive(audio_positions)
-    video_runs = runs_of_consecutive(video_positions)
+    if time_groups is None:
+        audio_runs = runs_of_consecutive(audio_positions)
+        video_runs = runs_of_consecutive(video_positions)
+    else:
+        groups = time_groups.detach().to("cpu").reshape(-1).long()
+        if groups.numel() != ids.numel():
+            raise ValueError(f"time_groups has {groups.numel()} entries for {ids.numel()} tokens")
+        audio_runs = runs_of_equal(groups[audio_positions])
+        video_runs = runs_of_equal(groups[video_positions])
     tokens_per_frame = frame_tokens_per_grid(video_grid_thw, spatial_merge_size)
     if frame_major:
         frames = _frame_major_frames(video_positions, video_runs, tokens_per_frame)

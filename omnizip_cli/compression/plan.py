@@ -171,6 +171,7 @@ def build_keep_plan(
     video_token_id: int,
     spatial_merge_size: int = 2,
     config: OmniZipConfig,
+    time_groups: Tensor | None = None,
 ) -> KeepPlan:
     """Compute the OmniZip keep plan of one sequence.
 
@@ -185,6 +186,9 @@ def build_keep_plan(
     audio_token_id, video_token_id: the placeholder ids.
     spatial_merge_size: s; a frame (temporal grid step) has ``(H // s) * (W // s)`` tokens.
     config: ratios and hyper-parameters.
+    time_groups: ``[L]`` long time-group index per token from the model family's adapter (see
+        :func:`~omnizip_cli.compression.groups.derive_layout`); None (default): the time groups are
+        the runs of consecutive audio / video positions.
 
     Raises ``ValueError`` when the inputs disagree (shapes, token counts vs grid or scores).
     """
@@ -197,6 +201,7 @@ def build_keep_plan(
         video_grid_thw=video_grid_thw,
         spatial_merge_size=spatial_merge_size,
         frame_major=not config.reference_quirks,
+        time_groups=time_groups,
     )
     _check_against_layout(layout, audio_scores, video_grid_thw)
     device = embeds.device

@@ -102,7 +102,7 @@ def render_accuracy_chart(metrics: Mapping[str, Any], model: str = "?") -> Any:
     ``PIL.Image.Image``. Style (fonts, palette, sizes) from :mod:`omnizip_cli.report.chart`."""
     from PIL import Image, ImageDraw
 
-    from omnizip_cli.report.chart import BACKGROUND, GRID, INK, MIN_HEIGHT, MUTED, WIDTH, _fit, _font
+    from omnizip_cli.report.chart import BACKGROUND, GRID, INK, MIN_HEIGHT, MUTED, WIDTH, _font, fit_text
 
     settings = list(metrics["settings"].items())
     title_font, text_font, small_font = _font(22), _font(15), _font(13)
@@ -116,7 +116,7 @@ def render_accuracy_chart(metrics: Mapping[str, Any], model: str = "?") -> Any:
     draw.text((24, 18), "Accuracy by setting: full vs OmniZip", fill=INK, font=title_font)
     subtitle = (f"{model} on {data['name']}: {data['items']} questions, {data['videos']} videos. "
                 "Caption: accuracy kept vs full (paired), A/V tokens kept, median time to first token.")
-    draw.text((24, 52), _fit(draw, subtitle, small_font, WIDTH - 48), fill=MUTED, font=small_font)
+    draw.text((24, 52), fit_text(draw, subtitle, small_font, WIDTH - 48), fill=MUTED, font=small_font)
 
     plot_left, plot_right = left, WIDTH - right
     plot_top, plot_bottom = top, top + body

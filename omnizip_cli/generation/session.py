@@ -251,20 +251,7 @@ class Session:
         self._cache = None
 
     def _build_plan(self, config: OmniZipConfig) -> KeepPlan:
-        from ..compression import build_keep_plan
-
-        ids = self.adapter.token_ids(self.loaded.model)
-        encoded = self.encoded
-        return build_keep_plan(
-            encoded.embeds[0],
-            encoded.input_ids[0],
-            encoded.audio_scores,
-            encoded.video_grid_thw,
-            audio_token_id=ids.audio,
-            video_token_id=ids.video,
-            spatial_merge_size=self.adapter.spatial_merge_size(self.loaded.model),
-            config=config,
-        )
+        return keep_plan(self.loaded, self.encoded, config)
 
     # ------------------------------------------------------------------------------ facts
     @property
@@ -402,6 +389,27 @@ class Session:
                 self.warnings.append(message)
                 if self._warn is not None:
                     self._warn(message)
+
+
+def keep_plan(loaded: LoadedModel, encoded: EncodedMedia, config: OmniZipConfig) -> KeepPlan:
+    """The OmniZip keep plan of an encoded prefix (batch size 1), with the family's token ids."""
+    from ..compression import build_keep_plan
+
+    adapter = loaded.adapter
+    ids = adapter.token_ids(loaded.model)
+    # A family may define its own time groups (optional adapter method; None: runs of positions).
+    grouping = getattr(adapter, "time_groups", None)
+    return build_keep_plan(
+        encoded.embeds[0],
+        encoded.input_ids[0],
+        encoded.audio_scores,
+        encoded.video_grid_thw,
+        audio_token_id=ids.audio,
+        video_token_id=ids.video,
+        spatial_merge_size=adapter.spatial_merge_size(loaded.model),
+        config=config,
+        time_groups=grouping(encoded, config) if grouping is not None else None,
+    )
 
 
 def prepare(loaded: LoadedModel, media: DecodedMedia, *, system: str | None = None,

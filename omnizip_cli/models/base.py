@@ -218,6 +218,11 @@ class ModelAdapter(Protocol):
         """The prefix prefill: everything (plan None) or the plan applied to every per-token tensor."""
         ...
 
+    # Optional (looked up with getattr by the Session):
+    #   def time_groups(self, encoded: EncodedMedia, config: OmniZipConfig) -> torch.Tensor | None
+    # ``[P]`` long time-group index per token for the keep plan (see
+    # ``omnizip_cli.compression.groups.derive_layout``); absent or None: runs of consecutive positions.
+
     def build_tiny(self, path: Path) -> None:
         """Write this family's tiny random checkpoint (full hub layout, processor included) into ``path``."""
         ...

@@ -32,8 +32,9 @@ ATTN_CHOICES = ("sdpa", "flash_attention_2", "eager")
 def adapters() -> tuple[ModelAdapter, ...]:
     """Every registered model family (the first is the default family)."""
     from .qwen2_5_omni import ADAPTER as QWEN25
+    from .qwen3_omni import ADAPTER as QWEN3
 
-    return (QWEN25,)
+    return (QWEN25, QWEN3)
 
 
 def adapter_for_model_type(model_type: Any) -> ModelAdapter | None:

@@ -132,12 +132,12 @@ def render_timings_chart(payload: dict[str, Any]) -> Image.Image:
         f"{_human_seconds(float(shared.get('media_decode_seconds', 0.0)))}, processor "
         f"{_human_seconds(float(shared.get('preprocess_seconds', 0.0)))}."
     )
-    draw.text((24, 50), _fit(draw, subtitle, small_font, WIDTH - 48), fill=MUTED, font=small_font)
+    draw.text((24, 50), fit_text(draw, subtitle, small_font, WIDTH - 48), fill=MUTED, font=small_font)
     prefix = "Not representative: "
     indent = 24 + draw.textlength(prefix, font=small_font)
     for line_index, note in enumerate(payload.get("notes", [])[:2]):
         x, text = (24.0, prefix + note) if line_index == 0 else (indent, note)
-        draw.text((x, 68 + 17 * line_index), _fit(draw, text, small_font, WIDTH - 24 - x), fill=(176, 58, 46),
+        draw.text((x, 68 + 17 * line_index), fit_text(draw, text, small_font, WIDTH - 24 - x), fill=(176, 58, 46),
                   font=small_font)
 
     # Scale.
@@ -209,7 +209,7 @@ def render_timings_chart(payload: dict[str, Any]) -> Image.Image:
     return image
 
 
-def _fit(draw: ImageDraw.ImageDraw, text: str, font: Any, width: float) -> str:
+def fit_text(draw: ImageDraw.ImageDraw, text: str, font: Any, width: float) -> str:
     """``text`` cut with an ellipsis so that it fits in ``width`` pixels."""
     if draw.textlength(text, font=font) <= width:
         return text

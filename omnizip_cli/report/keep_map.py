@@ -807,26 +807,24 @@ def save_keep_map(image: Image.Image, path: str | Path) -> Path:
     return target
 
 
-def _fit(draw: ImageDraw.ImageDraw, text: str, font: Any, width: float) -> str:
-    """``text`` cut with an ellipsis so that it fits in ``width`` pixels."""
-    if draw.textlength(text, font=font) <= width:
-        return text
-    while text and draw.textlength(text + "…", font=font) > width:
-        text = text[:-1]
-    return text.rstrip() + "…"
+def fit_text(draw: ImageDraw.ImageDraw, text: str, font: Any, width: float) -> str:
+    """:func:`omnizip_cli.report.chart.fit_text`, imported when first drawn (this module stays light)."""
+    from .chart import fit_text as fit
+
+    return fit(draw, text, font, width)
 
 
 def _draw_header(draw: ImageDraw.ImageDraw, data: KeepMapData, layout: KeepMapLayout, fonts: dict[str, Any]) -> None:
     title, setting, tokens = _header_lines(data)
     room = layout.width - 2 * MARGIN
-    draw.text((MARGIN, 16), _fit(draw, title, fonts["title"], room), fill=INK, font=fonts["title"])
-    draw.text((MARGIN, 50), _fit(draw, setting, fonts["text"], room), fill=MUTED, font=fonts["text"])
-    draw.text((MARGIN, 72), _fit(draw, tokens, fonts["text"], room), fill=INK, font=fonts["text"])
+    draw.text((MARGIN, 16), fit_text(draw, title, fonts["title"], room), fill=INK, font=fonts["title"])
+    draw.text((MARGIN, 50), fit_text(draw, setting, fonts["text"], room), fill=MUTED, font=fonts["text"])
+    draw.text((MARGIN, 72), fit_text(draw, tokens, fonts["text"], room), fill=INK, font=fonts["text"])
     y = 96
     if layout.note_box is not None:
         x0, y0, x1, y1 = layout.note_box
         draw.rectangle([x0, y0, x1 - 1, y1 - 1], fill=NOTE_FILL, outline=NOTE_INK)
-        draw.text((x0 + 8, y0 + 5), _fit(draw, RANDOM_MODEL_NOTE, fonts["small"], x1 - x0 - 16), fill=NOTE_INK,
+        draw.text((x0 + 8, y0 + 5), fit_text(draw, RANDOM_MODEL_NOTE, fonts["small"], x1 - x0 - 16), fill=NOTE_INK,
                   font=fonts["small"])
         y = y1 + 8
     entries: list[tuple[str, tuple[int, int, int], str]] = []
@@ -902,7 +900,7 @@ def _draw_sheet(
         f"Video: {grid_t} grid steps of {grid_h} x {grid_w} tokens (each {data.token_pixels} x "
         f"{data.token_pixels} px, {data.temporal_patch} frames); a tile is the first frame of its step"
     )
-    draw.text((MARGIN, layout.sheet_top + 2), _fit(draw, heading, fonts["text"], layout.width - 2 * MARGIN),
+    draw.text((MARGIN, layout.sheet_top + 2), fit_text(draw, heading, fonts["text"], layout.width - 2 * MARGIN),
               fill=INK, font=fonts["text"])
     frames_note = f"{frame_count} frames" if frame_count else "no frames given"
     if layout.step_stride == 1:
@@ -937,7 +935,7 @@ def _draw_sheet(
         if draw.textlength(left, font=font) + right_width + 10 > tile_w:
             right = f"{kept}/{grid_h * grid_w}"
             right_width = draw.textlength(right, font=font)
-        draw.text((x, y + tile_h + 3), _fit(draw, left, font, max(tile_w - right_width - 6, 10)), fill=MUTED,
+        draw.text((x, y + tile_h + 3), fit_text(draw, left, font, max(tile_w - right_width - 6, 10)), fill=MUTED,
                   font=font)
         draw.text((x + tile_w - right_width, y + tile_h + 3), right, fill=INK, font=font)
 
@@ -951,10 +949,10 @@ def _lane_label(draw: ImageDraw.ImageDraw, box: Box, text: str, font: Any, sub: 
     x0, y0, _, y1 = box
     middle = (y0 + y1) / 2
     if sub is None:
-        draw.text((MARGIN, middle - 8), _fit(draw, text, font, LABEL_WIDTH - 10), fill=INK, font=font)
+        draw.text((MARGIN, middle - 8), fit_text(draw, text, font, LABEL_WIDTH - 10), fill=INK, font=font)
     else:
-        draw.text((MARGIN, middle - 16), _fit(draw, text, font, LABEL_WIDTH - 10), fill=INK, font=font)
-        draw.text((MARGIN, middle + 1), _fit(draw, sub, font, LABEL_WIDTH - 10), fill=MUTED, font=font)
+        draw.text((MARGIN, middle - 16), fit_text(draw, text, font, LABEL_WIDTH - 10), fill=INK, font=font)
+        draw.text((MARGIN, middle + 1), fit_text(draw, sub, font, LABEL_WIDTH - 10), fill=MUTED, font=font)
 
 
 def _audio_column_counts(data: KeepMapData, layout: KeepMapLayout) -> np.ndarray:
@@ -1200,7 +1198,7 @@ def _draw_footnotes(draw: ImageDraw.ImageDraw, data: KeepMapData, layout: KeepMa
         lines.append("Groups: audio kept = share of the group's audio tokens kept (no video to prune).")
     y = layout.footnote_top + 10
     for line in lines[:3]:
-        draw.text((MARGIN, y), _fit(draw, line, fonts["small"], layout.width - 2 * MARGIN), fill=MUTED,
+        draw.text((MARGIN, y), fit_text(draw, line, fonts["small"], layout.width - 2 * MARGIN), fill=MUTED,
                   font=fonts["small"])
         y += FOOTNOTE_LINE
 

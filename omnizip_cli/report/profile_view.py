@@ -9,6 +9,7 @@ from typing import Any
 
 from ..terminal import escape_control
 from .units import format_bytes, format_flops, format_seconds
+from .units import number as _number
 
 
 def _seconds_unit(value: float) -> tuple[str, float]:
@@ -24,15 +25,6 @@ def _bytes_unit(value: float) -> tuple[str, float]:
         if abs(value) >= size:
             return unit, float(size)
     return "B", 1.0
-
-
-def _number(value: float) -> str:
-    magnitude = abs(value)
-    if magnitude >= 100 or value == 0:
-        return f"{value:.0f}"
-    if magnitude >= 10:
-        return f"{value:.1f}"
-    return f"{value:.2f}"
 
 
 def _spread(summary: dict[str, Any], units: Callable[[float], tuple[str, float]]) -> str:

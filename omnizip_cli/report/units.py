@@ -39,15 +39,16 @@ def format_flops(value: float | None) -> str:
         return "-"
     for unit, size in (("PFLOP", 1e15), ("TFLOP", 1e12), ("GFLOP", 1e9), ("MFLOP", 1e6), ("kFLOP", 1e3)):
         if value >= size:
-            return f"{_number(value / size)} {unit}"
-    return f"{_number(value)} FLOP"
+            return f"{number(value / size)} {unit}"
+    return f"{number(value)} FLOP"
 
 
 def format_rate(tokens_per_second: float) -> str:
     return f"{tokens_per_second:.1f} tok/s"
 
 
-def _number(value: float) -> str:
+def number(value: float) -> str:
+    """Three significant figures or so: ``123``, ``12.3``, ``1.23``."""
     magnitude = abs(value)
     if magnitude >= 100 or value == 0:
         return f"{value:.0f}"

@@ -56,7 +56,7 @@ def test_payload_is_strict_json_with_the_schema_version() -> None:
     text = json.dumps(data, allow_nan=False)
     assert json.loads(text)["schema_version"] == SCHEMA_VERSION == 2
     assert set(data) == {"schema_version", "answer", "question", "random_weights", "config", "model", "compression",
-                         "media", "tokens", "generation", "timings", "memory", "warnings", "context", "prefix_cache"}
+                         "media", "tokens", "generation", "timings", "memory", "context", "prefix_cache", "warnings"}
 
 
 def test_payload_token_counts_add_up() -> None:
