@@ -403,11 +403,35 @@ class PrefixCache:
 
 
 def _fit_inputs(session: Session) -> dict[str, int]:
+    """The token counts :meth:`Session.from_prepared` fits the context with (computed the same way)."""
     tokens = session.tokens
-    grid = session.encoded.video_grid_thw
+    grid = session.prepared.tensors.get("video_grid_thw")
     return {"audio": tokens.audio.before, "video": tokens.video.before,
-            "text": session.prefix_length - tokens.audio.before - tokens.video.before,
-            "frames": int(grid[0]) * 2 if grid is not None else 0}
+            "text": session.prepared.length - tokens.audio.before - tokens.video.before,
+            "frames": int(grid[0][0]) * 2 if grid is not None else 0}
+
+
+def _lm_kwargs_tensors(lm_kwargs: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]] | None:
+    """The family's language-model arguments as named tensors and their layout (a tensor, or a list
+    of tensors such as Qwen3-Omni's deepstack rows); None when one is neither."""
+    tensors: dict[str, torch.Tensor] = {}
+    layout: dict[str, Any] = {}
+    for name, value in lm_kwargs.items():
+        if isinstance(value, torch.Tensor):
+            tensors[f"lm_kwargs.{name}"] = value
+            layout[name] = "tensor"
+        elif isinstance(value, (list, tuple)) and all(isinstance(v, torch.Tensor) for v in value):
+            tensors.update({f"lm_kwargs.{name}.{i}": v for i, v in enumerate(value)})
+            layout[name] = {"list": len(value)}
+        else:
+            return None
+    return tensors, layout
+
+
+def _lm_kwargs_from(tensors: dict[str, torch.Tensor], layout: dict[str, Any]) -> dict[str, Any]:
+    return {name: tensors[f"lm_kwargs.{name}"] if kind == "tensor"
+            else [tensors[f"lm_kwargs.{name}.{i}"] for i in range(int(kind["list"]))]
+            for name, kind in layout.items()}
 
 
 def _first_fit(compression: Any, inputs: dict[str, int], budget: int, reserve: int) -> ContextFit | None:
@@ -433,14 +457,14 @@ def entry_of_session(
     stage_seconds: dict[str, float],
 ) -> tuple[dict[str, torch.Tensor], dict[str, Any]] | None:
     """The tensors and JSON of a freshly opened session's entry; None when it cannot be cached
-    (non-tensor language-model arguments)."""
+    (language-model arguments that are not tensors or lists of tensors)."""
     prefill = session.prefill
-    if any(not isinstance(v, torch.Tensor) for v in prefill.lm_kwargs.values()):
+    extra = _lm_kwargs_tensors(prefill.lm_kwargs)
+    if extra is None:
         return None
     tensors = {
         "prefill.embeds": prefill.embeds, "prefill.attention_mask": prefill.attention_mask,
-        "prefill.position_ids": prefill.position_ids, "input_ids": session.encoded.input_ids,
-        **{f"lm_kwargs.{name}": value for name, value in prefill.lm_kwargs.items()},
+        "prefill.position_ids": prefill.position_ids, "input_ids": session.encoded.input_ids, **extra[0],
     }
     if prefill.kept is not None:
         tensors["prefill.kept"] = prefill.kept
@@ -468,7 +492,7 @@ def entry_of_session(
         "fit_inputs": inputs,
         "fit": {"reserve": question_reserve, "replanned": replanned,
                 "context_fit": _fit_json(fit) if fit is not None else None},
-        "lm_kwargs": sorted(prefill.lm_kwargs),
+        "lm_kwargs": extra[1],
     }
 
 
@@ -559,7 +583,7 @@ class CachedSession(Session):
         prefill = PrefillInputs(
             embeds=embeds, attention_mask=tensors["prefill.attention_mask"],
             position_ids=tensors["prefill.position_ids"], kept=kept.bool() if kept is not None else None,
-            lm_kwargs={name: tensors[f"lm_kwargs.{name}"] for name in entry["lm_kwargs"]})
+            lm_kwargs=_lm_kwargs_from(tensors, entry["lm_kwargs"]))
         config = OmniZipConfig(**entry["config"]) if entry["config"] is not None else None
         timer = kwargs.pop("timer", None) or StageTimer(device=loaded.device)
         session = cls(loaded, prepared, encoded, config, media=None, timer=timer, prefill=prefill, **kwargs)
