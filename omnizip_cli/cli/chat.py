@@ -69,9 +69,11 @@ class _PromptSignals:
     A signal sent to the process lands on any of its threads; torch's worker threads are many. The
     interpreter then only notes it, and the main thread, blocked in readline's wait for a key,
     would not see it before the next Enter. While :attr:`at_prompt` is set, a helper thread that
-    watches the interpreter's wake-up file descriptor sends the signal again to the main thread
-    itself, which interrupts the wait; the usual handler then runs there (``KeyboardInterrupt``,
-    or :class:`~omnizip_cli.signals.Terminated`). Outside the prompt nothing changes.
+    watches the interpreter's wake-up file descriptor sends :data:`WAKE_SIGNAL` (``SIGUSR2``, a
+    no-op for the chat's duration) to the main thread itself, which interrupts the wait; the
+    interpreter then runs the pending handler there (``KeyboardInterrupt``, or
+    :class:`~omnizip_cli.signals.Terminated`). Not the same signal again: its handler would run
+    twice, the second time inside the first. Outside the prompt nothing changes.
     """
 
     def __init__(self) -> None:
@@ -86,10 +88,15 @@ class _PromptSignals:
         if threading.current_thread() is not threading.main_thread():
             yield self
             return
+        wake = getattr(signal, "SIGUSR2", None)
+        if wake is None or not hasattr(signal, "pthread_kill"):
+            yield self
+            return
         read, write = os.pipe()
         os.set_blocking(write, False)
         try:
             previous = signal.set_wakeup_fd(write, warn_on_full_buffer=False)
+            previous_wake = signal.signal(wake, lambda _signum, _frame: None)
         except (ValueError, OSError):
             os.close(read)
             os.close(write)
@@ -102,6 +109,7 @@ class _PromptSignals:
         finally:
             self._stop = True
             signal.set_wakeup_fd(previous)
+            signal.signal(wake, previous_wake)
             os.close(write)  # the watcher reads end of file and returns
             watcher.join(timeout=1.0)
             os.close(read)
@@ -114,11 +122,10 @@ class _PromptSignals:
                 return
             if not data or self._stop:
                 return
-            signums = [b for b in data if b in self._watched]
-            if signums and self.at_prompt and self._main is not None:
-                self.at_prompt = False  # once: the re-sent signal also writes a byte here
+            if self.at_prompt and self._main is not None and any(b in self._watched for b in data):
+                self.at_prompt = False
                 try:
-                    signal.pthread_kill(self._main, signums[0])
+                    signal.pthread_kill(self._main, signal.SIGUSR2)
                 except (OSError, ValueError):
                     pass
 
@@ -218,8 +225,8 @@ def run_chat(
             console.print(message, markup=False, highlight=False, soft_wrap=True)
 
     def budget_for(loaded: Any) -> tuple[int, int]:
-        budget = (max_prompt_tokens if max_prompt_tokens is not None
-                  else loaded.context_length - generation.max_new_tokens)
+        """``ask``'s budget (so both share cache entries); the questions are not known: a fixed reserve."""
+        budget, _ = ask_cli.prompt_budget(loaded, ["?"], generation, max_prompt_tokens)
         return budget, CHAT_QUESTION_RESERVE
 
     try:

@@ -53,7 +53,7 @@ def test_a_second_ask_reads_the_prefix_from_disk(cache_on: Path) -> None:
     assert bypass["generation"]["prefix_source"] == "fresh" and bypass["prefix_cache"] is None
     assert bypass["answer"] == answers[0]["answer"]
     # chat shares the entry when the budget (part of the key) is the same
-    chat = run("chat", TALKING, *FAST, "--max-prompt-tokens", "32762", "--json", input="What is said?\n").stdout
+    chat = run("chat", TALKING, *FAST, "--json", input="What is said?\n").stdout
     assert json.loads(chat)["generation"]["prefix_source"] == "disk"
     assert json.loads(chat)["answer"] == answers[0]["answer"]
 

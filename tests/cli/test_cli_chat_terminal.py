@@ -55,6 +55,19 @@ class Terminal:
         self.position = self.seen.index(text, start) + len(text)
         return self.seen[start:self.position]
 
+    def read_more(self, count: int, timeout: float = 60.0) -> None:
+        """Read until at least ``count`` characters more than expect() matched have arrived."""
+        deadline = time.monotonic() + timeout
+        while len(self.seen) - self.position < count:
+            remaining = deadline - time.monotonic()
+            assert remaining > 0, f"fewer than {count} characters after {self.seen[-200:]!r}"
+            ready, _, _ = select.select([self.master], [], [], remaining)
+            if ready:
+                data = os.read(self.master, 4096)
+                assert data, "the terminal closed"
+                self.seen += data.decode(errors="replace")
+        self.position = len(self.seen)
+
     def send(self, data: bytes) -> None:
         os.write(self.master, data)
 
@@ -70,13 +83,14 @@ class Terminal:
 
 
 def test_ctrl_c_stops_the_answer_then_twice_at_the_prompt_leaves(tiny_model, tiny_cache: Path) -> None:
-    term = Terminal(tiny_cache, "--max-new-tokens", "400")
+    # sampling: random weights never choose the end token, so the answer runs for seconds
+    term = Terminal(tiny_cache, "--max-new-tokens", "5000", "--temperature", "1", "--seed", "0")
     try:
         term.expect("/quit leaves")
         term.expect("> ")
         term.send(b"What is said?\r")
-        term.expect("What is said?")
-        time.sleep(1.5)  # decoding 400 tokens on the CPU: well inside the answer
+        term.expect("What is said?\r\n")
+        term.read_more(20)  # the answer is streaming
         term.interrupt()
         term.expect("answer stopped")
         term.expect("> ")
