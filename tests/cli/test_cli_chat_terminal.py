@@ -82,7 +82,7 @@ class Terminal:
         return code
 
 
-def test_ctrl_c_stops_the_answer_then_twice_at_the_prompt_leaves(tiny_model, tiny_cache: Path) -> None:
+def test_ctrl_c_stops_the_answer_and_the_chat_goes_on(tiny_model, tiny_cache: Path) -> None:
     # sampling: random weights never choose the end token, so the answer runs for seconds
     term = Terminal(tiny_cache, "--max-new-tokens", "5000", "--temperature", "1", "--seed", "0")
     try:
@@ -94,8 +94,21 @@ def test_ctrl_c_stops_the_answer_then_twice_at_the_prompt_leaves(tiny_model, tin
         term.interrupt()
         term.expect("answer stopped")
         term.expect("> ")
+        term.send(b"/quit\r")
+        assert term.close() == 0
+    finally:
+        if term.proc.poll() is None:
+            term.proc.kill()
+
+
+def test_ctrl_c_twice_at_the_prompt_leaves_with_130(tiny_model, tiny_cache: Path) -> None:
+    term = Terminal(tiny_cache, "--max-new-tokens", "3")
+    try:
+        term.expect("/quit leaves")
+        term.expect("> ")
         term.interrupt()
         term.expect("Ctrl-C again")
+        term.expect("> ")
         term.interrupt()
         term.expect("error: interrupted")
         assert term.close() == 130
