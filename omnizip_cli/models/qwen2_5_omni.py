@@ -25,8 +25,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .base import EncodedMedia, MediaTokenIds, PreparedPrompt, PrefillInputs, TextModel, VisionGeometry
+from .base import EncodedMedia, PreparedPrompt, PrefillInputs
 from .device_preprocess import finish_pixel_values, video_kwargs
+from .qwen_omni_thinker import QwenOmniThinkerLayout
 from .prompts import cut_templates, media_messages, render
 
 if TYPE_CHECKING:
@@ -80,7 +81,7 @@ CHAT_TEMPLATE = (
 )
 
 
-class Qwen25OmniAdapter:
+class Qwen25OmniAdapter(QwenOmniThinkerLayout):
     """:class:`~omnizip_cli.models.base.ModelAdapter` for Qwen2.5-Omni (3B, 7B)."""
 
     family = "qwen2_5_omni"
@@ -108,35 +109,7 @@ class Qwen25OmniAdapter:
         )
         return model.eval(), processor
 
-    # ------------------------------------------------------------------------------ structure
-    def token_ids(self, model: Any) -> MediaTokenIds:
-        config = model.config
-        return MediaTokenIds(audio=int(config.audio_token_id), video=int(config.video_token_id),
-                             image=int(config.image_token_id))
-
-    def spatial_merge_size(self, model: Any) -> int:
-        return int(model.config.vision_config.spatial_merge_size)
-
-    def vision_geometry(self, model: Any) -> VisionGeometry:
-        vision = model.config.vision_config
-        return VisionGeometry(patch_size=int(vision.patch_size), spatial_merge=int(vision.spatial_merge_size),
-                              temporal_patch=int(vision.temporal_patch_size))
-
-    def text_model(self, model: Any) -> TextModel:
-        language_model = model.model.language_model
-        return TextModel(
-            language_model=language_model,
-            lm_head=model.lm_head,
-            embed_tokens=language_model.embed_tokens,
-            config=language_model.config,
-            generation_config=model.generation_config,
-            owner=model,
-        )
-
-    def encoder_modules(self, model: Any) -> dict[str, Any]:
-        thinker = model.model
-        return {name: getattr(thinker, attr) for name, attr in (("vision", "visual"), ("audio", "audio_tower"))
-                if getattr(thinker, attr, None) is not None}
+    # structure (token ids, vision geometry, text model, encoders): QwenOmniThinkerLayout
 
     # ------------------------------------------------------------------------------ prompt
     def prepare(self, processor: Any, media: DecodedMedia, system: str | None = None, *,
