@@ -25,9 +25,6 @@ import torch
 
 from ..models.base import TextModel
 
-# Re-exported for callers of the old module.
-from .sampling import GenerationOptions, build_logits_processor, end_token_ids  # noqa: F401
-
 
 def new_cache(text: TextModel) -> Any:
     """An empty ``DynamicCache`` for the language model."""

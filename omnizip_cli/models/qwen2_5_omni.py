@@ -26,9 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .base import EncodedMedia, PreparedPrompt, PrefillInputs
-from .device_preprocess import finish_pixel_values, video_kwargs
-from .qwen_omni_thinker import QwenOmniThinkerLayout
-from .prompts import cut_templates, media_messages, render
+from .qwen_omni_thinker import QwenOmniThinkerLayout, prepare_media_prompt
 
 if TYPE_CHECKING:
     from ..compression import KeepPlan
@@ -114,47 +112,10 @@ class Qwen25OmniAdapter(QwenOmniThinkerLayout):
     # ------------------------------------------------------------------------------ prompt
     def prepare(self, processor: Any, media: DecodedMedia, system: str | None = None, *,
                 question: str | None = None, device: str | None = None) -> PreparedPrompt:
-        from ..preprocess import bounded_processor
-
-        has_video = media.frames is not None
-        has_audio = media.audio is not None
-        if not has_video and not has_audio:
-            raise ValueError("media holds neither video frames nor audio")
-        kind = "video+audio" if has_video and has_audio else ("video" if has_video else "audio")
-        prefix_text, templates = cut_templates(processor, kind, system)
-        if question is not None:  # the whole one-turn prompt, as the stock path builds it
-            prefix_text = render(processor, media_messages(kind, question, system))
-        kwargs: dict[str, Any] = {"text": [prefix_text], "return_tensors": "pt"}
-        if has_audio:
-            kwargs["audio"] = [media.audio]
-            kwargs["audio_kwargs"] = {"max_length": int(len(media.audio)) + int(processor.feature_extractor.n_fft)}
-        if has_video:
-            frames = media.frames
-            pixels = int(frames.shape[1]) * int(frames.shape[2])
-            kwargs["videos"] = [frames]
-            kwargs["videos_kwargs"] = {
-                # The frames are already sized (multiples of 28) by the media layer: a size window
-                # around their own pixel count keeps the video processor from resizing them again.
-                "size": {"shortest_edge": pixels, "longest_edge": pixels},
-                "fps": float(media.summary.fps_used),
-                "do_sample_frames": False,
-            }
-            kwargs["videos_kwargs"].update(video_kwargs(device))  # pixel work on the model's device
-            if has_audio:
-                kwargs["load_audio_from_video"] = True
-                kwargs["audio_from_video_indices"] = [0]
-        if device is not None and has_video:
-            # The pixel work on ``device`` (uint8 frames uploaded, patchified, then normalised there).
-            kwargs["videos_kwargs"].update(video_kwargs(device))
-            tensors = dict(processor(**kwargs))
-            finish_pixel_values(tensors, processor.video_processor, device)
-        else:
-            # The video processor over bounded chunks of frames (same tensors, bitwise), after a
-            # check that the host memory it needs is there.
-            tensors = dict(bounded_processor(processor, media.frames)(**kwargs))
-        tensors.pop("num_audio_tokens", None)
-        return PreparedPrompt(tensors=tensors, kind=kind, use_audio_in_video=has_video and has_audio,
-                              templates=templates, system=system)
+        # Audio padded to its own length + one FFT window, not the processor's 300 s (nothing is cut).
+        audio = {"max_length": int(len(media.audio)) + int(processor.feature_extractor.n_fft)} \
+            if media.audio is not None else None
+        return prepare_media_prompt(processor, media, system, question, device, audio_kwargs=audio)
 
     # ------------------------------------------------------------------------------ encoding
     def encode(self, model: Any, prepared: PreparedPrompt, *, record_saliency: bool,

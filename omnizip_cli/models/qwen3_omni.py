@@ -66,8 +66,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .base import EncodedMedia, PreparedPrompt, PrefillInputs
-from .qwen_omni_thinker import QwenOmniThinkerLayout
-from .prompts import cut_templates, media_messages, render
+from .qwen_omni_thinker import QwenOmniThinkerLayout, prepare_media_prompt
 
 if TYPE_CHECKING:
     import torch
@@ -164,47 +163,11 @@ class Qwen3OmniAdapter(QwenOmniThinkerLayout):
         ``[t*h*w, 3*2*16*16]``, ``video_grid_thw`` ``[1, 3]``, ``video_second_per_grid`` ``[1]``;
         with audio ``input_features`` ``[1, 128, L_mel]`` and ``feature_attention_mask`` ``[1, L_mel]``.
         """
-        from ..preprocess import bounded_processor
-
-        has_video = media.frames is not None
-        has_audio = media.audio is not None
-        if not has_video and not has_audio:
-            raise ValueError("media holds neither video frames nor audio")
-        kind = "video+audio" if has_video and has_audio else ("video" if has_video else "audio")
-        prefix_text, templates = cut_templates(processor, kind, system)
-        if question is not None:
-            prefix_text = render(processor, media_messages(kind, question, system))
-        kwargs: dict[str, Any] = {"text": [prefix_text], "return_tensors": "pt"}
-        if has_audio:
-            kwargs["audio"] = [media.audio]
-        if has_video:
-            frames = media.frames
-            pixels = int(frames.shape[1]) * int(frames.shape[2])
-            kwargs["videos"] = [frames]
-            kwargs["videos_kwargs"] = {
-                # A window of the frame's own pixel count: the processor rounds H and W to multiples
-                # of 32 (Qwen3-Omni's token) at about that count (see the module docstring).
-                "size": {"shortest_edge": pixels, "longest_edge": pixels},
-                "fps": float(media.summary.fps_used),
-                "do_sample_frames": False,
-                # The media layer already applied the whole-clip pixel budget: no second per-frame cap.
-                "cap_pixels_per_frame": False,
-            }
-            if has_audio:
-                kwargs["load_audio_from_video"] = True
-                kwargs["audio_from_video_indices"] = [0]
-        if device is not None and media.frames is not None:
-            # The pixel work on ``device`` (uint8 frames uploaded, patchified, then normalised there).
-            from .device_preprocess import finish_pixel_values, video_kwargs
-
-            kwargs["videos_kwargs"].update(video_kwargs(device))
-            tensors = dict(processor(**kwargs))
-            finish_pixel_values(tensors, processor.video_processor, device)
-        else:
-            tensors = dict(bounded_processor(processor, media.frames)(**kwargs))
-        tensors.pop("num_audio_tokens", None)
-        return PreparedPrompt(tensors=tensors, kind=kind, use_audio_in_video=has_video and has_audio,
-                              templates=templates, system=system)
+        # The size window lets the processor round H and W to multiples of 32 (Qwen3-Omni's token) at
+        # about the frame's own pixel count (see the module docstring); the media layer already applied
+        # the whole-clip pixel budget, so no second per-frame cap. Audio is not padded (``padding=True``).
+        return prepare_media_prompt(processor, media, system, question, device,
+                                    videos_kwargs={"cap_pixels_per_frame": False})
 
     # ------------------------------------------------------------------------------ encoding
     def encode(self, model: Any, prepared: PreparedPrompt, *, record_saliency: bool,

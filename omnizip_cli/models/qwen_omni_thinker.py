@@ -2,14 +2,15 @@
 
 Their thinkers hold ``.model.audio_tower``, ``.model.visual`` and ``.model.language_model`` with
 ``.lm_head`` beside, and their configs name the placeholder ids and the vision geometry the same way.
-The adapters (:mod:`.qwen2_5_omni`, :mod:`.qwen3_omni`) inherit this part and add what differs.
+The adapters (:mod:`.qwen2_5_omni`, :mod:`.qwen3_omni`) inherit this part and add what differs; both
+call their processor through :func:`prepare_media_prompt`.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from .base import MediaTokenIds, TextModel, VisionGeometry
+from .base import MediaTokenIds, PreparedPrompt, TextModel, VisionGeometry
 
 
 class QwenOmniThinkerLayout:
@@ -44,3 +45,63 @@ class QwenOmniThinkerLayout:
         thinker = model.model
         return {name: getattr(thinker, attr) for name, attr in (("vision", "visual"), ("audio", "audio_tower"))
                 if getattr(thinker, attr, None) is not None}
+
+
+def prepare_media_prompt(
+    processor: Any,
+    media: Any,
+    system: str | None,
+    question: str | None,
+    device: str | None,
+    *,
+    audio_kwargs: dict[str, Any] | None = None,
+    videos_kwargs: dict[str, Any] | None = None,
+) -> PreparedPrompt:
+    """The stock processor on the question-independent prefix (or, with ``question``, the whole
+    one-turn prompt), as both Qwen omni processors take it.
+
+    The frames are already sized by the media layer: a size window around their own pixel count
+    keeps the video processor from choosing another size of its own. ``audio_kwargs`` and
+    ``videos_kwargs`` add a family's own processor arguments. With ``device`` the video processor's
+    pixel work runs there (:mod:`.device_preprocess`); otherwise it runs over bounded chunks of
+    frames after a host-memory check (:mod:`omnizip_cli.preprocess`; the same tensors, bitwise).
+    """
+    from ..preprocess import bounded_processor
+    from .device_preprocess import finish_pixel_values, video_kwargs
+    from .prompts import cut_templates, media_messages, render
+
+    has_video = media.frames is not None
+    has_audio = media.audio is not None
+    if not has_video and not has_audio:
+        raise ValueError("media holds neither video frames nor audio")
+    kind = "video+audio" if has_video and has_audio else ("video" if has_video else "audio")
+    prefix_text, templates = cut_templates(processor, kind, system)
+    if question is not None:  # the whole one-turn prompt, as the stock path builds it
+        prefix_text = render(processor, media_messages(kind, question, system))
+    kwargs: dict[str, Any] = {"text": [prefix_text], "return_tensors": "pt"}
+    if has_audio:
+        kwargs["audio"] = [media.audio]
+        if audio_kwargs:
+            kwargs["audio_kwargs"] = dict(audio_kwargs)
+    if has_video:
+        frames = media.frames
+        pixels = int(frames.shape[1]) * int(frames.shape[2])
+        kwargs["videos"] = [frames]
+        kwargs["videos_kwargs"] = {
+            "size": {"shortest_edge": pixels, "longest_edge": pixels},
+            "fps": float(media.summary.fps_used),
+            "do_sample_frames": False,
+            **(videos_kwargs or {}),
+        }
+        if has_audio:
+            kwargs["load_audio_from_video"] = True
+            kwargs["audio_from_video_indices"] = [0]
+    if device is not None and has_video:
+        kwargs["videos_kwargs"].update(video_kwargs(device))
+        tensors = dict(processor(**kwargs))
+        finish_pixel_values(tensors, processor.video_processor, device)
+    else:
+        tensors = dict(bounded_processor(processor, media.frames)(**kwargs))
+    tensors.pop("num_audio_tokens", None)
+    return PreparedPrompt(tensors=tensors, kind=kind, use_audio_in_video=has_video and has_audio,
+                          templates=templates, system=system)
