@@ -37,6 +37,7 @@ import torch
 
 from ..compression import CompressionSetting, ContextFit, KeepPlan, OmniZipConfig
 from ..measure import StageTimer, TokenCounts, count_tokens
+from .early_audio import EarlyAudio
 from .eager import cache_length, embed_ids, forward_tokens, new_cache, truncate_cache
 from .sampling import GenerationOptions
 from .stream import AnswerStats, GenerationChunk, collect, resolve_decoder, stream_generate
@@ -123,6 +124,8 @@ class Session:
         system: str | None = None,
         timer: StageTimer | None = None,
         record_saliency: bool | None = None,
+        overlap: bool | None = None,
+        early_audio: EarlyAudio | None = None,
         **kwargs: Any,
     ) -> Session:
         """Decode (unless ``media`` is already decoded), run the processor and the encoders, plan.
@@ -132,17 +135,30 @@ class Session:
         clip's token mix), an :class:`~omnizip_cli.compression.OmniZipConfig`, or None (off).
         ``record_saliency``: None records the audio saliency only when compression is on; True lets
         :meth:`with_compression` compress a session opened uncompressed.
+        ``overlap``: when decoding a path, encode its audio track while the video decodes
+        (:mod:`.early_audio`; None: :func:`overlap_audio` decides). ``early_audio``: such work
+        already started by the caller (e.g. the CLI, which decodes while the model loads).
         """
         timer = timer or StageTimer(device=loaded.device)
-        if isinstance(media, (str, Path)):
-            from ..media import MediaOptions, load_media
+        early, own_early = early_audio, None
+        if isinstance(media, (str, Path)) and early is None and overlap_audio(overlap):
+            early = own_early = EarlyAudio(record_saliency=_records_saliency(compression, record_saliency))
+            early.attach(loaded)
+        try:
+            if isinstance(media, (str, Path)):
+                from ..media import MediaOptions, load_media
 
-            media = load_media(Path(media), media_options or MediaOptions())
-            timer.add("media_decode", media.summary.decode_seconds)
-            timer.record_memory("media_decode")
-        prepared = prepare(loaded, media, system=system, timer=timer)
-        return cls.from_prepared(loaded, prepared, compression, media=media, timer=timer,
-                                 record_saliency=record_saliency, **kwargs)
+                media = load_media(Path(media), media_options or MediaOptions(),
+                                   on_audio=early.submit if early is not None else None)
+                timer.add("media_decode", media.summary.decode_seconds)
+                timer.record_memory("media_decode")
+            processor = early.processor(loaded.processor) if early is not None else None
+            prepared = prepare(loaded, media, system=system, timer=timer, processor=processor)
+            return cls.from_prepared(loaded, prepared, compression, media=media, timer=timer,
+                                     record_saliency=record_saliency, early_audio=early, **kwargs)
+        finally:
+            if own_early is not None:
+                own_early.close()
 
     @classmethod
     def from_prepared(
@@ -156,6 +172,7 @@ class Session:
         record_saliency: bool | None = None,
         max_prompt_tokens: int | None = None,
         question_reserve: int = 0,
+        early_audio: EarlyAudio | None = None,
         **kwargs: Any,
     ) -> Session:
         """Encode prepared processor output (timed per encoder) and plan: what ``profile`` repeats.
@@ -164,6 +181,7 @@ class Session:
         for the question): when the uncompressed prompt exceeds it, a retention that fits is chosen
         (:func:`~omnizip_cli.compression.fit_to_context`; the session's :attr:`context_fit` says
         why), or :class:`~omnizip_cli.compression.ContextTooLong` is raised, before the encoders run.
+        ``early_audio``: the audio encoded while the video decoded, used when it matches ``prepared``.
         """
         from ..compression import fit_to_context
 
@@ -183,7 +201,10 @@ class Session:
                 compression = fit.setting
         config = _as_config(compression, audio, video)
         record = config is not None if record_saliency is None else record_saliency
-        encoded = loaded.adapter.encode(loaded.model, prepared, record_saliency=record and audio > 0, timer=timer)
+        record = record and audio > 0
+        early = early_audio.encoding_for(prepared, record_saliency=record, timer=timer) \
+            if early_audio is not None and audio > 0 else None
+        encoded = loaded.adapter.encode(loaded.model, prepared, record_saliency=record, timer=timer, audio=early)
         session = cls(loaded, prepared, encoded, config, media=media, timer=timer, **kwargs)
         if max_prompt_tokens is not None:
             session._fit_budget(fit, max_prompt_tokens, question_reserve)
@@ -391,6 +412,27 @@ class Session:
                     self._warn(message)
 
 
+def _records_saliency(compression: Compression | str, record_saliency: bool | None) -> bool:
+    """Whether a session opened with these arguments records the audio saliency."""
+    if record_saliency is not None:
+        return record_saliency
+    setting = _as_setting(compression)
+    return setting is None or setting.source != "off"
+
+
+def overlap_audio(overlap: bool | None = None) -> bool:
+    """Whether to encode the audio track while the video decodes (:mod:`.early_audio`).
+
+    ``overlap`` given: that. Else ``$OMNIZIP_OVERLAP_AUDIO`` (``0``/``1``) when set, else on.
+    """
+    import os
+
+    if overlap is not None:
+        return overlap
+    value = os.environ.get("OMNIZIP_OVERLAP_AUDIO", "").strip().lower()
+    return value not in ("0", "false", "no", "off")
+
+
 def keep_plan(loaded: LoadedModel, encoded: EncodedMedia, config: OmniZipConfig) -> KeepPlan:
     """The OmniZip keep plan of an encoded prefix (batch size 1), with the family's token ids."""
     from ..compression import build_keep_plan
@@ -413,15 +455,16 @@ def keep_plan(loaded: LoadedModel, encoded: EncodedMedia, config: OmniZipConfig)
 
 
 def prepare(loaded: LoadedModel, media: DecodedMedia, *, system: str | None = None,
-            timer: StageTimer | None = None, question: str | None = None) -> PreparedPrompt:
+            timer: StageTimer | None = None, question: str | None = None, processor: Any = None) -> PreparedPrompt:
     """The processor on the question-independent prompt prefix (timed as "preprocess").
 
     ``question`` given: the whole one-turn prompt instead, as the stock path builds it (for
-    comparisons against stock ``generate``).
+    comparisons against stock ``generate``). ``processor``: instead of the model's own (e.g. one
+    replaying the early audio features, :meth:`.early_audio.EarlyAudio.processor`).
     """
     from ..models.device_preprocess import preprocess_device
 
     timer = timer or StageTimer(device=loaded.device)
     with timer.stage("preprocess"):
-        return loaded.adapter.prepare(loaded.processor, media, system, question=question,
+        return loaded.adapter.prepare(processor or loaded.processor, media, system, question=question,
                                       device=preprocess_device(loaded.device))

@@ -36,6 +36,7 @@ class StageRecord:
     seconds: float = 0.0
     peak_memory_bytes: int | None = None  # GPU allocated peak during the stage, or process RSS peak on CPU
     memory_kind: str = CPU_RSS  # CUDA_ALLOCATED or CPU_RSS
+    overlapped: bool = False  # ran beside media decoding (on another thread), off the critical path
 
 
 @dataclass
@@ -89,10 +90,15 @@ class StageTimer:
             peak, record.memory_kind = process_peak_rss_bytes(), CPU_RSS
         record.peak_memory_bytes = max(record.peak_memory_bytes or 0, peak)
 
-    def add(self, name: str, seconds: float, peak_memory_bytes: int | None = None, memory_kind: str | None = None) -> None:
-        """Record a stage measured elsewhere (e.g. media decoding, which has its own clock)."""
+    def add(self, name: str, seconds: float, peak_memory_bytes: int | None = None, memory_kind: str | None = None,
+            *, overlapped: bool = False) -> None:
+        """Record a stage measured elsewhere (e.g. media decoding, which has its own clock).
+
+        ``overlapped``: the stage ran beside media decoding, so its seconds were not waited for.
+        """
         record = self.stages.setdefault(name, StageRecord())
         record.seconds += seconds
+        record.overlapped = record.overlapped or overlapped
         if peak_memory_bytes is not None:
             record.peak_memory_bytes = max(record.peak_memory_bytes or 0, int(peak_memory_bytes))
             record.memory_kind = memory_kind or (CUDA_ALLOCATED if self.cuda else CPU_RSS)
@@ -111,6 +117,7 @@ class StageTimer:
             for name, record in source.stages.items():
                 target = combined.stages.setdefault(name, StageRecord(memory_kind=record.memory_kind))
                 target.seconds += record.seconds
+                target.overlapped = target.overlapped or record.overlapped
                 if record.peak_memory_bytes is not None:
                     target.peak_memory_bytes = max(target.peak_memory_bytes or 0, record.peak_memory_bytes)
                     target.memory_kind = record.memory_kind

@@ -34,6 +34,7 @@ from omnizip_cli.errors import MediaError
 from omnizip_cli.media import container as ct
 from omnizip_cli.media.audio import MIN_AUDIO_SECONDS, AudioResult, AudioSink, align_audio, load_audio_with_librosa
 from omnizip_cli.media.datatypes import AUDIO_SAMPLE_RATE, DecodedMedia, MediaOptions, MediaSummary
+from omnizip_cli.media.sizing import nearest_indices
 from omnizip_cli.media.video import VideoPlan, VideoResult, VideoSink, decoded_span, plan_video, scan_video
 
 logger = logging.getLogger(__name__)
@@ -130,8 +131,13 @@ def _decode_audio(path: Path, index: int, max_samples: int | None) -> tuple[Audi
     return sink.result(), read_error
 
 
-def _decode(path: Path, plan: VideoPlan | None, audio_index: int | None, options: MediaOptions) -> _Decoded:
-    """Decode the chosen streams; with both, the audio runs on a worker thread beside the video."""
+def _decode(path: Path, plan: VideoPlan | None, audio_index: int | None, options: MediaOptions,
+            on_audio: Callable[[np.ndarray], None] | None = None) -> _Decoded:
+    """Decode the chosen streams; with both, the audio runs on a worker thread beside the video.
+
+    ``on_audio`` (with both streams) gets the audio :func:`load_media` will most likely return, on
+    the worker thread, as soon as the audio track is decoded (see :func:`_early_audio`).
+    """
     max_samples = None
     if options.max_audio_seconds is not None:
         max_samples = int(round(options.max_audio_seconds * AUDIO_SAMPLE_RATE))
@@ -140,13 +146,42 @@ def _decode(path: Path, plan: VideoPlan | None, audio_index: int | None, options
         return _Decoded(video=None, audio=audio, read_error=error)
     if max_samples is not None:  # room for an audio track that starts before the video (cut once aligned)
         max_samples += int(_ALIGN_MARGIN_S * AUDIO_SAMPLE_RATE)
+
+    def decode_audio() -> tuple[AudioResult, str | None]:
+        result = _decode_audio(path, audio_index, max_samples)
+        if on_audio is not None:
+            early = _early_audio(result[0], plan, options, path)
+            if early is not None:
+                try:
+                    on_audio(early)
+                except Exception:  # noqa: BLE001 - a consumer's failure must not break decoding
+                    logger.debug("on_audio failed", exc_info=True)
+        return result
+
     audio = audio_error = None
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="omnizip-audio") as pool:
-        audio_job = pool.submit(_decode_audio, path, audio_index, max_samples) if audio_index is not None else None
+        audio_job = pool.submit(decode_audio) if audio_index is not None else None
         video, video_error = _decode_video(path, plan, options)
         if audio_job is not None:
             audio, audio_error = audio_job.result()
     return _Decoded(video=video, audio=audio, read_error=video_error or audio_error)
+
+
+def _early_audio(result: AudioResult, plan: VideoPlan, options: MediaOptions, path: Path) -> np.ndarray | None:
+    """The audio :func:`load_media` will return, predicted before the video has decoded.
+
+    The same rules as the final assembly (:func:`_final_audio`), with the first sampled frame's time
+    taken from the plan (the packet time nearest the first target, which is the decoded frame's time
+    unless frames fail to decode). None when the final audio would be None. A prediction only:
+    whoever uses it compares it with what is finally returned.
+    """
+    first_frame = None
+    if not plan.index_times and len(plan.times):
+        first_frame = float(plan.times[nearest_indices(plan.times, plan.targets[:1])[0]])
+    try:
+        return _final_audio(result, first_frame, True, path, None, options).audio
+    except MediaError:
+        return None
 
 
 # -- checks and warnings --------------------------------------------------------------------------
@@ -218,6 +253,48 @@ def _audio_warnings(result: AudioResult, kept: bool) -> list[str]:
     return warnings
 
 
+@dataclass(frozen=True)
+class _FinalAudio:
+    audio: np.ndarray | None
+    offset: float
+    truncated: bool
+    warnings: list[str]
+
+
+def _final_audio(audio: AudioResult, first_frame_s: float | None, has_video: bool, path: Path,
+                 read_error: str | None, options: MediaOptions) -> _FinalAudio:
+    """The audio to return from a decoded track: usable or not, aligned with the first frame at
+    ``first_frame_s`` (None: no alignment), cut to ``--max-audio-seconds``; with its warnings."""
+    audio_out = _usable_audio(audio, has_video, path, read_error)
+    warnings = _audio_warnings(audio, audio_out is not None)
+    offset = 0.0
+    if audio_out is not None and first_frame_s is not None and audio.start_s is not None:
+        audio_out, offset = align_audio(audio_out, audio.start_s - first_frame_s)
+        if offset > 0:
+            warnings.append(
+                f"the audio track starts {offset:.2f} s after the video; {offset:.2f} s of silence were put"
+                " before it so that sounds stay paired with their frames"
+            )
+        elif offset < 0:
+            warnings.append(
+                f"the audio track starts {-offset:.2f} s before the first video frame; that part is not used"
+            )
+        if len(audio_out) < MIN_AUDIO_SECONDS * AUDIO_SAMPLE_RATE:
+            warnings.append("no audio overlaps the video once aligned with it; the audio is ignored")
+            audio_out, offset = None, 0.0
+    truncated = False
+    if audio_out is not None and options.max_audio_seconds is not None:
+        audio_out, cut = _cut(audio_out, options)
+        truncated = cut or audio.truncated
+        if truncated:
+            warnings.append(
+                f"audio cut to {len(audio_out) / AUDIO_SAMPLE_RATE:.1f} s by --max-audio-seconds"
+                f" {options.max_audio_seconds:g}; the track is {audio.total_seconds + max(offset, 0.0):.1f} s"
+                + (" with the leading silence" if offset > 0 else "")
+            )
+    return _FinalAudio(audio_out, offset, truncated, warnings)
+
+
 def _completeness_warning(decoded_s: float, header_s: float | None, read_error: str | None) -> str | None:
     header = f" of the {header_s:.1f} s the header announces" if header_s else ""
     if read_error:
@@ -276,13 +353,20 @@ def _may_use_librosa(path: Path, error: MediaError, options: MediaOptions) -> bo
 
 
 # -- public entry point ---------------------------------------------------------------------------
-def load_media(path: str | os.PathLike, options: MediaOptions = MediaOptions()) -> DecodedMedia:  # noqa: B008 (frozen)
+def load_media(path: str | os.PathLike, options: MediaOptions = MediaOptions(),  # noqa: B008 (frozen)
+               on_audio: Callable[[np.ndarray], None] | None = None) -> DecodedMedia:
     """Decode ``path`` into sampled RGB frames and 16 kHz mono audio for Qwen2.5-Omni.
 
     Video frames are sampled at ``options.fps`` by presentation time (qwen-omni-utils' frame count
     and even spacing, nearest decoded frame per target time), scaled with :func:`smart_resize` and
     turned upright according to the rotation metadata. The audio track (or the audio file) is
     resampled to 16 kHz and averaged to mono, as float32. See the module docstring for damaged files.
+
+    ``on_audio``: for a video with an audio track, called on the audio worker thread as soon as the
+    audio has decoded (usually well before the video), with the audio this call will most likely
+    return (a prediction: the first frame's time comes from the plan). It lets model work on the
+    audio overlap the video decoding (:mod:`omnizip_cli.generation.early_audio`); it should return
+    quickly, and what it raises is ignored.
 
     Raises
     ------
@@ -301,7 +385,7 @@ def load_media(path: str | os.PathLike, options: MediaOptions = MediaOptions()) 
     plan = None
     if sel.video_index is not None:
         plan = plan_video(scan_video(p, sel.video_index), sel.video_index, options, p)
-    decoded = _decode(p, plan, sel.audio_index, options)
+    decoded = _decode(p, plan, sel.audio_index, options, on_audio)
     return _assemble(p, sel, plan, decoded, options, start)
 
 
@@ -316,37 +400,14 @@ def _assemble(
         _check_video(video, path, decoded.read_error)
         warnings += _video_warnings(video, plan, options)
         video_span = decoded_span(video, plan)
-    audio_out = None
-    offset = 0.0
+    audio_out, offset, truncated = None, 0.0, False
     if audio is not None:
-        audio_out = _usable_audio(audio, video is not None, path, decoded.read_error)
-        warnings += _audio_warnings(audio, audio_out is not None)
-    # Both on the file's time line (frame times from timestamps, not from frame indices): align them.
-    if audio_out is not None and video is not None and audio.start_s is not None and len(video.times) \
-            and not plan.index_times:
-        audio_out, offset = align_audio(audio_out, audio.start_s - float(video.times[0]))
-        if offset > 0:
-            warnings.append(
-                f"the audio track starts {offset:.2f} s after the video; {offset:.2f} s of silence were put"
-                " before it so that sounds stay paired with their frames"
-            )
-        elif offset < 0:
-            warnings.append(
-                f"the audio track starts {-offset:.2f} s before the first video frame; that part is not used"
-            )
-        if len(audio_out) < MIN_AUDIO_SECONDS * AUDIO_SAMPLE_RATE:
-            warnings.append("no audio overlaps the video once aligned with it; the audio is ignored")
-            audio_out, offset = None, 0.0
-    truncated = False
-    if audio_out is not None and options.max_audio_seconds is not None:
-        audio_out, cut = _cut(audio_out, options)
-        truncated = cut or audio.truncated
-        if truncated:
-            warnings.append(
-                f"audio cut to {len(audio_out) / AUDIO_SAMPLE_RATE:.1f} s by --max-audio-seconds"
-                f" {options.max_audio_seconds:g}; the track is {audio.total_seconds + max(offset, 0.0):.1f} s"
-                + (" with the leading silence" if offset > 0 else "")
-            )
+        aligned_to = None  # both on the file's time line (frame times from timestamps): align them
+        if video is not None and audio.start_s is not None and len(video.times) and not plan.index_times:
+            aligned_to = float(video.times[0])
+        final = _final_audio(audio, aligned_to, video is not None, path, decoded.read_error, options)
+        audio_out, offset, truncated = final.audio, final.offset, final.truncated
+        warnings += final.warnings
     decoded_s = max(video_span, audio.total_seconds if audio is not None else 0.0)
     if (note := _completeness_warning(decoded_s, sel.header_duration, decoded.read_error)) is not None:
         warnings.insert(0, note)

@@ -96,6 +96,18 @@ class PreparedPrompt:
 
 
 @dataclass
+class AudioEncoding:
+    """The audio encoder's output for one prompt's audio (batch size 1).
+
+    features: ``[N_a, D]`` the audio tokens' features, as scattered at the audio placeholders.
+    scores: ``[N_a]`` float32 saliency per audio token, when recorded (else None).
+    """
+
+    features: torch.Tensor
+    scores: torch.Tensor | None
+
+
+@dataclass
 class EncodedMedia:
     """The prompt prefix in LLM space, uncompressed (batch size 1).
 
@@ -209,9 +221,19 @@ class ModelAdapter(Protocol):
         """
         ...
 
+    def encode_audio(self, model: Any, tensors: dict[str, Any], *, record_saliency: bool,
+                     timer: StageTimer) -> AudioEncoding:
+        """The audio encoder (and its saliency) on the processor's ``input_features`` and
+        ``feature_attention_mask`` in ``tensors``, timed as "audio_encoder" and "saliency"."""
+        ...
+
     def encode(self, model: Any, prepared: PreparedPrompt, *, record_saliency: bool,
-               timer: StageTimer) -> EncodedMedia:
-        """Encoders, saliency and positions, timed as "audio_encoder", "saliency", "vision_encoder"."""
+               timer: StageTimer, audio: AudioEncoding | None = None) -> EncodedMedia:
+        """Encoders, saliency and positions, timed as "audio_encoder", "saliency", "vision_encoder".
+
+        ``audio``: this prompt's audio already encoded by :meth:`encode_audio` on the same processor
+        output (e.g. while the video decoded), used instead of running the audio encoder again.
+        """
         ...
 
     def prefill_inputs(self, encoded: EncodedMedia, plan: KeepPlan | None) -> PrefillInputs:

@@ -25,7 +25,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .base import EncodedMedia, PreparedPrompt, PrefillInputs
+from .base import AudioEncoding, EncodedMedia, PreparedPrompt, PrefillInputs
 from .qwen_omni_thinker import QwenOmniThinkerLayout, prepare_media_prompt
 
 if TYPE_CHECKING:
@@ -118,11 +118,35 @@ class Qwen25OmniAdapter(QwenOmniThinkerLayout):
         return prepare_media_prompt(processor, media, system, question, device, audio_kwargs=audio)
 
     # ------------------------------------------------------------------------------ encoding
-    def encode(self, model: Any, prepared: PreparedPrompt, *, record_saliency: bool,
-               timer: StageTimer) -> EncodedMedia:
+    def encode_audio(self, model: Any, tensors: dict[str, Any], *, record_saliency: bool,
+                     timer: StageTimer) -> AudioEncoding:
+        """``get_audio_features`` ``[N_a, D]``; with ``record_saliency`` the last layer's attention
+        observed by an :class:`~omnizip_cli.saliency.AudioSaliencyRecorder` gives ``[N_a]`` scores."""
         import torch
 
         from ..saliency import AudioSaliencyRecorder
+
+        thinker = model.model
+        device = thinker.language_model.embed_tokens.weight.device
+        features = tensors["input_features"].to(device)
+        feature_mask = tensors["feature_attention_mask"].to(device)
+        scores = None
+        with torch.no_grad(), timer.stage("audio_encoder"):
+            if record_saliency:
+                with AudioSaliencyRecorder(thinker.audio_tower) as recorder:
+                    audio = thinker.get_audio_features(features, feature_mask)
+            else:
+                audio = thinker.get_audio_features(features, feature_mask)
+            audio = audio.last_hidden_state
+        if record_saliency:
+            with torch.no_grad(), timer.stage("saliency"):
+                after_cnn, _ = thinker.audio_tower._get_feat_extract_output_lengths(feature_mask.sum(-1))
+                scores = recorder.token_scores([int(x) for x in after_cnn.tolist()])
+        return AudioEncoding(features=audio, scores=scores)
+
+    def encode(self, model: Any, prepared: PreparedPrompt, *, record_saliency: bool,
+               timer: StageTimer, audio: AudioEncoding | None = None) -> EncodedMedia:
+        import torch
 
         thinker = model.model
         config = model.config
@@ -135,20 +159,11 @@ class Qwen25OmniAdapter(QwenOmniThinkerLayout):
             audio_scores = None
             feature_mask = tensors.get("feature_attention_mask")
             if tensors.get("input_features") is not None:
-                record = record_saliency
-                with timer.stage("audio_encoder"):
-                    if record:
-                        with AudioSaliencyRecorder(thinker.audio_tower) as recorder:
-                            audio = thinker.get_audio_features(tensors["input_features"], feature_mask)
-                    else:
-                        audio = thinker.get_audio_features(tensors["input_features"], feature_mask)
-                    audio = audio.last_hidden_state
-                if record:
-                    with timer.stage("saliency"):
-                        after_cnn, _ = thinker.audio_tower._get_feat_extract_output_lengths(feature_mask.sum(-1))
-                        audio_scores = recorder.token_scores([int(x) for x in after_cnn.tolist()])
+                if audio is None:
+                    audio = self.encode_audio(model, tensors, record_saliency=record_saliency, timer=timer)
+                audio_scores = audio.scores if record_saliency else None
                 audio_mask = (input_ids == config.audio_token_id).unsqueeze(-1)
-                embeds = embeds.masked_scatter(audio_mask, audio.to(embeds.device, embeds.dtype))
+                embeds = embeds.masked_scatter(audio_mask, audio.features.to(embeds.device, embeds.dtype))
 
             video_grid = tensors.get("video_grid_thw")
             if tensors.get("pixel_values_videos") is not None:

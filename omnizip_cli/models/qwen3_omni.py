@@ -65,7 +65,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .base import EncodedMedia, PreparedPrompt, PrefillInputs
+from .base import AudioEncoding, EncodedMedia, PreparedPrompt, PrefillInputs
 from .qwen_omni_thinker import QwenOmniThinkerLayout, prepare_media_prompt
 
 if TYPE_CHECKING:
@@ -170,14 +170,38 @@ class Qwen3OmniAdapter(QwenOmniThinkerLayout):
                                     videos_kwargs={"cap_pixels_per_frame": False})
 
     # ------------------------------------------------------------------------------ encoding
+    def encode_audio(self, model: Any, tensors: dict[str, Any], *, record_saliency: bool,
+                     timer: StageTimer) -> AudioEncoding:
+        """``get_audio_features`` ``[N_a, D]``; with ``record_saliency`` the windowed saliency ``[N_a]``
+        of the last layer's attention (one softmax per attention window, spec §4)."""
+        import torch
+
+        from ..saliency import AudioSaliencyRecorder
+
+        thinker = model.model
+        device = thinker.language_model.embed_tokens.weight.device
+        features = tensors["input_features"].to(device)
+        feature_mask = tensors["feature_attention_mask"].to(device)
+        scores = None
+        with torch.no_grad(), timer.stage("audio_encoder"):
+            if record_saliency:
+                # global_max_frames=0: always the per-window softmax over the call's cu_seqlens.
+                with AudioSaliencyRecorder(thinker.audio_tower, global_max_frames=0) as recorder:
+                    audio = thinker.get_audio_features(features, feature_mask)
+            else:
+                audio = thinker.get_audio_features(features, feature_mask)
+            audio = audio.last_hidden_state
+        if record_saliency:
+            with torch.no_grad(), timer.stage("saliency"):
+                scores = windowed_token_scores(recorder.frame_scores, int(audio.shape[0]))
+        return AudioEncoding(features=audio, scores=scores)
+
     def encode(self, model: Any, prepared: PreparedPrompt, *, record_saliency: bool,
-               timer: StageTimer) -> EncodedMedia:
+               timer: StageTimer, audio: AudioEncoding | None = None) -> EncodedMedia:
         """Embeddings ``[1, P, D]`` with audio/video scattered in, float positions ``[3, 1, P]``,
         windowed audio saliency ``[N_a]``, and ``extras``: ``video_mask`` ``[1, P]`` bool and
         ``deepstack`` (list of ``[N_v, D]``, one per deepstack layer) when there is video."""
         import torch
-
-        from ..saliency import AudioSaliencyRecorder
 
         thinker = model.model
         config = model.config
@@ -191,19 +215,11 @@ class Qwen3OmniAdapter(QwenOmniThinkerLayout):
             audio_scores = None
             feature_mask = tensors.get("feature_attention_mask")
             if tensors.get("input_features") is not None:
-                with timer.stage("audio_encoder"):
-                    if record_saliency:
-                        # global_max_frames=0: always the per-window softmax over the call's cu_seqlens.
-                        with AudioSaliencyRecorder(thinker.audio_tower, global_max_frames=0) as recorder:
-                            audio = thinker.get_audio_features(tensors["input_features"], feature_mask)
-                    else:
-                        audio = thinker.get_audio_features(tensors["input_features"], feature_mask)
-                    audio = audio.last_hidden_state
-                if record_saliency:
-                    with timer.stage("saliency"):
-                        audio_scores = windowed_token_scores(recorder.frame_scores, int(audio.shape[0]))
+                if audio is None:
+                    audio = self.encode_audio(model, tensors, record_saliency=record_saliency, timer=timer)
+                audio_scores = audio.scores if record_saliency else None
                 audio_mask = (input_ids == config.audio_token_id).unsqueeze(-1)
-                embeds = embeds.masked_scatter(audio_mask, audio.to(embeds.device, embeds.dtype))
+                embeds = embeds.masked_scatter(audio_mask, audio.features.to(embeds.device, embeds.dtype))
 
             video_grid = tensors.get("video_grid_thw")
             if tensors.get("pixel_values_videos") is not None:

@@ -104,7 +104,7 @@ def stages_table(console: Console, payload: dict[str, Any]) -> Table:
         if not stage["ran"]:
             table.add_row(STAGE_LABELS[name], "-", "-", "not run")
             continue
-        note = ""
+        note = "while the video decoded" if stage.get("overlapped_with_media_decode") else ""
         if name == "prefill":
             source = {"fresh": "", "memory": ", media prefix cached in memory",
                       "disk": ", media prefix from the disk cache"}.get(gen.get("prefix_source", "fresh"), "")

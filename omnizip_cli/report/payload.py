@@ -47,6 +47,7 @@ def stage_rows(timer: StageTimer, device: str) -> tuple[dict[str, Any], int | No
             "seconds": finite(record.seconds) if record is not None else 0.0,
             "peak_memory_bytes": record.peak_memory_bytes if record is not None else None,
             "memory_kind": record.memory_kind if record is not None and record.peak_memory_bytes is not None else kind,
+            "overlapped_with_media_decode": bool(record is not None and record.overlapped),
         }
     peaks = [s["peak_memory_bytes"] for s in stages.values()
              if s["peak_memory_bytes"] is not None and s["memory_kind"] == kind]
