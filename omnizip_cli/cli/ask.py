@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -88,6 +89,17 @@ def load_media(path: Path, options: MediaOptions) -> Any:
     return load(path, options)
 
 
+def start_media(path: Path, options: MediaOptions) -> Callable[..., Any]:
+    """Check the file now (header, streams, video timestamps: most bad files fail here) and return
+    its decoding, ``decode(on_audio=None, cancel=None) -> DecodedMedia``, to run on a worker thread
+    (tests replace this)."""
+    import functools
+
+    from ..media import decode_media, plan_media
+
+    return functools.partial(decode_media, plan_media(path, options))
+
+
 @app.command()
 @with_options(MODEL, MEDIA, COMPRESSION, GENERATION, OUTPUT)
 def ask(
@@ -154,13 +166,13 @@ def run_ask(
 
     payloads: list[dict[str, Any]] = []
     try:
-        # Media first: a bad file should fail before a multi-GB model load.
-        # The disk cache first (when it has this file), else media first: see cli/opening.py.
+        # The disk cache first (when it has this file), else the file's checks, then decoding beside
+        # the model load: see cli/opening.py.
         opened = open_video(video, model=model, media_options=media_options, compression=compression, system=system,
                             warn=warn, spinner=spinner, use_cache=use_cache,
                             budget_for=lambda loaded: prompt_budget(loaded, questions, generation, max_prompt_tokens),
-                            load_media=load_media, load_model=load_model, open_session=open_session)
-        session, started, load_wall = opened.session, opened.started, opened.load_wall
+                            start_media=start_media, load_model=load_model, open_session=open_session)
+        session, started, load_excluded = opened.session, opened.started, opened.load_excluded
         config = {
             "media_path": str(video),
             "system": system,
@@ -183,7 +195,7 @@ def run_ask(
                     stats = chunk.stats
             assert stats is not None
             finished = time.perf_counter()
-            origin = started + load_wall if index == 0 else asked
+            origin = started + load_excluded if index == 0 else asked
             ttft = (first_token_at - origin) if first_token_at is not None else finished - origin
             payload = answer_payload(session, stats, question=question, config=config,
                                      time_to_first_token_seconds=ttft, total_seconds=finished - origin,

@@ -232,7 +232,7 @@ def run_chat(
     try:
         opened = open_video(video, model=model, media_options=media_options, compression=compression, system=system,
                             warn=warn, spinner=spinner, budget_for=budget_for, use_cache=use_cache,
-                            load_media=ask_cli.load_media, load_model=ask_cli.load_model,
+                            start_media=ask_cli.start_media, load_model=ask_cli.load_model,
                             open_session=ask_cli.open_session)
     finally:
         spinner.stop()
@@ -323,7 +323,7 @@ def _converse(session: Any, opened: Any, *, questions: Any, interactive: bool, o
             raise
         assert stats is not None
         finished = time.perf_counter()
-        origin = opened.started + opened.load_wall if first_question else asked
+        origin = opened.started + opened.load_excluded if first_question else asked
         ttft = (first_token_at if first_token_at is not None else finished) - origin
         last = answer_payload(session, stats, question=question, config=config, time_to_first_token_seconds=ttft,
                               total_seconds=finished - origin, include_setup=first_question)

@@ -142,7 +142,7 @@ class Session:
         timer = timer or StageTimer(device=loaded.device)
         early, own_early = early_audio, None
         if isinstance(media, (str, Path)) and early is None and overlap_audio(overlap):
-            early = own_early = EarlyAudio(record_saliency=_records_saliency(compression, record_saliency))
+            early = own_early = EarlyAudio(record_saliency=records_saliency(compression, record_saliency))
             early.attach(loaded)
         try:
             if isinstance(media, (str, Path)):
@@ -412,7 +412,7 @@ class Session:
                     self._warn(message)
 
 
-def _records_saliency(compression: Compression | str, record_saliency: bool | None) -> bool:
+def records_saliency(compression: Compression | str, record_saliency: bool | None) -> bool:
     """Whether a session opened with these arguments records the audio saliency."""
     if record_saliency is not None:
         return record_saliency

@@ -33,7 +33,7 @@ from omnizip_cli.media.datatypes import (
     MediaSummary,
     StreamInfo,
 )
-from omnizip_cli.media.loader import load_media
+from omnizip_cli.media.loader import MediaPlan, decode_media, load_media, plan_media
 from omnizip_cli.media.sizing import smart_resize
 
 __all__ = [
@@ -52,7 +52,10 @@ __all__ = [
     "MediaProbe",
     "MediaSummary",
     "StreamInfo",
+    "MediaPlan",
+    "decode_media",
     "load_media",
+    "plan_media",
     "probe",
     "smart_resize",
 ]

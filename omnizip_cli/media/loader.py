@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -103,14 +104,23 @@ def _select(path: Path, options: MediaOptions) -> _Selection:
 
 
 # -- decoding -------------------------------------------------------------------------------------
-def _run_pass(path: Path, stream_index: int, make_sink: Callable[[av.stream.Stream], Sink]) -> tuple[Sink, str | None]:
-    """Demux one stream into a sink; a read error ends the pass early. Returns (flushed sink, error)."""
+class DecodeCancelled(Exception):
+    """Decoding stopped because its ``cancel`` event was set (the caller no longer needs the media)."""
+
+
+def _run_pass(path: Path, stream_index: int, make_sink: Callable[[av.stream.Stream], Sink],
+              cancel: threading.Event | None = None) -> tuple[Sink, str | None]:
+    """Demux one stream into a sink; a read error ends the pass early. Returns (flushed sink, error).
+
+    ``cancel`` set: :class:`DecodeCancelled` at the next packet."""
     with ct.open_container(path) as container:
         stream = container.streams[stream_index]
         sink = make_sink(stream)
         errors: list[str] = []
         try:
             for packet in ct.demux_until_error(container, stream, errors):
+                if cancel is not None and cancel.is_set():
+                    raise DecodeCancelled(f"decoding {path} was cancelled")
                 if packet.stream.index == stream_index:
                     sink.feed(packet)
             sink.flush()
@@ -121,18 +131,21 @@ def _run_pass(path: Path, stream_index: int, make_sink: Callable[[av.stream.Stre
         return sink, errors[0] if errors else None
 
 
-def _decode_video(path: Path, plan: VideoPlan, options: MediaOptions) -> tuple[VideoResult, str | None]:
-    sink, read_error = _run_pass(path, plan.stream_index, lambda s: VideoSink(s, plan, options, path))
+def _decode_video(path: Path, plan: VideoPlan, options: MediaOptions,
+                  cancel: threading.Event | None = None) -> tuple[VideoResult, str | None]:
+    sink, read_error = _run_pass(path, plan.stream_index, lambda s: VideoSink(s, plan, options, path), cancel)
     return sink.result(), read_error
 
 
-def _decode_audio(path: Path, index: int, max_samples: int | None) -> tuple[AudioResult, str | None]:
-    sink, read_error = _run_pass(path, index, lambda s: AudioSink(s, max_samples, ct.container_start(s.container)))
+def _decode_audio(path: Path, index: int, max_samples: int | None,
+                  cancel: threading.Event | None = None) -> tuple[AudioResult, str | None]:
+    sink, read_error = _run_pass(path, index, lambda s: AudioSink(s, max_samples, ct.container_start(s.container)),
+                                 cancel)
     return sink.result(), read_error
 
 
 def _decode(path: Path, plan: VideoPlan | None, audio_index: int | None, options: MediaOptions,
-            on_audio: Callable[[np.ndarray], None] | None = None) -> _Decoded:
+            on_audio: Callable[[np.ndarray], None] | None = None, cancel: threading.Event | None = None) -> _Decoded:
     """Decode the chosen streams; with both, the audio runs on a worker thread beside the video.
 
     ``on_audio`` (with both streams) gets the audio :func:`load_media` will most likely return, on
@@ -142,13 +155,13 @@ def _decode(path: Path, plan: VideoPlan | None, audio_index: int | None, options
     if options.max_audio_seconds is not None:
         max_samples = int(round(options.max_audio_seconds * AUDIO_SAMPLE_RATE))
     if plan is None:
-        audio, error = _decode_audio(path, audio_index, max_samples)
+        audio, error = _decode_audio(path, audio_index, max_samples, cancel)
         return _Decoded(video=None, audio=audio, read_error=error)
     if max_samples is not None:  # room for an audio track that starts before the video (cut once aligned)
         max_samples += int(_ALIGN_MARGIN_S * AUDIO_SAMPLE_RATE)
 
     def decode_audio() -> tuple[AudioResult, str | None]:
-        result = _decode_audio(path, audio_index, max_samples)
+        result = _decode_audio(path, audio_index, max_samples, cancel)
         if on_audio is not None:
             early = _early_audio(result[0], plan, options, path)
             if early is not None:
@@ -161,7 +174,12 @@ def _decode(path: Path, plan: VideoPlan | None, audio_index: int | None, options
     audio = audio_error = None
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="omnizip-audio") as pool:
         audio_job = pool.submit(decode_audio) if audio_index is not None else None
-        video, video_error = _decode_video(path, plan, options)
+        try:
+            video, video_error = _decode_video(path, plan, options, cancel)
+        except DecodeCancelled:
+            if audio_job is not None:
+                audio_job.cancel()
+            raise
         if audio_job is not None:
             audio, audio_error = audio_job.result()
     return _Decoded(video=video, audio=audio, read_error=video_error or audio_error)
@@ -374,19 +392,49 @@ def load_media(path: str | os.PathLike, options: MediaOptions = MediaOptions(), 
         Missing, unreadable, not media, an image, no usable stream, undecodable codec, absurd
         dimensions, or nothing decodable (one-line message, exit code 1).
     """
+    return decode_media(plan_media(path, options), on_audio)
+
+
+@dataclass(frozen=True)
+class MediaPlan:
+    """A file whose header and video timestamps passed every check, ready to decode (:func:`plan_media`)."""
+
+    path: Path
+    options: MediaOptions
+    started: float  # perf_counter when planning began (decode_seconds counts from here)
+    selection: _Selection | None  # None: PyAV cannot read it; librosa will try (fallback_error says why)
+    video: VideoPlan | None
+    fallback_error: MediaError | None = None
+
+
+def plan_media(path: str | os.PathLike, options: MediaOptions = MediaOptions()) -> MediaPlan:  # noqa: B008
+    """The cheap first half of :func:`load_media`: the header, the streams and the video's sampling
+    plan (packet timestamps, no decoding). Most bad files fail here, with the same errors."""
     start = time.perf_counter()
     p = ct.check_path(path)
     try:
         sel = _select(p, options)
     except MediaError as exc:
         if _may_use_librosa(p, exc, options):
-            return _librosa_fallback(p, exc, options, start)
+            return MediaPlan(path=p, options=options, started=start, selection=None, video=None, fallback_error=exc)
         raise
     plan = None
     if sel.video_index is not None:
         plan = plan_video(scan_video(p, sel.video_index), sel.video_index, options, p)
-    decoded = _decode(p, plan, sel.audio_index, options, on_audio)
-    return _assemble(p, sel, plan, decoded, options, start)
+    return MediaPlan(path=p, options=options, started=start, selection=sel, video=plan)
+
+
+def decode_media(plan: MediaPlan, on_audio: Callable[[np.ndarray], None] | None = None,
+                 cancel: threading.Event | None = None) -> DecodedMedia:
+    """The second half of :func:`load_media`: decode what ``plan`` chose (may run on another thread).
+
+    ``cancel`` set while decoding: :class:`DecodeCancelled` soon after (checked between packets).
+    """
+    if plan.selection is None:
+        assert plan.fallback_error is not None
+        return _librosa_fallback(plan.path, plan.fallback_error, plan.options, plan.started)
+    decoded = _decode(plan.path, plan.video, plan.selection.audio_index, plan.options, on_audio, cancel)
+    return _assemble(plan.path, plan.selection, plan.video, decoded, plan.options, plan.started)
 
 
 def _assemble(

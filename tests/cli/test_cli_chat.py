@@ -101,7 +101,8 @@ def fake(monkeypatch: pytest.MonkeyPatch) -> InterruptingSession:
     loaded = FakeLoaded()
     loaded.processor = SimpleNamespace(tokenizer=lambda text, **_: {"input_ids": text.split()})  # type: ignore[attr-defined]
     monkeypatch.setattr(omnizip_cli.cli.ask, "load_model", lambda spec: loaded)
-    monkeypatch.setattr(omnizip_cli.cli.ask, "load_media", lambda path, options: SimpleNamespace(summary=make_media()))
+    monkeypatch.setattr(omnizip_cli.cli.ask, "start_media",
+                        lambda path, options: lambda **kwargs: SimpleNamespace(summary=make_media()))
     monkeypatch.setattr(omnizip_cli.cli.ask, "open_session", lambda model, media, **kwargs: session)
     return session
 

@@ -23,7 +23,7 @@ def fake(monkeypatch: pytest.MonkeyPatch) -> FakeSession:
     session = FakeSession()
     loaded = FakeLoaded()
     loaded.processor = type("P", (), {"tokenizer": staticmethod(lambda text, **_: {"input_ids": text.split()})})()
-    monkeypatch.setattr(ask_module, "load_media", lambda path, options: type("M", (), {"summary": make_media()})())
+    monkeypatch.setattr(ask_module, "start_media", lambda path, options: lambda **kwargs: type("M", (), {"summary": make_media()})())
     monkeypatch.setattr(ask_module, "load_model", lambda spec: loaded)
     seen: dict[str, Any] = {}
 

@@ -75,7 +75,7 @@ def test_payload_figures() -> None:
     stages = data["timings"]["stages"]
     assert list(stages) == list(STAGES)
     assert stages["vision_encoder"] == {"ran": True, "seconds": 1.25, "peak_memory_bytes": 1200 * MB,
-                                        "memory_kind": "cpu_rss"}
+                                        "memory_kind": "cpu_rss", "overlapped_with_media_decode": False}
     assert data["timings"]["time_to_first_token_seconds"] == 3.5
     assert data["timings"]["total_seconds"] == 5.0
     assert data["timings"]["load_model_seconds"] == 2.5
@@ -97,7 +97,7 @@ def test_payload_figures() -> None:
 def test_stages_not_run_are_marked() -> None:
     data = payload(compressed=False, skip=("saliency", "keep_plan"))
     assert data["timings"]["stages"]["saliency"] == {"ran": False, "seconds": 0.0, "peak_memory_bytes": None,
-                                                     "memory_kind": "cpu_rss"}
+                                                     "memory_kind": "cpu_rss", "overlapped_with_media_decode": False}
     assert data["compression"] == {"enabled": False, "label": "off", "groups": []}
     assert data["config"]["compression"] is None
 
