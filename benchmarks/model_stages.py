@@ -1,41 +1,60 @@
 #!/usr/bin/env python
-"""Time every model stage of one answer on the full-size Qwen2.5-Omni thinker with random weights.
+"""Time every model stage of one answer on a full-size Qwen omni thinker (Qwen2.5-Omni or Qwen3-Omni) with random weights.
 
     python benchmarks/model_stages.py                  # GPU: random-weight 7B, clips of 30/60/120/300 s
     python benchmarks/model_stages.py --size 3b --seconds 60
+    python benchmarks/model_stages.py --family qwen3 --seconds 60   # GPU: random-weight Qwen3-Omni 30B-A3B
     python benchmarks/model_stages.py --tiny           # CPU smoke: same code, tiny dimensions (CI)
+    python benchmarks/model_stages.py --family qwen3 --tiny         # CPU smoke: the tiny-qwen3 thinker
+
+``--family`` picks the model family: ``qwen2.5`` (default; ``--size`` 7b or 3b) or ``qwen3`` (one
+size, the 30B-A3B thinker of ``benchmarks/qwen3_configs.py``; ``--size`` is refused with it). Every
+stage goes through the family's own adapter (``omnizip_cli.models.qwen2_5_omni`` /
+``omnizip_cli.models.qwen3_omni``), found from the model's ``model_type``: its encode (for Qwen3-Omni
+the vision encoder's deepstack features and the windowed audio saliency), its time groups in the keep
+plan, its ``prefill_inputs`` (Qwen3-Omni: the kept deepstack rows in ``lm_kwargs``) and float M-RoPE
+positions in prefill and decode.
 
 Nothing is downloaded: the thinker architecture is built from its configuration with random weights
 (timings and memory do not depend on weight values) directly on the GPU in bfloat16
-(``Model._from_config(config, dtype=torch.bfloat16)`` under ``with torch.device("cuda")``), and the
-inputs are synthesised: random ``pixel_values_videos`` and ``input_features`` of the right sizes, and
-``input_ids`` laid out exactly as ``Qwen2_5OmniProcessor`` lays out a video with its audio track
-(audio-in-video: ``<|vision_bos|><|audio_bos|>`` then, per 2-s chunk, the chunk's video tokens and
-its audio tokens, then ``<|audio_eos|><|vision_eos|>``; ``tests/model/test_benchmarks_smoke.py`` checks
-this layout against the real processor). Special token ids come from the model configuration.
+(``Model._from_config(config, dtype=torch.bfloat16)`` under ``with torch.device("cuda")``; the
+Qwen3-Omni 30B-A3B thinker is 31.72 B parameters, about 63 GB in bfloat16), and the inputs are synthesised: random ``pixel_values_videos`` and ``input_features`` of the right sizes, and
+``input_ids`` laid out exactly as the family's processor lays out a video with its audio track
+(audio-in-video). ``Qwen2_5OmniProcessor``: ``<|vision_bos|><|audio_bos|>`` then, per 2-s chunk, the
+chunk's video tokens and its audio tokens, then ``<|audio_eos|><|vision_eos|>``.
+``Qwen3OmniMoeProcessor``: ``<|vision_start|><|audio_start|>`` then video and audio tokens
+merge-sorted by time id (grid step g at ``g * second_per_grid * 13``, audio token i at i, video first
+on ties: at 2 fps one grid step then its 13 audio tokens), then ``<|audio_end|><|vision_end|>``.
+``tests/model/test_benchmarks_smoke.py`` checks both layouts against the real processors (tiny and
+tiny-qwen3 checkpoints). Special token ids come from the model configuration.
 
 Architectures (random weights; the dimensions of the hub checkpoints' ``thinker_config``):
 
-==========================  ========================================  ========================================
-                            Qwen2.5-Omni-7B thinker (8.93 B params)   Qwen2.5-Omni-3B thinker (4.70 B params)
-==========================  ========================================  ========================================
-LLM                         28 layers, hidden 3584, 28 heads, 4 KV    36 layers, hidden 2048, 16 heads, 2 KV
-                            heads, intermediate 18944, vocab 152064,  heads, intermediate 11008, vocab 151936,
-                            untied head, rope_theta 1e6,              untied head, rope_theta 1e6,
-                            mrope_section [16, 24, 24]                mrope_section [16, 24, 24]
-vision encoder              depth 32, hidden 1280, 16 heads,          same, out_hidden_size 2048
-                            intermediate 3420 (SiLU), patch 14,
-                            temporal patch 2, merge 2, window 112,
-                            fullatt_block_indexes [7, 15, 23, 31],
-                            out_hidden_size 3584
-audio encoder               32 layers, d_model 1280, 20 heads,        same, output_dim 2048
-                            ffn 5120, 128 mel bins, n_window 100,
-                            output_dim 3584
-==========================  ========================================  ========================================
+==============  ========================================  ========================================  ========================================
+                Qwen2.5-Omni-7B thinker (8.93 B params)   Qwen2.5-Omni-3B thinker (4.70 B params)   Qwen3-Omni-30B-A3B thinker (31.72 B
+                                                                                                    params, about 3.3 B active per token)
+==============  ========================================  ========================================  ========================================
+LLM             28 layers, hidden 3584, 28 heads, 4 KV    36 layers, hidden 2048, 16 heads, 2 KV    48 MoE layers, hidden 2048, 32 heads, 4
+                heads, intermediate 18944, vocab 152064,  heads, intermediate 11008, vocab 151936,  KV heads of 128, 128 experts of 768 (8
+                untied head, rope_theta 1e6,              untied head, rope_theta 1e6,              active), vocab 152064, untied head,
+                mrope_section [16, 24, 24]                mrope_section [16, 24, 24]                rope_theta 1e6, interleaved
+                                                                                                    mrope_section [24, 20, 20] (30.53 B
+                                                                                                    with embeddings and head)
+vision encoder  depth 32, hidden 1280, 16 heads,          same, out_hidden_size 2048                depth 27, hidden 1152, 16 heads,
+                intermediate 3420 (SiLU), patch 14,                                                 intermediate 4304, patch 16, temporal
+                temporal patch 2, merge 2, window 112,                                              patch 2, merge 2, deepstack after layers
+                fullatt_block_indexes [7, 15, 23, 31],                                              8, 16, 24, out_hidden_size 2048
+                out_hidden_size 3584                                                                (0.54 B)
+audio encoder   32 layers, d_model 1280, 20 heads,        same, output_dim 2048                     32 layers, d_model 1280, 20 heads, ffn
+                ffn 5120, 128 mel bins, n_window 100,                                               5120, 128 mel bins, n_window 50 (8-s
+                output_dim 3584                                                                     attention windows: n_window_infer 800),
+                                                                                                    output_dim 2048 (0.65 B)
+==============  ========================================  ========================================  ========================================
 
 Clip: ``--seconds`` of video at ``--fps`` (2) and ``--video-tokens-per-second`` (112 = frames of
-224 x 392 px at 2 fps: 16 x 28 patches, 112 LLM tokens per 2-frame grid), plus 25 audio tokens per
-second (100 mel frames per second).
+224 x 392 px at 2 fps: 16 x 28 patches, 112 LLM tokens per 2-frame grid; Qwen3-Omni's 16-px patches:
+256 x 448 px for the same 112 tokens), plus 25 audio tokens per second (Qwen3-Omni: 13; 100 mel
+frames per second either way, ``input_features`` ``[1, 128, 100 * seconds]``).
 
 Stages (each: a warm-up, then ``--repeats`` runs; CUDA synchronised around each run;
 ``torch.cuda.reset_peak_memory_stats()`` before and ``max_memory_allocated()`` after, weights
@@ -43,10 +62,14 @@ included; on the CPU the process's peak RSS instead):
 
 * ``vision_encoder`` stock (transformers ``sdpa``: one attention call per window) and fast
   (:mod:`omnizip_cli.models.encoder_attention`: one ``varlen_attn`` call per layer), with an ``equivalence``
-  line comparing their outputs; ``audio_encoder`` stock and fast, likewise;
+  line comparing their outputs (Qwen3-Omni: the post-merger output and the deepstack features);
+  ``audio_encoder`` stock and fast, likewise. Where a family's encoders have no fast path the
+  ``fast`` runs are stock and the records say so (``fast_applied`` false, ``backend`` "none ...");
 * ``saliency``: the audio encoder with :class:`omnizip_cli.saliency.AudioSaliencyRecorder` minus
-  without it, plus ``token_scores`` (its cost over the plain encoder);
-* ``keep_plan`` (``build_keep_plan``) and ``prune`` (the adapter's ``prefill_inputs`` with the plan) at 45 % and 35 %
+  without it, plus ``token_scores`` (its cost over the plain encoder; Qwen3-Omni: the windowed
+  recorder and ``windowed_token_scores``, as its adapter);
+* ``keep_plan`` (``build_keep_plan`` through the Session's ``keep_plan``, with the adapter's time
+  groups) and ``prune`` (the adapter's ``prefill_inputs`` with the plan) at 45 % and 35 %
   retention of the audio + video tokens (``config_for_retention`` at this clip's token rates);
 * ``prefill`` (language model + head on the last position, ``forward_tokens`` of :mod:`omnizip_cli.generation.eager`)
   at full / 45 % / 35 %;
@@ -58,7 +81,7 @@ included; on the CPU the process's peak RSS instead):
   ``generate(max_new_tokens=1)`` as users run it today).
 
 Output: JSON lines on stdout, one object per measurement (``kind``: ``setup``, ``clip``, ``stage``,
-``equivalence``, ``ratio``); progress on stderr. The ``ratio`` lines are the issue's "done when"
+``equivalence``, ``ratio``; every one with ``model`` and ``family``); progress on stderr. The ``ratio`` lines are the issue's "done when"
 figures: ``prefill_full_over_35`` (target >= 2.8), ``ttft_stock_full_over_fast_35`` and
 ``ttft_stock_generate_over_fast_35`` (>= 2.5), ``compression_over_prefill_full`` ((saliency +
 keep plan + prune at 35 %) / full prefill, target < 0.02), ``vision_stock_over_fast`` (>= 2.5).
