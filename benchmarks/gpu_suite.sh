@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One command that proves every GPU path on one CUDA GPU (issue 19); see benchmarks/README.md.
 #
-#   benchmarks/gpu_suite.sh OUT_DIR          # GPU: about 6-7 minutes on an H200
+#   benchmarks/gpu_suite.sh OUT_DIR          # GPU: about 8-9 minutes on an H200 (estimate)
 #   benchmarks/gpu_suite.sh --tiny OUT_DIR   # CPU dry run: the same steps, tiny sizes (CI)
 #
 # Run from the repository root. Writes into OUT_DIR one JSON-lines file per step (each line tagged
@@ -10,7 +10,7 @@
 # fails; the exit status is the number of failed steps (0: all passed).
 #
 # Steps: gpu_tests (the gpu-marked tests, as JSON lines), model_stages (7B random weights, 60 s and
-# 300 s clips), decode_speed (7B LLM), session (5 questions, cold vs reopen, full vs compressed),
+# 300 s clips), model_stages_qwen3 (Qwen3-Omni 30B-A3B random weights, 60 s clip), decode_speed (7B LLM), session (5 questions, cold vs reopen, full vs compressed),
 # preprocess (media decode + processor, CPU vs device pixel work, 60 s 720p clip) and ask_e2e
 # (omnizip ask, file to first token, full vs compressed, 60 s 720p clip).
 # Environment: PYTHON (default python3), OMNIZIP_CACHE (default OUT_DIR/cache), PYTEST_ARGS (added to
@@ -39,6 +39,7 @@ suite_started=$(date +%s.%N)
 if [ $tiny -eq 1 ]; then
     mode=tiny
     model_stages=(benchmarks/model_stages.py --tiny --repeats 1 --decode-tokens 4)
+    model_stages_qwen3=(benchmarks/model_stages.py --family qwen3 --tiny --repeats 1 --decode-tokens 4)
     decode_speed=(benchmarks/decode_speed.py --tiny --context 256 96 --new-tokens 4 --repeats 1)
     session=(benchmarks/session.py --tiny --seconds 8 --width 320 --height 180 --repeats 1 --new-tokens 2
              --no-warmup --work-dir "$work")
@@ -47,6 +48,11 @@ if [ $tiny -eq 1 ]; then
 else
     mode=gpu
     model_stages=(benchmarks/model_stages.py --seconds 60 300 --repeats 2)
+    # Estimate (not yet measured on an H200): about 1.5-2 minutes. Building the 31.7 B random
+    # parameters (63 GB in bf16) on the GPU ~10-20 s, float32 encoder copies for the equivalence
+    # check, then one 60-s clip (~7.6k tokens) with every stage run 1 + 2 times; the MoE decode (16
+    # tokens per run) is the slowest part. One clip only, so the whole suite stays near 8-9 minutes.
+    model_stages_qwen3=(benchmarks/model_stages.py --family qwen3 --seconds 60 --repeats 2 --decode-tokens 16)
     decode_speed=(benchmarks/decode_speed.py --repeats 3)
     session=(benchmarks/session.py --seconds 60 --width 1280 --height 720 --repeats 2 --work-dir "$work")
     preprocess=(benchmarks/preprocess.py --seconds 60 --width 1280 --height 720 --work-dir "$work")
@@ -84,6 +90,7 @@ gpu_tests() {
 
 step gpu_tests gpu_tests
 step model_stages "$py" "${model_stages[@]}"
+step model_stages_qwen3 "$py" "${model_stages_qwen3[@]}"
 step decode_speed "$py" "${decode_speed[@]}"
 step session "$py" "${session[@]}"
 step preprocess "$py" "${preprocess[@]}"

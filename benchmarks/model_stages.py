@@ -1,41 +1,60 @@
 #!/usr/bin/env python
-"""Time every model stage of one answer on the full-size Qwen2.5-Omni thinker with random weights.
+"""Time every model stage of one answer on a full-size Qwen omni thinker (Qwen2.5-Omni or Qwen3-Omni) with random weights.
 
     python benchmarks/model_stages.py                  # GPU: random-weight 7B, clips of 30/60/120/300 s
     python benchmarks/model_stages.py --size 3b --seconds 60
+    python benchmarks/model_stages.py --family qwen3 --seconds 60   # GPU: random-weight Qwen3-Omni 30B-A3B
     python benchmarks/model_stages.py --tiny           # CPU smoke: same code, tiny dimensions (CI)
+    python benchmarks/model_stages.py --family qwen3 --tiny         # CPU smoke: the tiny-qwen3 thinker
+
+``--family`` picks the model family: ``qwen2.5`` (default; ``--size`` 7b or 3b) or ``qwen3`` (one
+size, the 30B-A3B thinker of ``benchmarks/qwen3_configs.py``; ``--size`` is refused with it). Every
+stage goes through the family's own adapter (``omnizip_cli.models.qwen2_5_omni`` /
+``omnizip_cli.models.qwen3_omni``), found from the model's ``model_type``: its encode (for Qwen3-Omni
+the vision encoder's deepstack features and the windowed audio saliency), its time groups in the keep
+plan, its ``prefill_inputs`` (Qwen3-Omni: the kept deepstack rows in ``lm_kwargs``) and float M-RoPE
+positions in prefill and decode.
 
 Nothing is downloaded: the thinker architecture is built from its configuration with random weights
 (timings and memory do not depend on weight values) directly on the GPU in bfloat16
-(``Model._from_config(config, dtype=torch.bfloat16)`` under ``with torch.device("cuda")``), and the
-inputs are synthesised: random ``pixel_values_videos`` and ``input_features`` of the right sizes, and
-``input_ids`` laid out exactly as ``Qwen2_5OmniProcessor`` lays out a video with its audio track
-(audio-in-video: ``<|vision_bos|><|audio_bos|>`` then, per 2-s chunk, the chunk's video tokens and
-its audio tokens, then ``<|audio_eos|><|vision_eos|>``; ``tests/model/test_benchmarks_smoke.py`` checks
-this layout against the real processor). Special token ids come from the model configuration.
+(``Model._from_config(config, dtype=torch.bfloat16)`` under ``with torch.device("cuda")``; the
+Qwen3-Omni 30B-A3B thinker is 31.72 B parameters, about 63 GB in bfloat16), and the inputs are synthesised: random ``pixel_values_videos`` and ``input_features`` of the right sizes, and
+``input_ids`` laid out exactly as the family's processor lays out a video with its audio track
+(audio-in-video). ``Qwen2_5OmniProcessor``: ``<|vision_bos|><|audio_bos|>`` then, per 2-s chunk, the
+chunk's video tokens and its audio tokens, then ``<|audio_eos|><|vision_eos|>``.
+``Qwen3OmniMoeProcessor``: ``<|vision_start|><|audio_start|>`` then video and audio tokens
+merge-sorted by time id (grid step g at ``g * second_per_grid * 13``, audio token i at i, video first
+on ties: at 2 fps one grid step then its 13 audio tokens), then ``<|audio_end|><|vision_end|>``.
+``tests/model/test_benchmarks_smoke.py`` checks both layouts against the real processors (tiny and
+tiny-qwen3 checkpoints). Special token ids come from the model configuration.
 
 Architectures (random weights; the dimensions of the hub checkpoints' ``thinker_config``):
 
-==========================  ========================================  ========================================
-                            Qwen2.5-Omni-7B thinker (8.93 B params)   Qwen2.5-Omni-3B thinker (4.70 B params)
-==========================  ========================================  ========================================
-LLM                         28 layers, hidden 3584, 28 heads, 4 KV    36 layers, hidden 2048, 16 heads, 2 KV
-                            heads, intermediate 18944, vocab 152064,  heads, intermediate 11008, vocab 151936,
-                            untied head, rope_theta 1e6,              untied head, rope_theta 1e6,
-                            mrope_section [16, 24, 24]                mrope_section [16, 24, 24]
-vision encoder              depth 32, hidden 1280, 16 heads,          same, out_hidden_size 2048
-                            intermediate 3420 (SiLU), patch 14,
-                            temporal patch 2, merge 2, window 112,
-                            fullatt_block_indexes [7, 15, 23, 31],
-                            out_hidden_size 3584
-audio encoder               32 layers, d_model 1280, 20 heads,        same, output_dim 2048
-                            ffn 5120, 128 mel bins, n_window 100,
-                            output_dim 3584
-==========================  ========================================  ========================================
+==============  ========================================  ========================================  ========================================
+                Qwen2.5-Omni-7B thinker (8.93 B params)   Qwen2.5-Omni-3B thinker (4.70 B params)   Qwen3-Omni-30B-A3B thinker (31.72 B
+                                                                                                    params, about 3.3 B active per token)
+==============  ========================================  ========================================  ========================================
+LLM             28 layers, hidden 3584, 28 heads, 4 KV    36 layers, hidden 2048, 16 heads, 2 KV    48 MoE layers, hidden 2048, 32 heads, 4
+                heads, intermediate 18944, vocab 152064,  heads, intermediate 11008, vocab 151936,  KV heads of 128, 128 experts of 768 (8
+                untied head, rope_theta 1e6,              untied head, rope_theta 1e6,              active), vocab 152064, untied head,
+                mrope_section [16, 24, 24]                mrope_section [16, 24, 24]                rope_theta 1e6, interleaved
+                                                                                                    mrope_section [24, 20, 20] (30.53 B
+                                                                                                    with embeddings and head)
+vision encoder  depth 32, hidden 1280, 16 heads,          same, out_hidden_size 2048                depth 27, hidden 1152, 16 heads,
+                intermediate 3420 (SiLU), patch 14,                                                 intermediate 4304, patch 16, temporal
+                temporal patch 2, merge 2, window 112,                                              patch 2, merge 2, deepstack after layers
+                fullatt_block_indexes [7, 15, 23, 31],                                              8, 16, 24, out_hidden_size 2048
+                out_hidden_size 3584                                                                (0.54 B)
+audio encoder   32 layers, d_model 1280, 20 heads,        same, output_dim 2048                     32 layers, d_model 1280, 20 heads, ffn
+                ffn 5120, 128 mel bins, n_window 100,                                               5120, 128 mel bins, n_window 50 (8-s
+                output_dim 3584                                                                     attention windows: n_window_infer 800),
+                                                                                                    output_dim 2048 (0.65 B)
+==============  ========================================  ========================================  ========================================
 
 Clip: ``--seconds`` of video at ``--fps`` (2) and ``--video-tokens-per-second`` (112 = frames of
-224 x 392 px at 2 fps: 16 x 28 patches, 112 LLM tokens per 2-frame grid), plus 25 audio tokens per
-second (100 mel frames per second).
+224 x 392 px at 2 fps: 16 x 28 patches, 112 LLM tokens per 2-frame grid; Qwen3-Omni's 16-px patches:
+256 x 448 px for the same 112 tokens), plus 25 audio tokens per second (Qwen3-Omni: 13; 100 mel
+frames per second either way, ``input_features`` ``[1, 128, 100 * seconds]``).
 
 Stages (each: a warm-up, then ``--repeats`` runs; CUDA synchronised around each run;
 ``torch.cuda.reset_peak_memory_stats()`` before and ``max_memory_allocated()`` after, weights
@@ -43,10 +62,14 @@ included; on the CPU the process's peak RSS instead):
 
 * ``vision_encoder`` stock (transformers ``sdpa``: one attention call per window) and fast
   (:mod:`omnizip_cli.models.encoder_attention`: one ``varlen_attn`` call per layer), with an ``equivalence``
-  line comparing their outputs; ``audio_encoder`` stock and fast, likewise;
+  line comparing their outputs (Qwen3-Omni: the post-merger output and the deepstack features);
+  ``audio_encoder`` stock and fast, likewise. Where a family's encoders have no fast path the
+  ``fast`` runs are stock and the records say so (``fast_applied`` false, ``backend`` "none ...");
 * ``saliency``: the audio encoder with :class:`omnizip_cli.saliency.AudioSaliencyRecorder` minus
-  without it, plus ``token_scores`` (its cost over the plain encoder);
-* ``keep_plan`` (``build_keep_plan``) and ``prune`` (the adapter's ``prefill_inputs`` with the plan) at 45 % and 35 %
+  without it, plus ``token_scores`` (its cost over the plain encoder; Qwen3-Omni: the windowed
+  recorder and ``windowed_token_scores``, as its adapter);
+* ``keep_plan`` (``build_keep_plan`` through the Session's ``keep_plan``, with the adapter's time
+  groups) and ``prune`` (the adapter's ``prefill_inputs`` with the plan) at 45 % and 35 %
   retention of the audio + video tokens (``config_for_retention`` at this clip's token rates);
 * ``prefill`` (language model + head on the last position, ``forward_tokens`` of :mod:`omnizip_cli.generation.eager`)
   at full / 45 % / 35 %;
@@ -58,7 +81,7 @@ included; on the CPU the process's peak RSS instead):
   ``generate(max_new_tokens=1)`` as users run it today).
 
 Output: JSON lines on stdout, one object per measurement (``kind``: ``setup``, ``clip``, ``stage``,
-``equivalence``, ``ratio``); progress on stderr. The ``ratio`` lines are the issue's "done when"
+``equivalence``, ``ratio``; every one with ``model`` and ``family``); progress on stderr. The ``ratio`` lines are the issue's "done when"
 figures: ``prefill_full_over_35`` (target >= 2.8), ``ttft_stock_full_over_fast_35`` and
 ``ttft_stock_generate_over_fast_35`` (>= 2.5), ``compression_over_prefill_full`` ((saliency +
 keep plan + prune at 35 %) / full prefill, target < 0.02), ``vision_stock_over_fast`` (>= 2.5).
@@ -100,9 +123,10 @@ from benchmarks.thinker_configs import (  # noqa: E402  (after the sys.path set-
 )
 
 BENCH = "model_stages"
+FAMILIES = ("qwen2.5", "qwen3")
 DEFAULT_SECONDS = (30, 60, 120, 300)
 TINY_SECONDS = (4,)
-AUDIO_TOKENS_PER_SECOND = 25
+AUDIO_TOKENS_PER_SECOND = 25  # Qwen2.5-Omni; Qwen3-Omni: 13 (the adapter's audio_tokens_per_second)
 MEL_FRAMES_PER_SECOND = 100
 DECODE_TOKENS = 32
 RETENTIONS = {"45": 0.45, "35": 0.35}
@@ -113,6 +137,27 @@ log, emit = json_lines_output(BENCH)
 
 
 # ------------------------------------------------------------------------------------------ model
+
+
+def family_of(config: Any) -> str:
+    """``"qwen3"`` for a Qwen3-Omni thinker configuration (``qwen3_omni_moe_thinker``), else ``"qwen2.5"``."""
+    return "qwen3" if str(getattr(config, "model_type", "")).startswith("qwen3_omni") else "qwen2.5"
+
+
+def family_audio_tokens_per_second(config: Any) -> int:
+    """Nominal audio tokens per second of the family (25 Qwen2.5-Omni, 13 Qwen3-Omni), from its adapter."""
+    from omnizip_cli.models.qwen3_omni import ADAPTER as QWEN3
+
+    return int(QWEN3.audio_tokens_per_second) if family_of(config) == "qwen3" else AUDIO_TOKENS_PER_SECOND
+
+
+def build_family_model(config: Any, device: str, dtype: Any) -> Any:
+    """The random-weight thinker of ``config``'s family, built directly on ``device`` in ``dtype``."""
+    if family_of(config) == "qwen3":
+        from benchmarks.qwen3_configs import build_thinker
+
+        return build_thinker(config, device, dtype)
+    return build_model(config, device, dtype)
 
 
 # ------------------------------------------------------------------------------------------ inputs
@@ -147,10 +192,31 @@ def chunk_sizes(values: list[float], per_chunk: int) -> list[int]:
     return sizes
 
 
+def audio_token_count(config: Any, mel_frames: int) -> int:
+    """LLM audio tokens of ``mel_frames`` log-mel frames, as the family's processor counts them.
+
+    Qwen2.5-Omni: two stride-2 steps, ``((L - 1) // 2 + 1 - 2) // 2 + 1`` (25 per second). Qwen3-Omni:
+    13 per full ``2 * n_window``-frame (1-s) chunk plus three stride-2 convolutions of the rest,
+    ``13 * (L // 100) + f(L % 100)`` with ``f(x) = ((((x - 1) // 2 + 1) - 1) // 2 + 1 - 1) // 2 + 1``.
+    """
+    if family_of(config) == "qwen3":
+        chunk = 2 * int(config.audio_config.n_window)
+        rest = mel_frames % chunk
+        after_first = (rest - 1) // 2 + 1
+        return ((after_first - 1) // 2 + 1 - 1) // 2 + 1 + (mel_frames // chunk) * 13
+    return ((mel_frames - 1) // 2 + 1 - 2) // 2 + 1
+
+
 def media_token_ids(
     config: Any, grid_thw: tuple[int, int, int], second_per_grid: float, audio_tokens: int
 ) -> list[int]:
-    """``<|vision_bos|><|audio_bos|>`` + per 2-s chunk (video tokens, audio tokens) + ``<|audio_eos|><|vision_eos|>``."""
+    """The audio-in-video block of ``config``'s family, as its processor lays it out.
+
+    Qwen2.5-Omni: ``<|vision_bos|><|audio_bos|>`` + per 2-s chunk (video tokens, audio tokens) +
+    ``<|audio_eos|><|vision_eos|>``. Qwen3-Omni: :func:`qwen3_media_token_ids` (merge-sorted by time).
+    """
+    if family_of(config) == "qwen3":
+        return qwen3_media_token_ids(config, grid_thw, second_per_grid, audio_tokens)
     t, h, w = grid_thw
     merge = config.vision_config.spatial_merge_size
     per_grid = (h // merge) * (w // merge)
@@ -168,8 +234,38 @@ def media_token_ids(
     return ids + [config.audio_end_token_id, config.vision_end_token_id]
 
 
+def qwen3_media_token_ids(
+    config: Any, grid_thw: tuple[int, int, int], second_per_grid: float, audio_tokens: int
+) -> list[int]:
+    """Qwen3-Omni's audio-in-video block: ``<|vision_start|><|audio_start|>``, then the video and
+    audio tokens merge-sorted by time id, then ``<|audio_end|><|vision_end|>``.
+
+    ``Qwen3OmniMoeProcessor``'s rule: grid step ``g`` (its ``h/2 * w/2`` tokens) sits at
+    ``g * second_per_grid * position_id_per_seconds`` (13 per second), audio token ``i`` at ``i``,
+    video first on ties; what is left of either after the other ends follows. At 2 fps:
+    ``[V step 0][A 0-12][V step 1][A 13-25]...``.
+    """
+    t, h, w = grid_thw
+    merge = config.vision_config.spatial_merge_size
+    per_grid = (h // merge) * (w // merge)
+    per_second = float(config.position_id_per_seconds)
+    video_t = [g * second_per_grid * per_second for g in range(t) for _ in range(per_grid)]
+    ids = [config.vision_start_token_id, config.audio_start_token_id]
+    v = a = 0
+    while v < len(video_t) and a < audio_tokens:
+        if video_t[v] <= a:
+            ids.append(config.video_token_id)
+            v += 1
+        else:
+            ids.append(config.audio_token_id)
+            a += 1
+    ids += [config.video_token_id] * (len(video_t) - v) + [config.audio_token_id] * (audio_tokens - a)
+    return ids + [config.audio_end_token_id, config.vision_end_token_id]
+
+
 def prompt_token_ids(config: Any, media_ids: list[int], seed: int = 0) -> list[int]:
-    """The chat around the media: system turn, user turn (media, question), assistant prompt.
+    """The chat around the media: system turn (Qwen2.5-Omni only: Qwen3-Omni's template has no default
+    system prompt), user turn (media, question), assistant prompt.
 
     Text tokens are random ids below the first special id (their values do not change any timing).
     """
@@ -189,8 +285,9 @@ def prompt_token_ids(config: Any, media_ids: list[int], seed: int = 0) -> list[i
 
     im_start, im_end = text.bos_token_id, text.eos_token_id
     newline = words(1)
+    system = [im_start] + words(SYSTEM_TEXT_TOKENS) + [im_end] + newline if family_of(config) == "qwen2.5" else []
     return (
-        [im_start] + words(SYSTEM_TEXT_TOKENS) + [im_end] + newline
+        system
         + [im_start] + words(2) + media_ids + words(QUESTION_TEXT_TOKENS) + [im_end] + newline
         + [im_start] + words(2)
     )
@@ -214,7 +311,14 @@ class Clip:
 def synthesize_clip(
     config: Any, seconds: int, fps: float, video_tokens_per_second: int, device: str, seed: int = 0
 ) -> Clip:
-    """Processor-shaped tensors for a clip with random pixels and random log-mel features."""
+    """Processor-shaped tensors for a clip with random pixels and random log-mel features.
+
+    ``config``: a Qwen2.5-Omni or a Qwen3-Omni thinker configuration (its vision geometry, audio token
+    rate and audio-in-video layout are used). Tensors: ``input_ids``/``attention_mask`` ``[1, P]``,
+    ``pixel_values_videos`` ``[t*h*w, 3*2*patch**2]``, ``video_grid_thw`` ``[1, 3]``,
+    ``video_second_per_grid`` ``[1]``, ``input_features`` ``[1, 128, 100*seconds]``,
+    ``feature_attention_mask`` ``[1, 100*seconds]``.
+    """
     import torch
 
     vision = config.vision_config
@@ -228,7 +332,7 @@ def synthesize_clip(
     grid = (max(1, round(seconds * fps / frames_per_grid)), rows * merge, cols * merge)
     patch_dim = vision.in_channels * vision.temporal_patch_size * vision.patch_size**2
     mel_frames = seconds * MEL_FRAMES_PER_SECOND
-    audio_tokens = ((mel_frames - 1) // 2 + 1 - 2) // 2 + 1
+    audio_tokens = audio_token_count(config, mel_frames)
     ids = prompt_token_ids(config, media_token_ids(config, grid, second_per_grid, audio_tokens), seed)
 
     g = torch.Generator().manual_seed(seed)
@@ -365,6 +469,24 @@ def float32_encoders(model: Any) -> dict[str, Any]:
     }
 
 
+def vision_output(model: Any, out: Any) -> Any:
+    """The vision encoder's output compared stock vs fast: ``[N_v, D]`` post-merger embeddings; for
+    Qwen3-Omni with its deepstack features concatenated along the last axis, ``[N_v, (1 + k) * D]``.
+
+    ``out``: ``get_video_features``'s output (``pooler_output`` and ``deepstack_features`` split per
+    video: tuples) or the vision encoder's own (whole tensors).
+    """
+    import torch
+
+    def whole(x: Any) -> Any:
+        return torch.cat(tuple(x), dim=0) if isinstance(x, (tuple, list)) else x
+
+    video = whole(out.pooler_output)
+    if family_of(model.config) != "qwen3":
+        return video
+    return torch.cat([video, *(whole(layer) for layer in out.deepstack_features)], dim=-1)
+
+
 def float32_reference_outputs(model: Any, tensors: dict[str, Any], encoders: dict[str, Any]) -> dict[str, Any]:
     """The stock encoders' outputs in float32 (TF32 off), computed as ``get_video/audio_features`` do."""
     import torch
@@ -372,14 +494,19 @@ def float32_reference_outputs(model: Any, tensors: dict[str, Any], encoders: dic
     matmul, cudnn = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
     try:
-        video = encoders["vision_encoder"](
+        video = vision_output(model, encoders["vision_encoder"](
             tensors["pixel_values_videos"].float(), grid_thw=tensors["video_grid_thw"]
-        ).pooler_output
+        ))
         mask = tensors["feature_attention_mask"]
         features = tensors["input_features"].permute(0, 2, 1)[mask.bool()].permute(1, 0)
         lengths = mask.sum(-1)
-        after_cnn, _ = model.model.audio_tower._get_feat_extract_output_lengths(lengths)
-        audio = encoders["audio_encoder"](features.float(), feature_lens=lengths, aftercnn_lens=after_cnn).last_hidden_state
+        if family_of(model.config) == "qwen3":  # the encoder derives its post-CNN lengths itself
+            audio = encoders["audio_encoder"](features.float(), feature_lens=lengths).last_hidden_state
+        else:
+            after_cnn, _ = model.model.audio_tower._get_feat_extract_output_lengths(lengths)
+            audio = encoders["audio_encoder"](
+                features.float(), feature_lens=lengths, aftercnn_lens=after_cnn
+            ).last_hidden_state
     finally:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = matmul, cudnn
     return {"vision_encoder": video, "audio_encoder": audio}
@@ -423,7 +550,9 @@ def run_clip(
     from omnizip_cli.models import encoder_attention as ea
     from omnizip_cli.saliency import AudioSaliencyRecorder
 
-    family = adapter()
+    family = adapter(model)
+    qwen3 = family_of(model.config) == "qwen3"
+    audio_rate = family_audio_tokens_per_second(model.config)
 
     thinker = model.model
     tensors = clip.inputs.tensors
@@ -447,11 +576,14 @@ def run_clip(
         return result
 
     fast = lambda: ea.fast_encoder_attention(encoders(model), force=True)  # noqa: E731
-    backend = fast_backend_name(model)
+    with fast() as fast_applied:  # False: the family's encoders have no fast path; "fast" then runs stock
+        fast_applied = bool(fast_applied)
+    backend = fast_backend_name(model) if fast_applied else "none (fast path not applicable: stock attention)"
 
     # --- encoders, stock vs fast, with equivalence of their outputs
     def vision() -> torch.Tensor:
-        return thinker.get_video_features(tensors["pixel_values_videos"], tensors["video_grid_thw"]).pooler_output[0]
+        # Qwen3-Omni: the deepstack features come out of the same call (the adapter keeps them)
+        return vision_output(model, thinker.get_video_features(tensors["pixel_values_videos"], tensors["video_grid_thw"]))
 
     def audio() -> torch.Tensor:
         return thinker.get_audio_features(tensors["input_features"], tensors["feature_attention_mask"]).last_hidden_state
@@ -465,14 +597,12 @@ def run_clip(
             outputs[name] = (stock_out, fast_out)
         references = float32_reference_outputs(model, tensors, reference_encoders) if reference_encoders else {}
         for name, (stock_out, fast_out) in outputs.items():
-            emit(dict(base, kind="equivalence", what=name, backend=backend,
+            emit(dict(base, kind="equivalence", what=name, backend=backend, fast_applied=fast_applied,
                       **equivalence(stock_out, fast_out, references.get(name))))
         del outputs, references
 
         # --- saliency: the recorder's cost. Its pre-hook runs inside the last audio layer's attention,
         # so that module is timed alone, on the inputs it gets in the encoder, with and without it.
-        frame_lengths = [int(x) for x in thinker.audio_tower._get_feat_extract_output_lengths(
-            tensors["feature_attention_mask"].sum(-1))[0].tolist()]
         attention = thinker.audio_tower.layers[-1].self_attn
         captured: dict[str, Any] = {}
         handle = attention.register_forward_pre_hook(
@@ -484,10 +614,21 @@ def run_clip(
         finally:
             handle.remove()
 
-        def last_layer_with_saliency() -> Any:
-            with AudioSaliencyRecorder(thinker.audio_tower) as recorder:
-                attention(**captured)
-            return recorder.token_scores(frame_lengths)
+        if qwen3:  # as the adapter: per-window softmax, one score per post-CNN frame = audio token
+            from omnizip_cli.models.qwen3_omni import windowed_token_scores
+
+            def last_layer_with_saliency() -> Any:
+                with AudioSaliencyRecorder(thinker.audio_tower, global_max_frames=0) as recorder:
+                    attention(**captured)
+                return windowed_token_scores(recorder.frame_scores, clip.audio_tokens)
+        else:
+            frame_lengths = [int(x) for x in thinker.audio_tower._get_feat_extract_output_lengths(
+                tensors["feature_attention_mask"].sum(-1))[0].tolist()]
+
+            def last_layer_with_saliency() -> Any:
+                with AudioSaliencyRecorder(thinker.audio_tower) as recorder:
+                    attention(**captured)
+                return recorder.token_scores(frame_lengths)
 
         with fast():
             plain = timer.measure(lambda: attention(**captured))
@@ -497,7 +638,9 @@ def run_clip(
         )
         record("saliency", None, saliency, frames=int(captured["hidden_states"].shape[0]),
                last_layer_attention_median_s=plain.median, with_recorder_median_s=hooked.median,
-               method="last audio layer's attention with the AudioSaliencyRecorder + token_scores, minus the "
+               method=("last audio layer's attention with the AudioSaliencyRecorder (windowed) + "
+                       "windowed_token_scores, minus the same module without it (fast attention in both)") if qwen3 else
+                      "last audio layer's attention with the AudioSaliencyRecorder + token_scores, minus the "
                       "same module without it (fast attention in both)")
         del captured
 
@@ -508,7 +651,7 @@ def run_clip(
         plans = {}
         for label, retention in RETENTIONS.items():
             config = config_for_retention(
-                retention, audio_tokens_per_second=AUDIO_TOKENS_PER_SECOND,
+                retention, audio_tokens_per_second=audio_rate,
                 video_tokens_per_second=args.video_tokens_per_second,
             )
             plan = timed("keep_plan", label, lambda: keep_plan(model, encoded, config))
@@ -550,7 +693,7 @@ def run_clip(
 
         # --- time to first token, end to end (processor tensors on the device -> first token id on the host)
         config_35 = config_for_retention(
-            RETENTIONS["35"], audio_tokens_per_second=AUDIO_TOKENS_PER_SECOND,
+            RETENTIONS["35"], audio_tokens_per_second=audio_rate,
             video_tokens_per_second=args.video_tokens_per_second,
         )
 
@@ -618,8 +761,11 @@ def run_clip(
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--family", choices=FAMILIES, default="qwen2.5",
+                        help="model family: qwen2.5 (Qwen2.5-Omni 7B/3B, default) or qwen3 (Qwen3-Omni 30B-A3B)")
     parser.add_argument("--tiny", action="store_true", help="tiny dimensions on the CPU (CI smoke test)")
-    parser.add_argument("--size", choices=sorted(SIZES), default="7b", help="thinker architecture (default 7b)")
+    parser.add_argument("--size", choices=sorted(SIZES), default=None,
+                        help="Qwen2.5-Omni thinker architecture (default 7b; not with --family qwen3: one size, 30B-A3B)")
     parser.add_argument("--seconds", type=int, nargs="+", default=None,
                         help=f"clip lengths, 1..300 s (default {' '.join(map(str, DEFAULT_SECONDS))}; "
                              f"--tiny: {' '.join(map(str, TINY_SECONDS))})")
@@ -631,6 +777,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--device", default=None, help="cuda (default) or cuda:N; --tiny runs on cpu unless given")
     parser.add_argument("--no-stock-generate", action="store_true", help="skip the stock generate() time to first token")
     args = parser.parse_args(argv)
+    if args.family == "qwen3" and args.size is not None:
+        parser.error("--size is for --family qwen2.5; --family qwen3 builds the Qwen3-Omni 30B-A3B thinker")
+    args.size = args.size or ("7b" if args.family == "qwen2.5" else None)
     args.seconds = args.seconds or list(TINY_SECONDS if args.tiny else DEFAULT_SECONDS)
     if any(not 1 <= s <= 300 for s in args.seconds):
         parser.error("--seconds must be between 1 and 300")
@@ -646,14 +795,26 @@ def main(argv: list[str] | None = None) -> int:
 
     device = args.device or ("cpu" if args.tiny else "cuda")
     if device.startswith("cuda") and not torch.cuda.is_available():
+        if args.family == "qwen3":
+            what = "Qwen3-Omni 30B-A3B thinker (about 31.7 B parameters, 63 GB in bfloat16)"
+        else:
+            what = (f"{args.size} thinker (about {'9' if args.size == '7b' else '5'} B parameters, "
+                    f"{'18' if args.size == '7b' else '9.4'} GB in bfloat16)")
         print(
-            f"{BENCH}: no CUDA GPU here. The full-size {args.size} thinker (about "
-            f"{'9' if args.size == '7b' else '5'} B parameters, {'18' if args.size == '7b' else '9.4'} GB in bfloat16) "
+            f"{BENCH}: no CUDA GPU here. The full-size {what} "
             "is benchmarked on a GPU only; run with --tiny for the CPU smoke test.",
             file=sys.stderr,
         )
         return 2
-    if args.tiny:
+    if args.family == "qwen3":
+        from benchmarks.qwen3_configs import qwen3_omni_30b_a3b_thinker_config
+        from benchmarks.qwen3_configs import tiny_config as qwen3_tiny_config
+
+        if args.tiny:
+            config, model_name, dtype = qwen3_tiny_config(), "tiny-qwen3", torch.float32
+        else:
+            config, model_name, dtype = qwen3_omni_30b_a3b_thinker_config(), "qwen3-omni-30b-a3b-thinker", torch.bfloat16
+    elif args.tiny:
         config, model_name, dtype = tiny_config(), "tiny", torch.float32
     else:
         config, model_name, dtype = full_thinker_config(args.size), f"qwen2.5-omni-{args.size}-thinker", torch.bfloat16
@@ -663,7 +824,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.cuda.set_device(torch.device(device))
 
     started = time.perf_counter()
-    model = build_model(config, device, dtype)
+    model = build_family_model(config, device, dtype)
     timer = Timer(device, args.repeats)
     timer.sync()
     build_seconds = time.perf_counter() - started
@@ -673,7 +834,7 @@ def main(argv: list[str] | None = None) -> int:
     from omnizip_cli.models import encoder_attention as ea
 
     params = sum(p.numel() for p in model.parameters())
-    common = dict(model=model_name, device=device, dtype=str(dtype).replace("torch.", ""))
+    common = dict(model=model_name, family=args.family, device=device, dtype=str(dtype).replace("torch.", ""))
     setup = dict(
         common, kind="setup", parameters=params,
         parameters_by_part={
@@ -683,7 +844,8 @@ def main(argv: list[str] | None = None) -> int:
             "audio_encoder": sum(p.numel() for p in model.model.audio_tower.parameters()),
         },
         build_seconds=build_seconds, repeats=args.repeats, warmup=1, fps=args.fps,
-        video_tokens_per_second=args.video_tokens_per_second, audio_tokens_per_second=AUDIO_TOKENS_PER_SECOND,
+        video_tokens_per_second=args.video_tokens_per_second,
+        audio_tokens_per_second=family_audio_tokens_per_second(config),
         torch=torch.__version__, transformers=transformers.__version__, python=platform.python_version(),
         cuda=torch.version.cuda, gpu=torch.cuda.get_device_name(device) if device.startswith("cuda") else None,
         cpu_count=os.cpu_count(), fast_attention_backend=fast_backend_name(model),

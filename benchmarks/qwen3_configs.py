@@ -97,14 +97,37 @@ def qwen3_omni_30b_a3b_thinker_config(*, tiny_encoders: bool = False) -> Any:
 
 
 def build_thinker(config: Any, device: str, dtype: Any) -> Any:
-    """A random-weight ``Qwen3OmniMoeThinkerForConditionalGeneration`` of ``config`` (``device="meta"``: no memory)."""
+    """A random-weight ``Qwen3OmniMoeThinkerForConditionalGeneration`` of ``config`` (``device="meta"``: no memory).
+
+    Built directly on ``device`` in ``dtype`` (seeded, ``sdpa`` attention, the default dtype never
+    changed), in eval mode, with the generation config's end and pad ids from the text config.
+    """
     import torch
+    from transformers.utils import logging as hf_logging
 
     from omnizip_cli.models.qwen3_omni import thinker_class
 
-    with torch.device(device):
-        model = thinker_class()._from_config(config, dtype=dtype)
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # "unrecognized keys" in rope_parameters
+    try:
+        if device != "meta":
+            torch.manual_seed(0)
+        with torch.device(device):
+            model = thinker_class()._from_config(config, dtype=dtype, attn_implementation="sdpa")
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    text = config.text_config
+    model.generation_config.eos_token_id = text.eos_token_id
+    model.generation_config.pad_token_id = text.pad_token_id
     return model.eval()
+
+
+def tiny_config() -> Any:
+    """The tiny thinker configuration of ``--model tiny-qwen3`` (same special tokens as its tokenizer)."""
+    from omnizip_cli.models.qwen3_omni import CHAT_TEMPLATE, NAMED_SPECIAL_TOKENS, SPECIAL_TOKENS, tiny_thinker_config
+    from omnizip_cli.models.tiny import build_tokenizer
+
+    return tiny_thinker_config(build_tokenizer(SPECIAL_TOKENS, NAMED_SPECIAL_TOKENS, CHAT_TEMPLATE))
 
 
 def parameter_count(config: Any) -> dict[str, int]:

@@ -2,7 +2,8 @@
 
 Shared by ``model_stages.py``, ``decode_speed.py`` and ``session.py``, with the few model operations
 they time below the :class:`~omnizip_cli.generation.session.Session` (prefill onto a fresh cache, one
-decode step, the keep plan), written on the model adapter's API. The 7B and 3B dimensions are those of the hub
+decode step, the keep plan), written on the API of the model's adapter (found from the model's
+``model_type``: the same helpers drive the Qwen3-Omni thinker of ``qwen3_configs.py``). The 7B and 3B dimensions are those of the hub
 checkpoints' ``thinker_config`` (7B: 8.93 B parameters, 3B: 4.70 B; the smoke test checks them on
 the meta device).
 """
@@ -161,11 +162,24 @@ def build_model(config: Any, device: str, dtype: Any) -> Any:
 # ------------------------------------------------------------------------------------------ model operations
 
 
-def adapter() -> Any:
-    """The Qwen2.5-Omni model adapter (the benchmarks build that family's thinker)."""
-    from omnizip_cli.models.qwen2_5_omni import ADAPTER
+def adapter(model: Any = None) -> Any:
+    """The model adapter of ``model``'s family (by ``model.config.model_type``); no model: Qwen2.5-Omni's.
 
-    return ADAPTER
+    The registry knows the checkpoints' model types (``qwen2_5_omni``, ``qwen3_omni_moe``); a thinker
+    built from its own configuration reports the thinker's (``qwen3_omni_moe_thinker``), so the
+    ``_thinker`` suffix is dropped when the full name is not registered.
+    """
+    if model is None:
+        from omnizip_cli.models.qwen2_5_omni import ADAPTER
+
+        return ADAPTER
+    from omnizip_cli.models.registry import adapter_for_model_type
+
+    model_type = str(getattr(model.config, "model_type", ""))
+    found = adapter_for_model_type(model_type) or adapter_for_model_type(model_type.removesuffix("_thinker"))
+    if found is None:
+        raise ValueError(f"no omnizip model adapter for model_type {model_type!r}")
+    return found
 
 
 def prefill(model: Any, inputs: Any, *, head_on_all_positions: bool = False) -> tuple[Any, Any]:
@@ -175,7 +189,7 @@ def prefill(model: Any, inputs: Any, *, head_on_all_positions: bool = False) -> 
     """
     from omnizip_cli.generation.eager import forward_tokens, new_cache
 
-    text = adapter().text_model(model)
+    text = adapter(model).text_model(model)
     cache = new_cache(text)
     logits = forward_tokens(text, inputs.embeds, inputs.attention_mask, inputs.position_ids, cache,
                             lm_kwargs=inputs.lm_kwargs, head_on_all_positions=head_on_all_positions)
@@ -183,17 +197,24 @@ def prefill(model: Any, inputs: Any, *, head_on_all_positions: bool = False) -> 
 
 
 def next_position(inputs: Any) -> Any:
-    """The position of the first generated token: the last prompt token's + 1 (as stock ``generate``)."""
+    """The position of the first generated token: the last prompt token's + 1 (as stock ``generate``).
+
+    A 0-d tensor: integer-valued for Qwen2.5-Omni, float for Qwen3-Omni (its M-RoPE ids are float).
+    """
     return inputs.position_ids[0, 0, -1] + 1
 
 
 def decode_step(model: Any, token: Any, position: Any, attention_mask: Any, cache: Any) -> Any:
-    """One token ``[1, 1]`` at ``position`` onto ``cache`` (mask covers cache + token); logits ``[1, V]``."""
+    """One token ``[1, 1]`` at ``position`` onto ``cache`` (mask covers cache + token); logits ``[1, V]``.
+
+    All three M-RoPE rows get ``position`` (its dtype kept: float for Qwen3-Omni); no ``lm_kwargs``
+    (Qwen3-Omni's deepstack rows are a prefill-only argument, as in the Session's decoders).
+    """
     import torch
 
     from omnizip_cli.generation.eager import embed_ids, forward_tokens
 
-    text = adapter().text_model(model)
+    text = adapter(model).text_model(model)
     position_ids = torch.as_tensor(position, device=token.device).reshape(1, 1, 1).expand(3, 1, 1)
     return forward_tokens(text, embed_ids(text, token), attention_mask, position_ids, cache)
 
@@ -204,7 +225,7 @@ def keep_plan(model: Any, encoded: Any, config: Any) -> Any:
 
     from omnizip_cli.generation.session import keep_plan as session_keep_plan
 
-    return session_keep_plan(SimpleNamespace(adapter=adapter(), model=model), encoded, config)
+    return session_keep_plan(SimpleNamespace(adapter=adapter(model), model=model), encoded, config)
 
 
 def prepared_prompt(tensors: dict[str, Any], kind: str = "video+audio") -> Any:
@@ -219,13 +240,14 @@ def encode(model: Any, prepared: Any, *, record_saliency: bool = False) -> Any:
     """The adapter's encode (encoders, saliency, positions) with a throwaway stage timer."""
     from omnizip_cli.measure import StageTimer
 
-    device = str(adapter().text_model(model).device)
-    return adapter().encode(model, prepared, record_saliency=record_saliency, timer=StageTimer(device=device))
+    family = adapter(model)
+    device = str(family.text_model(model).device)
+    return family.encode(model, prepared, record_saliency=record_saliency, timer=StageTimer(device=device))
 
 
 def encoders(model: Any) -> dict[str, Any]:
     """``{"vision": ..., "audio": ...}``: the encoders whose attention the fast path switches."""
-    return adapter().encoder_modules(model)
+    return adapter(model).encoder_modules(model)
 
 
 def random_loaded_model(size: str, device: str, dtype: Any, *, fast_encoders: bool = True,
@@ -254,7 +276,7 @@ def random_loaded_model(size: str, device: str, dtype: Any, *, fast_encoders: bo
     return LoadedModel(
         model=model,
         processor=processor,
-        adapter=adapter(),
+        adapter=adapter(model),
         name=f"qwen2.5-omni-{size}-thinker{' (tiny encoders)' if tiny_encoders else ''} (random weights)",
         path="(built in memory)",
         is_tiny=True,

@@ -2,11 +2,15 @@
 
 * ``benchmarks/gpu_suite.sh --tiny`` (run once per module, shared): every step of the GPU suite on
   the CPU with the tiny model, every record kind the GPU run writes; its ``model_stages.py
-  --tiny`` output (every stage, equivalence and ratio line with its keys), ``decode_speed.py
+  --tiny`` output (every stage, equivalence and ratio line with its keys; the same for
+  ``model_stages.py --family qwen3 --tiny``, the tiny Qwen3-Omni), ``decode_speed.py
   --tiny``, ``session.py --tiny`` (5 questions on one session, cold / reopen / full) and
   ``preprocess.py --tiny`` (device path equal to stock) are checked from there.
-* its synthetic ``input_ids`` layout equals what the real ``Qwen2_5OmniProcessor`` produces for a
-  video with its audio track (so the full-size timings are for the sequence users really send);
+* its synthetic ``input_ids`` layout equals what the real ``Qwen2_5OmniProcessor`` (and, for
+  ``--family qwen3``, ``Qwen3OmniMoeProcessor``) produces for a video with its audio track (so the
+  full-size timings are for the sequence users really send);
+* the full-size configurations (Qwen2.5-Omni 7B/3B, Qwen3-Omni 30B-A3B) have the stated dimensions
+  and parameter counts (meta device);
 * ``benchmarks/keep_plan.py --quick``, ``media_decode.py --quick`` and ``saliency_memory.py --quick``.
 
 The subprocess smokes are marked ``slow`` (CI still runs them: the default run includes slow tests).
@@ -29,7 +33,7 @@ BENCHMARKS = ROOT / "benchmarks"
 TIMEOUT = 600
 
 STAGE_KEYS = {
-    "bench", "kind", "model", "device", "dtype", "clip_seconds", "tokens", "stage", "variant",
+    "bench", "kind", "model", "family", "device", "dtype", "clip_seconds", "tokens", "stage", "variant",
     "best_s", "median_s", "runs_s", "peak_memory_bytes", "memory_kind",
 }
 EXPECTED_STAGES = {
@@ -94,6 +98,7 @@ def read_records(path: Path) -> list[dict]:
 SUITE_KINDS = {
     "gpu_tests": {"test", "tests"},
     "model_stages": {"setup", "clip", "stage", "equivalence", "ratio"},
+    "model_stages_qwen3": {"setup", "clip", "stage", "equivalence", "ratio"},
     "decode_speed": {"setup", "warmup", "decode", "equivalence", "ratio"},
     "session": {"setup", "clip", "open", "question", "ratio"},
     "preprocess": {"setup", "run", "equivalence", "summary"},
@@ -114,7 +119,7 @@ def test_gpu_suite_tiny(suite: Path) -> None:
     for name, kinds in SUITE_KINDS.items():
         records = read_records(suite / f"{name}.jsonl")
         assert kinds <= {r["kind"] for r in records}, (name, kinds - {r["kind"] for r in records})
-        bench = "gpu_suite" if name == "suite" else name
+        bench = "gpu_suite" if name == "suite" else name.removesuffix("_qwen3")
         assert all(r["bench"] == bench for r in records), name
     (summary,) = [r for r in steps if r["kind"] == "summary"]
     assert summary["failed_steps"] == 0
@@ -166,14 +171,18 @@ def test_decode_speed_tiny(suite: Path) -> None:
 
 
 @pytest.mark.slow
-def test_model_stages_tiny(suite: Path) -> None:
-    records = read_records(suite / "model_stages.jsonl")
-    assert all(r["bench"] == "model_stages" for r in records)
+@pytest.mark.parametrize(("step", "model", "family", "audio_rate"), [
+    ("model_stages", "tiny", "qwen2.5", 25), ("model_stages_qwen3", "tiny-qwen3", "qwen3", 13),
+])
+def test_model_stages_tiny(suite: Path, step: str, model: str, family: str, audio_rate: int) -> None:
+    records = read_records(suite / f"{step}.jsonl")
+    assert all(r["bench"] == "model_stages" and r["family"] == family for r in records)
     kinds = {r["kind"] for r in records}
     assert {"setup", "clip", "stage", "equivalence", "ratio"} <= kinds
 
     (setup,) = [r for r in records if r["kind"] == "setup"]
-    assert setup["model"] == "tiny" and setup["device"] == "cpu" and setup["parameters"] > 0
+    assert setup["model"] == model and setup["device"] == "cpu" and setup["parameters"] > 0
+    assert setup["audio_tokens_per_second"] == audio_rate
     for key in ("torch", "transformers", "fast_attention_backend", "repeats"):
         assert key in setup
 
@@ -190,7 +199,7 @@ def test_model_stages_tiny(suite: Path) -> None:
     equivalence = [r for r in records if r["kind"] == "equivalence"]
     assert {r["what"] for r in equivalence} == {"vision_encoder", "audio_encoder"}
     for record in equivalence:  # float32 on the CPU: the fast path equals stock within 1e-5
-        assert record["bound"] == 1e-5 and record["within_bound"], record
+        assert record["bound"] == 1e-5 and record["within_bound"] and record["fast_applied"], record
 
     ratios = [r for r in records if r["kind"] == "ratio"]
     assert EXPECTED_RATIOS <= {r["name"] for r in ratios}
@@ -204,10 +213,19 @@ def test_model_stages_tiny(suite: Path) -> None:
 
 @pytest.mark.slow
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without a GPU")
-def test_model_stages_refuses_full_size_on_cpu() -> None:
-    proc = run_script("benchmarks/model_stages.py", "--seconds", "30")
+@pytest.mark.parametrize("family", ["qwen2.5", "qwen3"])
+def test_model_stages_refuses_full_size_on_cpu(family: str) -> None:
+    proc = run_script("benchmarks/model_stages.py", "--family", family, "--seconds", "30")
     assert proc.returncode == 2
     assert "--tiny" in proc.stderr and proc.stdout == ""
+    assert ("30B-A3B" in proc.stderr) == (family == "qwen3")
+
+
+def test_model_stages_size_is_qwen2_5_only() -> None:
+    bench = load_model_stages()
+    assert bench.parse_args([]).size == "7b" and bench.parse_args(["--family", "qwen3"]).size is None
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--family", "qwen3", "--size", "7b"])
 
 
 def test_model_stages_layout_matches_processor() -> None:
@@ -239,6 +257,49 @@ def test_model_stages_layout_matches_processor() -> None:
     assert int((ids == config.audio_token_id).sum()) == clip.audio_tokens == 6 * 25
 
 
+def test_model_stages_qwen3_layout_matches_processor() -> None:
+    """``--family qwen3``: the synthetic block (video and audio merge-sorted by time, 13 ids per second)
+    equals ``Qwen3OmniMoeProcessor``'s on the tiny-qwen3 checkpoint, audio shorter / longer than the
+    video and at 3 fps (fractional time ids) included."""
+    from omnizip_cli.measure import StageTimer
+    from omnizip_cli.models.registry import ModelSpec, load_model
+
+    from tests.helpers.synthetic import synthetic_media
+
+    bench = load_model_stages()
+    loaded = load_model(ModelSpec(model="tiny-qwen3", device="cpu", dtype="float32"))
+    config = loaded.model.config
+    assert bench.family_of(config) == "qwen3"
+    cases = ((6, 6.0, 2.0, (256, 448)), (6, 9.0, 2.0, (168, 252)), (6, 4.3, 3.0, (168, 252)))
+    for video_s, audio_s, fps, (height, width) in cases:
+        media = synthetic_media(video_s, audio_s, fps=fps, height=height, width=width)
+        tensors = loaded.adapter.prepare(loaded.processor, media, question="Why?").tensors
+        grid = tuple(int(x) for x in tensors["video_grid_thw"][0].tolist())
+        # the processor places tokens with the Python float (the tensor holds it rounded to float32,
+        # which moves ties at 3 fps: 3 grid steps of 2/3 s are 26 time ids, not 26.0000003)
+        second_per_grid = config.vision_config.temporal_patch_size / fps
+        assert abs(float(tensors["video_second_per_grid"][0]) - second_per_grid) < 1e-6
+        audio_tokens = bench.audio_token_count(config, int(tensors["feature_attention_mask"].sum()))
+        ids = tensors["input_ids"][0].tolist()
+        assert ids.count(config.audio_token_id) == audio_tokens, (video_s, audio_s, fps)
+        start = ids.index(config.vision_start_token_id)
+        end = ids.index(config.vision_end_token_id) + 1
+        assert ids[start:end] == bench.media_token_ids(config, grid, second_per_grid, audio_tokens), (
+            video_s, audio_s, fps)
+
+    # the benchmark's own clip at the default budget: 112 video tokens (32-px tokens) + 13 audio per second
+    clip = bench.synthesize_clip(config, 6, 2.0, 112, "cpu")
+    assert clip.grid_thw == (6, 16, 28) and clip.frame_px == (256, 448)
+    ids = clip.inputs.input_ids[0]
+    assert int((ids == config.video_token_id).sum()) == clip.video_tokens == 6 * 112
+    assert int((ids == config.audio_token_id).sum()) == clip.audio_tokens == 6 * 13
+    assert clip.inputs.tensors["pixel_values_videos"].shape == (6 * 16 * 28, 3 * 2 * 16 * 16)
+    # and the adapter encodes it: one windowed saliency score per audio token, deepstack per video token
+    encoded = loaded.adapter.encode(loaded.model, clip.inputs, record_saliency=True, timer=StageTimer())
+    assert encoded.audio_scores.numel() == clip.audio_tokens
+    assert all(layer.shape[0] == clip.video_tokens for layer in encoded.extras["deepstack"])
+
+
 def test_full_size_configs_have_the_stated_dimensions() -> None:
     bench = load_model_stages()
     seven, three = bench.full_thinker_config("7b"), bench.full_thinker_config("3b")
@@ -267,6 +328,26 @@ def test_full_size_configs_have_the_stated_dimensions() -> None:
         counts[name] = sum(p.numel() for p in model.parameters())
     assert abs(counts["7b"] / 1e9 - 8.93) < 0.01, counts
     assert abs(counts["3b"] / 1e9 - 4.70) < 0.01, counts
+
+
+def test_qwen3_30b_a3b_config_has_the_stated_dimensions() -> None:
+    """``--family qwen3``: the Qwen3-Omni 30B-A3B thinker of ``qwen3_configs.py`` (meta device: nothing allocated)."""
+    from benchmarks.qwen3_configs import parameter_count, qwen3_omni_30b_a3b_thinker_config
+
+    config = qwen3_omni_30b_a3b_thinker_config()
+    text, vision, audio = config.text_config, config.vision_config, config.audio_config
+    assert (text.num_hidden_layers, text.hidden_size, text.num_attention_heads, text.num_key_value_heads) == (
+        48, 2048, 32, 4)
+    assert (text.num_experts, text.num_experts_per_tok, text.moe_intermediate_size, text.vocab_size) == (
+        128, 8, 768, 152064)
+    assert text.rope_parameters["mrope_section"] == [24, 20, 20]
+    assert (vision.depth, vision.hidden_size, vision.patch_size, vision.spatial_merge_size) == (27, 1152, 16, 2)
+    assert vision.deepstack_visual_indexes == [8, 16, 24] and vision.out_hidden_size == 2048
+    assert (audio.encoder_layers, audio.d_model, audio.encoder_attention_heads, audio.n_window) == (32, 1280, 20, 50)
+    assert (config.position_id_per_seconds, config.audio_token_id) == (13, 151675)
+    counts = parameter_count(config)
+    assert abs(counts["total"] / 1e9 - 31.72) < 0.01, counts
+    assert abs((counts["language_model"] + counts["lm_head"]) / 1e9 - 30.53) < 0.01, counts
 
 
 @pytest.mark.slow
