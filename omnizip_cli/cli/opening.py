@@ -73,10 +73,10 @@ def open_video(
     options)`` checks the file and returns ``decode(on_audio=None) -> DecodedMedia``; ``load_model``
     and ``open_session`` are the command's (tests replace all three).
     """
-    from concurrent.futures import ThreadPoolExecutor
+    from concurrent.futures import Future, ThreadPoolExecutor
 
     from ..generation.early_audio import EarlyAudio
-    from ..generation.session import overlap_audio, records_saliency
+    from ..generation.session import overlap_enabled, records_saliency
     from ..measure import CPU_RSS, StageTimer, process_peak_rss_bytes
 
     cache = None
@@ -92,7 +92,8 @@ def open_video(
             spinner.update(f"hashing {escape_control(str(video))} ...")
             content = content_hash(video)
     decoded: dict[str, Any] = {}
-    early = EarlyAudio(record_saliency=records_saliency(compression, None)) if overlap_audio() else None
+    overlap = overlap_enabled()
+    early = EarlyAudio(record_saliency=records_saliency(compression, None)) if overlap else None
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="omnizip-decode")
 
     cancel = threading.Event()  # set when opening fails: the decode stops instead of finishing for nobody
@@ -107,7 +108,11 @@ def open_video(
     def start_decode() -> None:
         spinner.update(f"decoding {escape_control(str(video))} ...")
         decode = start_media(video, media_options)  # the header checks: a bad file fails here
-        decoded["job"] = pool.submit(decode_job, decode)
+        if overlap:
+            decoded["job"] = pool.submit(decode_job, decode)
+        else:  # $OMNIZIP_OVERLAP=0: decode now, before the model load
+            decoded["job"] = Future()
+            decoded["job"].set_result(decode_job(decode))
 
     try:
         if cache is None or content is None or not cache.has_content(content):

@@ -136,12 +136,12 @@ class Session:
         ``record_saliency``: None records the audio saliency only when compression is on; True lets
         :meth:`with_compression` compress a session opened uncompressed.
         ``overlap``: when decoding a path, encode its audio track while the video decodes
-        (:mod:`.early_audio`; None: :func:`overlap_audio` decides). ``early_audio``: such work
+        (:mod:`.early_audio`; None: :func:`overlap_enabled` decides). ``early_audio``: such work
         already started by the caller (e.g. the CLI, which decodes while the model loads).
         """
         timer = timer or StageTimer(device=loaded.device)
         early, own_early = early_audio, None
-        if isinstance(media, (str, Path)) and early is None and overlap_audio(overlap):
+        if isinstance(media, (str, Path)) and early is None and overlap_enabled(overlap):
             early = own_early = EarlyAudio(record_saliency=records_saliency(compression, record_saliency))
             early.attach(loaded)
         try:
@@ -420,17 +420,29 @@ def records_saliency(compression: Compression | str, record_saliency: bool | Non
     return setting is None or setting.source != "off"
 
 
-def overlap_audio(overlap: bool | None = None) -> bool:
-    """Whether to encode the audio track while the video decodes (:mod:`.early_audio`).
+#: Media decoding overlaps model work only with at least this many usable cores (see overlap_enabled).
+OVERLAP_MIN_CPUS = 4
 
-    ``overlap`` given: that. Else ``$OMNIZIP_OVERLAP_AUDIO`` (``0``/``1``) when set, else on.
+
+def overlap_enabled(overlap: bool | None = None, cpus: int | None = None) -> bool:
+    """Whether media decoding overlaps model work: the audio track encoded while the video decodes
+    (:mod:`.early_audio`), and in ``ask``/``chat`` the decoding beside the model load.
+
+    ``overlap`` given: that. Else ``$OMNIZIP_OVERLAP`` (``1``/``0``) when set. Else on with
+    :data:`OVERLAP_MIN_CPUS` or more usable cores: on the 2-core development machine the decoding
+    and a (tiny, CPU) model load beside it slowed each other (both need the interpreter lock and
+    the cores) and the process took as long or longer (``benchmarks/ask_e2e.py``, see the README).
     """
     import os
 
     if overlap is not None:
         return overlap
-    value = os.environ.get("OMNIZIP_OVERLAP_AUDIO", "").strip().lower()
-    return value not in ("0", "false", "no", "off")
+    value = os.environ.get("OMNIZIP_OVERLAP", "").strip().lower()
+    if value:
+        return value not in ("0", "false", "no", "off")
+    from ..media.video import usable_cpus
+
+    return (usable_cpus() if cpus is None else cpus) >= OVERLAP_MIN_CPUS
 
 
 def keep_plan(loaded: LoadedModel, encoded: EncodedMedia, config: OmniZipConfig) -> KeepPlan:

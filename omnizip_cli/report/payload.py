@@ -17,7 +17,9 @@ if TYPE_CHECKING:
 
 TTFT_DEFINITION = (
     "wall time from the start of media decoding to the first answer token, model loading excluded "
-    "(media decode + preprocessing + encoders + saliency + keep plan + prefill + choosing the first token); "
+    "(the part of it that media decoding did not overlap) "
+    "(media decode + preprocessing + encoders + saliency + keep plan + prefill + choosing the first token; "
+    "stages marked overlapped_with_media_decode ran beside the decoding); "
     "for a later question of the same video: from the question to its first token"
 )
 TOTAL_DEFINITION = "wall time from the start of media decoding to the last answer token, model loading excluded"

@@ -67,7 +67,10 @@ def ok(result: Result) -> Result:
 
 @pytest.fixture(scope="module")
 def json_run(tiny_model: Any) -> Result:
-    return ok(ask(TALKING, QUESTION, *FAST, "--json"))
+    """With media decoding overlapping model work (the default only from 4 cores on)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("OMNIZIP_OVERLAP", "1")
+        return ok(ask(TALKING, QUESTION, *FAST, "--json"))
 
 
 @pytest.fixture(scope="module")
@@ -161,6 +164,15 @@ def test_json_carries_every_figure_of_the_report(payload: dict[str, Any]) -> Non
     memory = payload["memory"]
     assert memory["kind"] == "cpu_rss" and memory["label"] == "process RSS"
     assert memory["peak_bytes"] == max(s["peak_memory_bytes"] for s in stages.values() if s["ran"])
+
+
+def test_sequential_opening_gives_the_same_answer(monkeypatch: pytest.MonkeyPatch, payload: dict[str, Any]) -> None:
+    """OMNIZIP_OVERLAP=0: decode, then load, then encode everything on one thread; same tokens."""
+    monkeypatch.setenv("OMNIZIP_OVERLAP", "0")
+    sequential = json.loads(ok(ask(TALKING, QUESTION, *FAST, "--json")).stdout)
+    assert not any(stage["overlapped_with_media_decode"] for stage in sequential["timings"]["stages"].values())
+    assert sequential["answer"] == payload["answer"]
+    assert sequential["tokens"] == payload["tokens"]
 
 
 # ----------------------------------------------------------------------------- streaming and the report
@@ -324,6 +336,7 @@ class _Spy:
 
 
 def test_progress_on_a_terminal_names_the_stages(monkeypatch: pytest.MonkeyPatch, payload: dict[str, Any]) -> None:
+    monkeypatch.setenv("OMNIZIP_OVERLAP", "1")
     spy = _Spy(monkeypatch, terminal=True)
     result = ok(ask(TALKING, QUESTION, *FAST))
     assert result.stdout == sanitize_answer(payload["answer"]) + "\n"  # the spinner never touches stdout

@@ -1,7 +1,7 @@
 """Opening a video for ``ask``/``chat`` (``cli/opening.py``): decoding beside the model load.
 
-Plumbing only (fake media, model and session): the decode really runs on another thread while the
-model loads (each waits for the other, so a sequential run would time out), a bad header fails
+Plumbing only (fake media, model and session), with the overlap on (``OMNIZIP_OVERLAP=1``; by
+default it is on from 4 cores): the decode really runs on another thread while the model loads (each waits for the other, so a sequential run would time out), a bad header fails
 before the load, a file that fails to decode fails after it with its own error, a failed load
 stops the decoding, and time to first token excludes only the load that decoding did not overlap.
 """
@@ -53,7 +53,8 @@ def _open(start_media: Any, load_model: Any, opened: list[Any] | None = None) ->
                       use_cache=False, start_media=start_media, load_model=load_model, open_session=open_session)
 
 
-def test_the_media_decodes_while_the_model_loads() -> None:
+def test_the_media_decodes_while_the_model_loads(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OMNIZIP_OVERLAP", "1")
     decoding, loading = threading.Event(), threading.Event()
     media = _media()
 
@@ -85,7 +86,8 @@ def test_a_bad_header_fails_before_the_model_load() -> None:
     assert loads == []
 
 
-def test_a_file_that_cannot_be_decoded_fails_after_the_load() -> None:
+def test_a_file_that_cannot_be_decoded_fails_after_the_load(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OMNIZIP_OVERLAP", "1")
     loads: list[Any] = []
 
     def decode(on_audio: Any = None, cancel: Any = None) -> Any:
@@ -100,7 +102,8 @@ def test_a_file_that_cannot_be_decoded_fails_after_the_load() -> None:
     assert len(loads) == 1
 
 
-def test_a_failed_model_load_stops_the_decoding() -> None:
+def test_a_failed_model_load_stops_the_decoding(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OMNIZIP_OVERLAP", "1")
     seen: dict[str, Any] = {}
 
     def decode(on_audio: Any = None, cancel: Any = None) -> Any:
@@ -137,3 +140,37 @@ def test_exclusive_load_seconds(load: tuple[float, float], decode: tuple[float, 
                                 excluded: float) -> None:
     start, end = decode if decode is not None else (None, None)
     assert exclusive_load_seconds(*load, start, end) == pytest.approx(excluded)
+
+
+def test_overlap_off_decodes_first_on_the_calling_thread(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OMNIZIP_OVERLAP", "0")
+    events: list[tuple[str, str]] = []
+
+    def decode(on_audio: Any = None, cancel: Any = None) -> Any:
+        assert on_audio is None
+        events.append(("decode", threading.current_thread().name))
+        return _media()
+
+    def load_model(spec: Any) -> Any:
+        events.append(("load", threading.current_thread().name))
+        return _loaded()
+
+    opened_with: list[Any] = []
+    opened = _open(lambda path, options: decode, load_model, opened_with)
+    main = threading.current_thread().name
+    assert events == [("decode", main), ("load", main)]
+    assert opened_with[0][1]["early_audio"] is None
+    assert opened.load_excluded == pytest.approx(opened.load_wall)
+
+
+def test_overlap_policy(monkeypatch: pytest.MonkeyPatch) -> None:
+    from omnizip_cli.generation.session import overlap_enabled
+
+    monkeypatch.delenv("OMNIZIP_OVERLAP", raising=False)
+    assert not overlap_enabled(cpus=2)  # measured slower on the 2-core machine
+    assert overlap_enabled(cpus=4) and overlap_enabled(cpus=16)
+    assert overlap_enabled(True, cpus=2) and not overlap_enabled(False, cpus=16)
+    monkeypatch.setenv("OMNIZIP_OVERLAP", "1")
+    assert overlap_enabled(cpus=2)
+    monkeypatch.setenv("OMNIZIP_OVERLAP", "0")
+    assert not overlap_enabled(cpus=16)
