@@ -163,12 +163,8 @@ def build_model(config: Any, device: str, dtype: Any) -> Any:
 
 
 def adapter(model: Any = None) -> Any:
-    """The model adapter of ``model``'s family (by ``model.config.model_type``); no model: Qwen2.5-Omni's.
-
-    The registry knows the checkpoints' model types (``qwen2_5_omni``, ``qwen3_omni_moe``); a thinker
-    built from its own configuration reports the thinker's (``qwen3_omni_moe_thinker``), so the
-    ``_thinker`` suffix is dropped when the full name is not registered.
-    """
+    """The model adapter of ``model``'s family (by ``model.config.model_type``, the thinker's own for
+    a thinker built from its configuration, e.g. ``qwen3_omni_moe_thinker``); no model: Qwen2.5-Omni's."""
     if model is None:
         from omnizip_cli.models.qwen2_5_omni import ADAPTER
 
@@ -176,7 +172,7 @@ def adapter(model: Any = None) -> Any:
     from omnizip_cli.models.registry import adapter_for_model_type
 
     model_type = str(getattr(model.config, "model_type", ""))
-    found = adapter_for_model_type(model_type) or adapter_for_model_type(model_type.removesuffix("_thinker"))
+    found = adapter_for_model_type(model_type)
     if found is None:
         raise ValueError(f"no omnizip model adapter for model_type {model_type!r}")
     return found

@@ -97,22 +97,11 @@ def _is_out_of_memory(exc: BaseException) -> bool:
     return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
 
 
-def quiet_libraries(verbose: bool = False) -> None:
-    """Silence transformers' and huggingface_hub's info/warnings (e.g. the hub's "Retrying in 2s"
-    lines) and transformers' weight-loading bars unless asked: they would clutter stderr around our
-    one-line errors. The hub's download bars stay: a first 7B download takes minutes."""
-    from huggingface_hub.utils import logging as hub_logging
-    from transformers.utils import logging as hf_logging
-
-    if not verbose:
-        hf_logging.set_verbosity_error()
-        hf_logging.disable_progress_bar()
-        hub_logging.set_verbosity_error()
-
-
 def prepare_environment(verbose: bool) -> None:
     """Check the transformers version, then quiet library logging and progress bars."""
     from ..versions import check_transformers_version
+
+    from ..quiet import quiet_libraries
 
     check_transformers_version()
     quiet_libraries(verbose)

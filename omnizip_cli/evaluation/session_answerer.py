@@ -32,10 +32,10 @@ class SessionAnswererFactory:
     system: str | None = None
 
     def __call__(self) -> SessionAnswerer:
-        from omnizip_cli.cli.app import quiet_libraries
         from omnizip_cli.media import MediaOptions
         from omnizip_cli.models import ModelSpec, load_model
         from omnizip_cli.models.registry import apply_offline_mode
+        from omnizip_cli.quiet import quiet_libraries
 
         apply_offline_mode(bool(self.model.get("offline")))
         quiet_libraries()

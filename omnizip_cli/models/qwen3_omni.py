@@ -126,7 +126,7 @@ class Qwen3OmniAdapter(QwenOmniThinkerLayout):
 
     family = "qwen3_omni_moe"
     display_name = "Qwen3-Omni"
-    model_types = ("qwen3_omni_moe",)
+    model_types = ("qwen3_omni_moe", "qwen3_omni_moe_thinker")
     tiny_name = "tiny-qwen3"
     audio_tokens_per_second = 13.0
 

@@ -51,7 +51,7 @@ def test_env_lists_versions_and_the_tested_transformers_range() -> None:
 def test_library_chatter_is_silenced_unless_verbose() -> None:
     import logging
 
-    from omnizip_cli.cli.app import quiet_libraries as _quiet_libraries
+    from omnizip_cli.quiet import quiet_libraries as _quiet_libraries
 
     hub = logging.getLogger("huggingface_hub")
     transformers_logger = logging.getLogger("transformers")
