@@ -63,6 +63,11 @@ class _PromptInterrupt(Exception):
     """Ctrl-C at the prompt (not during an answer)."""
 
 
+#: How often, and for how long, a signal at the prompt wakes the main thread (see _PromptSignals).
+WAKE_INTERVAL_S = 0.05
+WAKE_FOR_S = 2.0
+
+
 class _PromptSignals:
     """Make Ctrl-C (and SIGTERM/SIGHUP) reach a prompt waiting in ``input()``.
 
@@ -74,6 +79,12 @@ class _PromptSignals:
     interpreter then runs the pending handler there (``KeyboardInterrupt``, or
     :class:`~omnizip_cli.signals.Terminated`). Not the same signal again: its handler would run
     twice, the second time inside the first. Outside the prompt nothing changes.
+
+    The wake-up is repeated every :data:`WAKE_INTERVAL_S` for as long as the main thread stays at the
+    prompt (at most :data:`WAKE_FOR_S`): one that arrives before readline blocks in its wait is not
+    seen there, and a byte left in the pipe by a Ctrl-C that stopped an answer may be read only once
+    the prompt is up (a wake-up with nothing pending is harmless: readline waits again). Waking only
+    once, and only for the first byte, made a later Ctrl-C at the prompt wait for Enter.
     """
 
     def __init__(self) -> None:
@@ -122,12 +133,18 @@ class _PromptSignals:
                 return
             if not data or self._stop:
                 return
-            if self.at_prompt and self._main is not None and any(b in self._watched for b in data):
-                self.at_prompt = False
-                try:
-                    signal.pthread_kill(self._main, signal.SIGUSR2)
-                except (OSError, ValueError):
-                    pass
+            if any(b in self._watched for b in data):
+                self._wake_main()
+
+    def _wake_main(self) -> None:
+        """Send :data:`WAKE_SIGNAL` to the main thread until it leaves the prompt (or time runs out)."""
+        deadline = time.monotonic() + WAKE_FOR_S
+        while self.at_prompt and not self._stop and self._main is not None and time.monotonic() < deadline:
+            try:
+                signal.pthread_kill(self._main, signal.SIGUSR2)
+            except (OSError, ValueError):
+                return
+            time.sleep(WAKE_INTERVAL_S)
 
 
 def read_questions(interactive: bool, signals: _PromptSignals | None = None) -> Iterator[str]:

@@ -1,5 +1,6 @@
 """``omnizip chat`` on a real terminal (a pseudo-terminal): the prompt, Ctrl-C during an answer
-(that answer stops, the chat goes on), a second Ctrl-C at the prompt (exit 130), and Ctrl-D (exit 0)."""
+(that answer stops, the chat goes on), a second Ctrl-C at the prompt (exit 130), also after a stopped
+answer, and Ctrl-D (exit 0)."""
 
 from __future__ import annotations
 
@@ -96,6 +97,29 @@ def test_ctrl_c_stops_the_answer_and_the_chat_goes_on(tiny_model, tiny_cache: Pa
         term.expect("> ")
         term.send(b"/quit\r")
         assert term.close() == 0
+    finally:
+        if term.proc.poll() is None:
+            term.proc.kill()
+
+
+def test_ctrl_c_at_the_prompt_after_a_stopped_answer(tiny_model, tiny_cache: Path) -> None:
+    """The Ctrl-C that stopped an answer leaves a byte for the prompt's signal watcher: later Ctrl-Cs
+    at the prompt must still act at once (they once waited for Enter)."""
+    term = Terminal(tiny_cache, "--max-new-tokens", "5000", "--temperature", "1", "--seed", "0")
+    try:
+        term.expect("> ")
+        term.send(b"What is said?\r")
+        term.expect("What is said?\r\n")
+        term.read_more(20)
+        term.interrupt()
+        term.expect("answer stopped")
+        term.expect("> ")
+        term.interrupt()
+        term.expect("Ctrl-C again", timeout=20)
+        term.expect("> ")
+        term.interrupt()
+        term.expect("error: interrupted", timeout=20)
+        assert term.close() == 130
     finally:
         if term.proc.poll() is None:
             term.proc.kill()
