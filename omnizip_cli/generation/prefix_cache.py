@@ -66,7 +66,8 @@ TENSORS_NAME = "prefix.safetensors"
 ENTRY_NAME = "entry.json"
 LOCK_NAME = ".lock"
 TMP_PREFIX = ".tmp-"
-#: The stages a cached open skips (what the entry's ``setup_seconds`` adds up).
+#: The stages a cached open skips (what the entry's ``setup_seconds`` adds up, less the stages that
+#: ran beside media decoding: they were not waited for).
 SETUP_STAGES = ("media_decode", "preprocess", "audio_encoder", "vision_encoder", "saliency", "keep_plan")
 #: Leftover build folders older than this (a killed writer) are removed by the next write.
 STALE_TMP_SECONDS = 3600.0
@@ -667,8 +668,9 @@ def open_with_cache(
             return CachedSession.from_cache(loaded, cached, media_path=video, context_fit=fit, **session_kwargs)
     session = open_fresh()
     stages = {name: session.timer.seconds(name) for name in SETUP_STAGES if name in session.timer.stages}
+    waited = sum(seconds for name, seconds in stages.items() if not session.timer.stages[name].overlapped)
     built = entry_of_session(session, compression=compression, max_prompt_tokens=max_prompt_tokens,
-                             question_reserve=question_reserve, setup_seconds=sum(stages.values()),
+                             question_reserve=question_reserve, setup_seconds=waited,
                              stage_seconds=stages)
     stored: Path | None = None
     if built is not None:

@@ -234,9 +234,12 @@ def test_ctrl_c_while_streaming_ends_the_answer_line(monkeypatch: pytest.MonkeyP
     assert result.stdout.endswith("\n") and result.stdout.count("\n") == 1  # the partial answer, line ended
 
 
-def test_ctrl_c_while_loading(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("overlap", ["0", "1"])
+def test_ctrl_c_while_loading(monkeypatch: pytest.MonkeyPatch, overlap: str) -> None:
+    """Also while the media decodes beside the load (OMNIZIP_OVERLAP=1): the decoding is cancelled."""
     import omnizip_cli.cli.ask
 
+    monkeypatch.setenv("OMNIZIP_OVERLAP", overlap)
     monkeypatch.setattr(omnizip_cli.cli.ask, "load_model", _raise(KeyboardInterrupt()))
     one_line_error(ask(TALKING, "q", *FAST), 130, "interrupted")
 
