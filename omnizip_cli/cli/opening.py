@@ -70,7 +70,8 @@ def open_video(
     """Decode (unless cached) while the model loads, open the session (from the disk cache when it can).
 
     ``budget_for(loaded)`` gives ``(max_prompt_tokens, question_reserve)``; ``start_media(path,
-    options)`` checks the file and returns ``decode(on_audio=None) -> DecodedMedia``; ``load_model``
+    options)`` checks the file and returns ``decode(on_audio=None, cancel=None) -> DecodedMedia``
+    (:func:`omnizip_cli.media.decode_media`); ``load_model``
     and ``open_session`` are the command's (tests replace all three).
     """
     from concurrent.futures import Future, ThreadPoolExecutor
@@ -117,8 +118,9 @@ def open_video(
     try:
         if cache is None or content is None or not cache.has_content(content):
             start_decode()  # before the model load: a bad file fails first, and decoding overlaps the load
-        spinner.update(f"loading {model.model} ..." if "job" not in decoded
-                       else f"loading {model.model} while decoding {escape_control(str(video))} ...")
+        decoding = "job" in decoded and not decoded["job"].done()
+        spinner.update(f"loading {model.model} while decoding {escape_control(str(video))} ..." if decoding
+                       else f"loading {model.model} ...")
         load_started = time.perf_counter()
         loaded = load_model(model)
         load_ended = time.perf_counter()
