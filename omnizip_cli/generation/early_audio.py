@@ -23,10 +23,12 @@ Anything else (the loader's prediction of the final audio missed, the early work
 to the usual path; the session's answers are identical either way
 (``tests/model/test_early_audio.py``).
 
-When it pays: the audio encoder and its features (about 50-100 ms for a minute of audio on the CPU
-side, plus the encoder on the device) leave the critical path when the video takes longer to
-decode than the audio does, which is the rule for any video with sound. It costs one extra
-tokenisation of a short audio-only prompt.
+When it pays: the audio features (20-80 ms for a minute of audio on the development CPU) and the
+audio encoder with its saliency leave the critical path whenever the video takes longer to decode
+than the audio, which is the rule for a video with sound, provided there are cores to spare: the
+Session and the CLI use it from 4 usable cores on (:func:`~omnizip_cli.generation.session.overlap_enabled`;
+on 2 cores decoding beside model work was measured slower). It costs one tokenisation of a short
+audio-only prompt.
 """
 
 from __future__ import annotations
