@@ -29,9 +29,12 @@ from .base import AudioEncoding, EncodedMedia, PreparedPrompt, PrefillInputs
 from .qwen_omni_thinker import QwenOmniThinkerLayout, prepare_media_prompt
 
 if TYPE_CHECKING:
+    import torch
+
     from ..compression import KeepPlan
     from ..measure import StageTimer
     from ..media import DecodedMedia
+    from ..saliency import AudioSaliencyRecorder
 
 SPECIAL_TOKENS = [
     "<|endoftext|>",
@@ -118,31 +121,11 @@ class Qwen25OmniAdapter(QwenOmniThinkerLayout):
         return prepare_media_prompt(processor, media, system, question, device, audio_kwargs=audio)
 
     # ------------------------------------------------------------------------------ encoding
-    def encode_audio(self, model: Any, tensors: dict[str, Any], *, record_saliency: bool,
-                     timer: StageTimer) -> AudioEncoding:
-        """``get_audio_features`` ``[N_a, D]``; with ``record_saliency`` the last layer's attention
-        observed by an :class:`~omnizip_cli.saliency.AudioSaliencyRecorder` gives ``[N_a]`` scores."""
-        import torch
-
-        from ..saliency import AudioSaliencyRecorder
-
-        thinker = model.model
-        device = thinker.language_model.embed_tokens.weight.device
-        features = tensors["input_features"].to(device)
-        feature_mask = tensors["feature_attention_mask"].to(device)
-        scores = None
-        with torch.no_grad(), timer.stage("audio_encoder"):
-            if record_saliency:
-                with AudioSaliencyRecorder(thinker.audio_tower) as recorder:
-                    audio = thinker.get_audio_features(features, feature_mask)
-            else:
-                audio = thinker.get_audio_features(features, feature_mask)
-            audio = audio.last_hidden_state
-        if record_saliency:
-            with torch.no_grad(), timer.stage("saliency"):
-                after_cnn, _ = thinker.audio_tower._get_feat_extract_output_lengths(feature_mask.sum(-1))
-                scores = recorder.token_scores([int(x) for x in after_cnn.tolist()])
-        return AudioEncoding(features=audio, scores=scores)
+    def audio_token_scores(self, model: Any, recorder: AudioSaliencyRecorder, feature_mask: torch.Tensor,
+                           num_tokens: int) -> torch.Tensor:
+        """One softmax over the whole clip; scores per audio token over the post-CNN frame lengths."""
+        after_cnn, _ = model.model.audio_tower._get_feat_extract_output_lengths(feature_mask.sum(-1))
+        return recorder.token_scores([int(x) for x in after_cnn.tolist()])
 
     def encode(self, model: Any, prepared: PreparedPrompt, *, record_saliency: bool,
                timer: StageTimer, audio: AudioEncoding | None = None) -> EncodedMedia:
@@ -159,11 +142,8 @@ class Qwen25OmniAdapter(QwenOmniThinkerLayout):
             audio_scores = None
             feature_mask = tensors.get("feature_attention_mask")
             if tensors.get("input_features") is not None:
-                if audio is None:
-                    audio = self.encode_audio(model, tensors, record_saliency=record_saliency, timer=timer)
-                audio_scores = audio.scores if record_saliency else None
-                audio_mask = (input_ids == config.audio_token_id).unsqueeze(-1)
-                embeds = embeds.masked_scatter(audio_mask, audio.features.to(embeds.device, embeds.dtype))
+                embeds, audio_scores = self.embed_audio(model, tensors, embeds, record_saliency=record_saliency,
+                                                        timer=timer, audio=audio)
 
             video_grid = tensors.get("video_grid_thw")
             if tensors.get("pixel_values_videos") is not None:

@@ -73,6 +73,7 @@ if TYPE_CHECKING:
 
     from ..compression import KeepPlan, OmniZipConfig
     from ..measure import StageTimer
+    from ..saliency import AudioSaliencyRecorder
     from ..media import DecodedMedia
 
 SPECIAL_TOKENS = [
@@ -170,31 +171,16 @@ class Qwen3OmniAdapter(QwenOmniThinkerLayout):
                                     videos_kwargs={"cap_pixels_per_frame": False})
 
     # ------------------------------------------------------------------------------ encoding
-    def encode_audio(self, model: Any, tensors: dict[str, Any], *, record_saliency: bool,
-                     timer: StageTimer) -> AudioEncoding:
-        """``get_audio_features`` ``[N_a, D]``; with ``record_saliency`` the windowed saliency ``[N_a]``
-        of the last layer's attention (one softmax per attention window, spec §4)."""
-        import torch
-
+    def saliency_recorder(self, audio_tower: Any) -> AudioSaliencyRecorder:
+        """global_max_frames=0: always the per-window softmax over the call's cu_seqlens (spec §4)."""
         from ..saliency import AudioSaliencyRecorder
 
-        thinker = model.model
-        device = thinker.language_model.embed_tokens.weight.device
-        features = tensors["input_features"].to(device)
-        feature_mask = tensors["feature_attention_mask"].to(device)
-        scores = None
-        with torch.no_grad(), timer.stage("audio_encoder"):
-            if record_saliency:
-                # global_max_frames=0: always the per-window softmax over the call's cu_seqlens.
-                with AudioSaliencyRecorder(thinker.audio_tower, global_max_frames=0) as recorder:
-                    audio = thinker.get_audio_features(features, feature_mask)
-            else:
-                audio = thinker.get_audio_features(features, feature_mask)
-            audio = audio.last_hidden_state
-        if record_saliency:
-            with torch.no_grad(), timer.stage("saliency"):
-                scores = windowed_token_scores(recorder.frame_scores, int(audio.shape[0]))
-        return AudioEncoding(features=audio, scores=scores)
+        return AudioSaliencyRecorder(audio_tower, global_max_frames=0)
+
+    def audio_token_scores(self, model: Any, recorder: AudioSaliencyRecorder, feature_mask: torch.Tensor,
+                           num_tokens: int) -> torch.Tensor:
+        """The windowed saliency: one score per post-CNN frame, which is one per audio token."""
+        return windowed_token_scores(recorder.frame_scores, num_tokens)
 
     def encode(self, model: Any, prepared: PreparedPrompt, *, record_saliency: bool,
                timer: StageTimer, audio: AudioEncoding | None = None) -> EncodedMedia:
@@ -215,11 +201,8 @@ class Qwen3OmniAdapter(QwenOmniThinkerLayout):
             audio_scores = None
             feature_mask = tensors.get("feature_attention_mask")
             if tensors.get("input_features") is not None:
-                if audio is None:
-                    audio = self.encode_audio(model, tensors, record_saliency=record_saliency, timer=timer)
-                audio_scores = audio.scores if record_saliency else None
-                audio_mask = (input_ids == config.audio_token_id).unsqueeze(-1)
-                embeds = embeds.masked_scatter(audio_mask, audio.features.to(embeds.device, embeds.dtype))
+                embeds, audio_scores = self.embed_audio(model, tensors, embeds, record_saliency=record_saliency,
+                                                        timer=timer, audio=audio)
 
             video_grid = tensors.get("video_grid_thw")
             if tensors.get("pixel_values_videos") is not None:

@@ -3,14 +3,21 @@
 Their thinkers hold ``.model.audio_tower``, ``.model.visual`` and ``.model.language_model`` with
 ``.lm_head`` beside, and their configs name the placeholder ids and the vision geometry the same way.
 The adapters (:mod:`.qwen2_5_omni`, :mod:`.qwen3_omni`) inherit this part and add what differs; both
-call their processor through :func:`prepare_media_prompt`.
+call their processor through :func:`prepare_media_prompt`, and both encode audio through
+:meth:`QwenOmniThinkerLayout.encode_audio` (each family says how its saliency is recorded and scored).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .base import MediaTokenIds, PreparedPrompt, TextModel, VisionGeometry
+from .base import AudioEncoding, MediaTokenIds, PreparedPrompt, TextModel, VisionGeometry
+
+if TYPE_CHECKING:
+    import torch
+
+    from ..measure import StageTimer
+    from ..saliency import AudioSaliencyRecorder
 
 
 class QwenOmniThinkerLayout:
@@ -45,6 +52,53 @@ class QwenOmniThinkerLayout:
         thinker = model.model
         return {name: getattr(thinker, attr) for name, attr in (("vision", "visual"), ("audio", "audio_tower"))
                 if getattr(thinker, attr, None) is not None}
+
+    # ------------------------------------------------------------------------------ audio
+    def saliency_recorder(self, audio_tower: Any) -> AudioSaliencyRecorder:
+        """The recorder that observes this family's last audio-encoder layer (a family overrides it)."""
+        from ..saliency import AudioSaliencyRecorder
+
+        return AudioSaliencyRecorder(audio_tower)
+
+    def audio_token_scores(self, model: Any, recorder: AudioSaliencyRecorder, feature_mask: torch.Tensor,
+                           num_tokens: int) -> torch.Tensor:
+        """``[num_tokens]`` saliency per audio token from what ``recorder`` saw (each family its own)."""
+        raise NotImplementedError
+
+    def encode_audio(self, model: Any, tensors: dict[str, Any], *, record_saliency: bool,
+                     timer: StageTimer) -> AudioEncoding:
+        """``get_audio_features`` ``[N_a, D]`` of the processor's ``input_features`` and
+        ``feature_attention_mask``; with ``record_saliency`` also the ``[N_a]`` scores of
+        :meth:`audio_token_scores`. Timed as "audio_encoder" and "saliency"."""
+        import torch
+
+        thinker = model.model
+        device = thinker.language_model.embed_tokens.weight.device
+        features = tensors["input_features"].to(device)
+        feature_mask = tensors["feature_attention_mask"].to(device)
+        scores = None
+        with torch.no_grad(), timer.stage("audio_encoder"):
+            if record_saliency:
+                with self.saliency_recorder(thinker.audio_tower) as recorder:
+                    audio = thinker.get_audio_features(features, feature_mask)
+            else:
+                audio = thinker.get_audio_features(features, feature_mask)
+            audio = audio.last_hidden_state
+        if record_saliency:
+            with torch.no_grad(), timer.stage("saliency"):
+                scores = self.audio_token_scores(model, recorder, feature_mask, int(audio.shape[0]))
+        return AudioEncoding(features=audio, scores=scores)
+
+    def embed_audio(self, model: Any, tensors: dict[str, Any], embeds: torch.Tensor, *, record_saliency: bool,
+                    timer: StageTimer, audio: AudioEncoding | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``embeds`` ``[1, P, D]`` with the audio features scattered at the audio placeholders of
+        ``tensors["input_ids"]``, and the ``[N_a]`` saliency when recorded (else None). ``audio``:
+        already encoded (see :meth:`~omnizip_cli.models.base.ModelAdapter.encode`); None: encoded here."""
+        if audio is None:
+            audio = self.encode_audio(model, tensors, record_saliency=record_saliency, timer=timer)
+        audio_mask = (tensors["input_ids"] == model.config.audio_token_id).unsqueeze(-1)
+        embeds = embeds.masked_scatter(audio_mask, audio.features.to(embeds.device, embeds.dtype))
+        return embeds, audio.scores if record_saliency else None
 
 
 def prepare_media_prompt(
