@@ -74,7 +74,7 @@ class _PromptSignals:
     A signal sent to the process lands on any of its threads; torch's worker threads are many. The
     interpreter then only notes it, and the main thread, blocked in readline's wait for a key,
     would not see it before the next Enter. While :attr:`at_prompt` is set, a helper thread that
-    watches the interpreter's wake-up file descriptor sends :data:`WAKE_SIGNAL` (``SIGUSR2``, a
+    watches the interpreter's wake-up file descriptor sends ``SIGUSR2`` (a
     no-op for the chat's duration) to the main thread itself, which interrupts the wait; the
     interpreter then runs the pending handler there (``KeyboardInterrupt``, or
     :class:`~omnizip_cli.signals.Terminated`). Not the same signal again: its handler would run
@@ -137,7 +137,7 @@ class _PromptSignals:
                 self._wake_main()
 
     def _wake_main(self) -> None:
-        """Send :data:`WAKE_SIGNAL` to the main thread until it leaves the prompt (or time runs out)."""
+        """Send ``SIGUSR2`` to the main thread until it leaves the prompt (or time runs out)."""
         deadline = time.monotonic() + WAKE_FOR_S
         while self.at_prompt and not self._stop and self._main is not None and time.monotonic() < deadline:
             try:

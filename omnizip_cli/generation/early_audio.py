@@ -221,9 +221,7 @@ class EarlyAudio:
         if features is None or mask is None:
             self.outcome = "not used: the prompt has no audio"
             return None
-        if not (features.shape == done.features.shape and mask.shape == done.feature_mask.shape
-                and torch.equal(features.cpu(), done.features.cpu())
-                and torch.equal(mask.cpu(), done.feature_mask.cpu())):
+        if not (torch.equal(features.cpu(), done.features.cpu()) and torch.equal(mask.cpu(), done.feature_mask.cpu())):
             self.outcome = "not used: the final audio differs from the early one"
             return None
         if need_scores and done.encoding.scores is None:

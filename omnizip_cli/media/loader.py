@@ -196,10 +196,7 @@ def _early_audio(result: AudioResult, plan: VideoPlan, options: MediaOptions, pa
     first_frame = None
     if not plan.index_times and len(plan.times):
         first_frame = float(plan.times[nearest_indices(plan.times, plan.targets[:1])[0]])
-    try:
-        return _final_audio(result, first_frame, True, path, None, options).audio
-    except MediaError:
-        return None
+    return _final_audio(result, first_frame, True, path, None, options).audio  # with video: never raises
 
 
 # -- checks and warnings --------------------------------------------------------------------------
