@@ -94,6 +94,24 @@ class PreparedPrompt:
     def length(self) -> int:
         return int(self.tensors["input_ids"].shape[1])
 
+    @property
+    def video_grid(self) -> tuple[int, int, int] | None:
+        """The single video's ``(T, H, W)`` grid in patches (T counts temporal patches), or None."""
+        grid = self.tensors.get("video_grid_thw")
+        if grid is None:
+            return None
+        t, h, w = (int(v) for v in grid.reshape(-1)[:3].tolist())
+        return t, h, w
+
+    @property
+    def audio_features(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The audio encoder's input: ``(input_features [1, mel, frames], feature_attention_mask [1, frames])``, or None."""
+        features = self.tensors.get("input_features")
+        mask = self.tensors.get("feature_attention_mask")
+        if features is None or mask is None:
+            return None
+        return features, mask
+
 
 @dataclass
 class AudioEncoding:
