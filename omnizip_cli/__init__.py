@@ -5,10 +5,14 @@ The library API (imported lazily, so ``import omnizip_cli`` and ``omnizip --help
     from omnizip_cli import GenerationOptions, Session, load_model
 
     model = load_model("Qwen/Qwen2.5-Omni-7B")          # or a folder, or "tiny"
-    session = Session.open(model, "clip.mp4")            # decode, encode, compress once
+    session = Session.open(model, "clip.mp4")            # decode, encode, compress once (disk cache first)
     for chunk in session.ask("What is said?"):           # stream the answer
         print(chunk.text, end="")
     print(session.answer("Who speaks?").text)            # another question, prefix reused
+    chat = session.conversation()                        # follow-ups continue the conversation
+    print(chat.answer("What is said?").text, chat.answer("And then?").text)
+
+    # Options are typed: Session.open(model, "clip.mp4", OpenOptions(compression="35", cache=False))
 """
 
 from __future__ import annotations
@@ -21,12 +25,14 @@ __all__ = [
     "PRESETS",
     "AnswerStats",
     "CompressionSetting",
+    "Conversation",
     "GenerationChunk",
     "GenerationOptions",
     "LoadedModel",
     "MediaOptions",
     "ModelSpec",
     "OmniZipConfig",
+    "OpenOptions",
     "Session",
     "load_model",
 ]
@@ -39,6 +45,8 @@ _LAZY = {
     "GenerationChunk": "omnizip_cli.generation",
     "GenerationOptions": "omnizip_cli.generation",
     "Session": "omnizip_cli.generation",
+    "OpenOptions": "omnizip_cli.generation",
+    "Conversation": "omnizip_cli.generation",
     "LoadedModel": "omnizip_cli.models",
     "ModelSpec": "omnizip_cli.models",
     "MediaOptions": "omnizip_cli.media",
@@ -46,7 +54,7 @@ _LAZY = {
 
 if TYPE_CHECKING:
     from .compression import PRESETS, CompressionSetting, OmniZipConfig
-    from .generation import AnswerStats, GenerationChunk, GenerationOptions, Session
+    from .generation import AnswerStats, Conversation, GenerationChunk, GenerationOptions, OpenOptions, Session
     from .media import MediaOptions
     from .models import LoadedModel, ModelSpec
 

@@ -1,8 +1,9 @@
 """``omnizip chat VIDEO``: a multi-turn conversation about one video, on one compressed prefix.
 
-The video is opened once (from the disk cache when it can: see :mod:`.opening`); each line is a
-question. The first question (and the first after ``/reset``) is answered from the media prefix
-alone; the next ones continue the conversation (``Session.ask(..., follow_up=True)``).
+The video is opened once (through the library's one path, from the disk cache when it can: see
+:mod:`omnizip_cli.generation.opening`); each line is a question of one
+:class:`~omnizip_cli.generation.Conversation`. The first question (and the first after ``/reset``)
+is answered from the media prefix alone; the next ones continue the conversation.
 
 * On a terminal: a ``> `` prompt with line editing and history (Python's ``readline`` where it
   exists). Otherwise (a pipe, a file): one question per line from stdin, blank lines ignored, so
@@ -31,7 +32,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from .app import app, prepare_environment
+from .answering import Answering, open_options, request_config
+from .app import app
 from .options import (
     COMPRESSION,
     GENERATION,
@@ -45,7 +47,6 @@ from .options import (
     check_prompt_budget,
     with_options,
 )
-from .progress import Spinner
 
 if TYPE_CHECKING:
     from ..compression import CompressionSetting
@@ -217,68 +218,38 @@ def run_chat(
     interactive: bool | None = None,
 ) -> None:
     """Open the session, then answer line after line (see the module docstring)."""
-    from . import ask as ask_cli
-    from ..report import make_console
-    from ..terminal import escape_control
-    from .opening import open_video
-
-    prepare_environment(output.verbose)
-    console = make_console(no_color=output.no_color)
     if interactive is None:
         interactive = sys.stdin is not None and sys.stdin.isatty()
-    spinner = Spinner(console, console.is_terminal and not output.quiet and not output.json_output)
-    warnings: list[str] = []
-
-    def warn(message: str) -> None:
-        if message in warnings:
-            return
-        warnings.append(message)
-        spinner.stop()
-        console.print(f"warning: {escape_control(message)}", style="yellow", markup=False, highlight=False,
-                      soft_wrap=True)
-
-    def note(message: str) -> None:
-        if not output.quiet:
-            console.print(message, markup=False, highlight=False, soft_wrap=True)
-
-    def budget_for(loaded: Any) -> tuple[int, int]:
-        """``ask``'s budget (so both share cache entries); the questions are not known: a fixed reserve."""
-        budget, _ = ask_cli.prompt_budget(loaded, ["?"], generation, max_prompt_tokens)
-        return budget, CHAT_QUESTION_RESERVE
-
-    try:
-        opened = open_video(video, model=model, media_options=media_options, compression=compression, system=system,
-                            warn=warn, spinner=spinner, budget_for=budget_for, use_cache=use_cache,
-                            start_media=ask_cli.start_media, load_model=ask_cli.load_model,
-                            open_session=ask_cli.open_session)
-    finally:
-        spinner.stop()
-    session = opened.session
-    config = {"media_path": str(video), "system": system, "model": ask_cli._spec_dict(model),
-              "media": media_options.to_dict(), "generation": {**ask_cli._asdict(generation), "stream": True}}
+    answering = Answering.start(output, warnings_with_json=True)
+    # ask's prompt budget (so both share cache entries); the questions are not known: a fixed reserve.
+    options = open_options(media=media_options, compression=compression, generation=generation, system=system,
+                           max_prompt_tokens=max_prompt_tokens, question_reserve=CHAT_QUESTION_RESERVE,
+                           use_cache=use_cache, revision=model.revision)
+    session = answering.open(video, model, options)
+    config = request_config(video, system=system, model=model, media=media_options, generation=generation,
+                            stream=True)
     tokens = session.tokens
-    cache = getattr(session, "prefix_cache", None)
-    source = " (prefix read from the disk cache)" if cache is not None and cache["source"] == "disk" else ""
-    note(f"ready: {tokens.total.before} prompt tokens, {session.prefill.length} after compression{source}."
-         + (f" {HELP}" if interactive else ""))
+    source = " (prefix read from the disk cache)" if session.origin.source == "disk" else ""
+    answering.note(f"ready: {tokens.total.before} prompt tokens, {session.prefill.length} after compression{source}."
+                   + (f" {HELP}" if interactive else ""))
 
     signals = _PromptSignals()
     with signals.installed() if interactive else nullcontext(signals):
-        _converse(session, opened, questions=lambda: read_questions(interactive, signals), interactive=interactive,
-                  output=output, generation=generation, config=config, console=console, warnings=warnings,
-                  note=note)
+        _converse(session, answering, questions=lambda: read_questions(interactive, signals), generation=generation,
+                  config=config)
 
 
-def _converse(session: Any, opened: Any, *, questions: Any, interactive: bool, output: OutputOptions,
-              generation: Any, config: dict[str, Any], console: Any, warnings: list[str], note: Any) -> None:
+def _converse(session: Any, answering: Answering, *, questions: Any, generation: Any, config: dict[str, Any]) -> None:
     """The question loop of :func:`run_chat`."""
     from ..report.ask_view import print_report
     from ..report.payload import answer_payload
     from ..signals import Terminated, finish_partial_lines, write_stdout
-    from ..terminal import escape_control, sanitize_answer
+    from ..terminal import escape_control
 
+    output = answering.output
+    note = answering.note
+    conversation = session.conversation()
     last: dict[str, Any] | None = None
-    turns = 0  # complete answers since the start or the last /reset
     first_question = True
     lines = questions()
     interrupted_at_prompt = False
@@ -299,8 +270,7 @@ def _converse(session: Any, opened: Any, *, questions: Any, interactive: bool, o
         if command in ("/quit", "/exit"):
             return
         if command == "/reset":
-            session.reset()
-            turns = 0
+            conversation.reset()
             note("(conversation forgotten; the video stays)")
             continue
         if command == "/help":
@@ -310,44 +280,26 @@ def _converse(session: Any, opened: Any, *, questions: Any, interactive: bool, o
             if last is None:
                 note("(no answer yet)")
             else:
-                print_report(console, last)
+                print_report(answering.console, last)
             continue
         word = command.split()[0]
         if word.startswith("/") and word[1:].isalpha():  # "/foo", "/reset now": a mistyped command, not a question
             note(f"(unknown command {escape_control(question)}: {HELP})")
             continue
-        asked = time.perf_counter()
-        first_token_at: float | None = None
-        stats = None
-        answer = session.ask(question, generation, follow_up=turns > 0)
+        answer = conversation.ask(question, generation)
         try:
-            for chunk in answer:
-                if chunk.token is not None and first_token_at is None:
-                    first_token_at = time.perf_counter()
-                if chunk.text and not output.json_output:
-                    write_stdout(sanitize_answer(chunk.text))
-                if chunk.stats is not None:
-                    stats = chunk.stats
+            stats = answering.stream(answer, to_stdout=not output.json_output)
         except KeyboardInterrupt as exc:
             if isinstance(exc, Terminated):
                 raise
-            answer.close()  # the session keeps only complete turns
+            answer.close()  # the conversation keeps only complete turns
             finish_partial_lines()
             note("(answer stopped; the conversation keeps the turns before it)")
             continue
-        except BaseException:
-            finish_partial_lines()
-            raise
-        assert stats is not None
-        finished = time.perf_counter()
-        origin = opened.started + opened.load_excluded if first_question else asked
-        ttft = (first_token_at if first_token_at is not None else finished) - origin
-        last = answer_payload(session, stats, question=question, config=config, time_to_first_token_seconds=ttft,
-                              total_seconds=finished - origin, include_setup=first_question)
-        last["warnings"] = list(warnings)
-        last["turn"] = turns + 1
+        last = answer_payload(session, stats, question=question, config=config, include_setup=first_question)
+        last["warnings"] = list(answering.warnings)
+        last["turn"] = conversation.turns
         first_question = False
-        turns += 1
         if output.json_output:
             write_stdout(json.dumps(last) + "\n")
         else:

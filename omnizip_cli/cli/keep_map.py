@@ -1,7 +1,8 @@
 """``omnizip keep-map VIDEO -o map.png``: a picture of what OmniZip keeps, without a question.
 
 The keep plan depends only on the media (never on the question), so no question is needed: the
-video is decoded, encoded and compressed as ``ask`` would, and the picture is written.
+video is opened through the library's one path (:func:`omnizip_cli.generation.open_session`,
+without the disk cache: the map needs the frames), and the picture is written.
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from ..signals import write_stdout
-from .app import app, prepare_environment
+from .answering import Answering
+from .app import app
 from .options import COMPRESSION, MEDIA, MODEL, OUTPUT, OutputOptions, check_output_file, with_options
 
 if TYPE_CHECKING:
@@ -34,24 +36,21 @@ def keep_map(
     """Write a PNG of what OmniZip keeps of VIDEO: frames with dropped patches dimmed, audio tokens, groups."""
     import json
 
-    from . import ask as ask_command
-    from ..report import make_console
+    from ..generation import OpenOptions
     from ..report.keep_map import keep_map_for_session, render_keep_map, save_keep_map
 
     check_output_file(out, "--out")
-    prepare_environment(output.verbose)
-    console = make_console(no_color=output.no_color)
-    decoded = ask_command.load_media(video, media)
-    loaded = ask_command.load_model(model)
-    for message in (*loaded.warnings, *decoded.summary.warnings):
-        if not output.json_output:
-            console.print(f"warning: {message}", style="yellow", markup=False, highlight=False, soft_wrap=True)
-    session = ask_command.open_session(loaded, decoded, compression=compression)
+    answering = Answering.start(output)
+    # The map needs the decoded frames and the plan: never from the disk cache. No prompt budget:
+    # the map shows the setting as asked.
+    session = answering.open(video, model, OpenOptions(media=media, compression=compression, cache=False,
+                                                       revision=model.revision))
     path = save_keep_map(render_keep_map(keep_map_for_session(session)), out)
     tokens = session.tokens
     if output.json_output:
         write_stdout(json.dumps({"keep_map": str(path), "tokens": tokens.to_dict(),
                                  "groups": session.group_rows}, indent=2) + "\n")
     elif not output.quiet:
-        console.print(f"wrote {path}: {tokens.audio_video.after} of {tokens.audio_video.before} audio+video tokens "
-                      f"kept ({tokens.audio_video.retention * 100:.1f} %)", markup=False, highlight=False)
+        answering.console.print(f"wrote {path}: {tokens.audio_video.after} of {tokens.audio_video.before} "
+                                f"audio+video tokens kept ({tokens.audio_video.retention * 100:.1f} %)",
+                                markup=False, highlight=False)

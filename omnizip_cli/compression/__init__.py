@@ -12,7 +12,7 @@ reference implementation.
 
 from omnizip_cli.compression.config import PRESETS, OmniZipConfig, config_for_retention, expected_retention
 from omnizip_cli.compression.plan import GroupStats, KeepPlan, apply_keep_plan, build_keep_plan
-from omnizip_cli.compression.budget import ContextFit, ContextTooLong, fit_to_context
+from omnizip_cli.compression.budget import ContextFit, ContextTooLong, PromptCounts, fit_budget, fit_to_context
 from omnizip_cli.compression.setting import CompressionSetting
 
 __all__ = [
@@ -21,6 +21,8 @@ __all__ = [
     "ContextFit",
     "ContextTooLong",
     "fit_to_context",
+    "fit_budget",
+    "PromptCounts",
     "GroupStats",
     "KeepPlan",
     "OmniZipConfig",

@@ -15,13 +15,14 @@ is how many frames would have fitted without it.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 
 from omnizip_cli.compression.config import config_for_retention
 from omnizip_cli.compression.setting import CompressionSetting
 from omnizip_cli.errors import OmnizipError, UsageError
 
-__all__ = ["ContextFit", "ContextTooLong", "fit_to_context", "retention_below"]
+__all__ = ["ContextFit", "ContextTooLong", "PromptCounts", "fit_budget", "fit_to_context", "retention_below"]
 
 # The strongest retention OmniZip reaches is found by config_for_retention; we aim a little under
 # the exact fit, because per-frame floors and the normalisation keep slightly more than nominal.
@@ -137,3 +138,65 @@ def _what_to_lower(audio: int, video: int, room: int) -> str:
     if video and audio <= video:
         return "lower --fps, --max-frames or --max-pixels (fewer video tokens), or raise --max-prompt-tokens"
     return "lower --max-audio-seconds, or --fps/--max-frames/--max-pixels, or raise --max-prompt-tokens"
+
+
+@dataclass(frozen=True)
+class PromptCounts:
+    """The uncompressed prompt prefix of one video, as the budget rule sees it.
+
+    ``audio``/``video``: placeholder tokens; ``text``: every other prefix token (system prompt,
+    template), the question reserve excluded; ``frames``: frames sampled (0 without video).
+    """
+
+    audio: int
+    video: int
+    text: int
+    frames: int = 0
+
+
+def fit_budget(
+    setting: CompressionSetting | None,
+    counts: PromptCounts,
+    *,
+    budget: int,
+    reserve: int,
+    kept_length: Callable[[CompressionSetting | None], int],
+    max_replans: int = 6,
+) -> ContextFit | None:
+    """The whole prompt-budget rule: a setting chosen before planning, then stronger re-plans while
+    the kept prefix plus ``reserve`` question tokens exceeds ``budget``.
+
+    ``setting``: the asked setting, or None for a fixed :class:`OmniZipConfig` (only checked).
+    ``kept_length(setting)``: the prefix length after planning with ``setting`` (None: the fixed
+    config); the fresh path plans, the prefix cache looks up what the entry's build planned. Returns
+    the fit (its ``setting`` is the one to use; None for a fixed config) or raises
+    :class:`ContextTooLong`. Pure apart from ``kept_length``: the same inputs give the same fit.
+    """
+    fit = None
+    if setting is not None:
+        fit = fit_to_context(setting, audio=counts.audio, video=counts.video, text=counts.text + reserve,
+                             budget=budget, frames=counts.frames)
+    media = counts.audio + counts.video
+    room = budget - reserve - counts.text
+    reason = fit.reason if fit is not None else None
+    for _ in range(max_replans):
+        length = kept_length(fit.setting if fit is not None else None)
+        if length + reserve <= budget:
+            return fit
+        if fit is None or not fit.setting.enabled:
+            raise ContextTooLong(
+                f"the prompt has {length + reserve} tokens after compression, more than --max-prompt-tokens {budget}",
+                hint="compress harder (a lower --retention), or lower --fps, --max-frames or --max-pixels",
+            )
+        kept_media = length - counts.text
+        stronger = retention_below(fit.setting, kept_media, media, room)
+        fit = replace(fit, setting=stronger, reason=(reason or "the asked setting kept too many tokens")
+                      + f" (planned at retention target {stronger.retention:g}: plans of short clips keep "
+                        "more than their target)")
+    length = kept_length(fit.setting if fit is not None else None)
+    if length + reserve > budget:
+        raise ContextTooLong(
+            f"the prompt still has {length + reserve} tokens after compression, more than --max-prompt-tokens {budget}",
+            hint="lower --fps, --max-frames or --max-pixels, or --max-audio-seconds",
+        )
+    return fit

@@ -2,7 +2,8 @@
 
 The media is decoded once, the model loaded once and the processor run once; every setting then
 runs the same prepared inputs through a fresh :class:`~omnizip_cli.generation.Session` (encoders,
-saliency, keep plan, prefill, decode: the code ``ask`` runs). Each setting gets one warm-up run,
+saliency, keep plan, prefill, decode: the library's opening path, :mod:`omnizip_cli.generation.opening`,
+from its processor output on). Each setting gets one warm-up run,
 then ``repeats`` timed runs. Runs are interleaved (round 1: full, 45 %, 35 %; round 2: full, 45 %,
 35 %; ...) so slow drift of the machine (clock boost, thermal state, other processes) spreads over
 all settings alike. Answers are greedy, so the runs of one setting must agree and the settings can
@@ -163,24 +164,26 @@ def measure_run(
     memory: MemoryProbe,
     shared_seconds: float,
 ) -> RunMeasurement:
-    """One answer from prepared inputs through a fresh Session, with synchronised clocks and the run's peak memory."""
-    from ..generation import Session
+    """One answer from prepared inputs through a fresh Session, with synchronised clocks and the run's peak memory.
+
+    Time to first token and e2e are the answer's own (:class:`~omnizip_cli.generation.AnswerStats`)
+    from an origin ``shared_seconds`` before this run started: the shared media decode and
+    processor count once in each run, as in ``ask``. A one-off set-up of the fast decoder (cache
+    allocation, CUDA-graph capture), paid by the first answer that needs it (normally the warm-up
+    run), is kept out of both and reported as its own stage.
+    """
+    from ..generation.opening import encode_prepared
+    from ..generation.prefix import records_saliency
 
     timer = StageTimer(device=loaded.device)
     memory.reset()
     timer.sync()
     started = time.perf_counter()
-    session = Session.from_prepared(loaded, prepared, setting, timer=timer)
-    asked = time.perf_counter()
-    stats = session.answer(question, options)
-    timer.sync()
-    own = time.perf_counter() - started
-    # A one-off set-up of the fast decoder (cache allocation, CUDA-graph capture) is paid by the first
-    # answer that needs it, normally the warm-up run: kept out of TTFT (the stream already excludes it
-    # from first_token_seconds) and e2e, and reported as its own stage.
-    one_off = stats.timer.seconds("decode_warmup")
-    ttft = shared_seconds + (asked - started) + stats.first_token_seconds
-    e2e = shared_seconds + max(own - one_off, 0.0)
+    video = encode_prepared(loaded, prepared, record_saliency=records_saliency(setting), timer=timer)
+    session = video.session(setting, timer=timer)
+    stats = session.answer(question, options, origin=started - shared_seconds)
+    ttft = stats.time_to_first_token_seconds
+    e2e = stats.total_seconds
     stages = {name: session.timer.seconds(name) for name in RUN_STAGES if name in session.timer.stages}
     for name in ("prefill", "decode", "decode_warmup"):
         if name in stats.timer.stages:
@@ -302,7 +305,8 @@ def run_profile(
     ``loaded`` reuses an already loaded model; otherwise ``load()`` (default
     :func:`omnizip_cli.models.load_model`) is called after the media decoded successfully.
     """
-    from ..generation.session import prepare
+    from ..generation.opening import prepare
+    from ..generation.prefix import prompt_counts
     from ..media import load_media
 
     progress = progress or (lambda _message: None)
@@ -322,9 +326,8 @@ def run_profile(
     prepared = prepare(loaded, media, system=request.system, timer=shared)
     shared_seconds = shared.seconds("media_decode") + shared.seconds("preprocess")
 
-    ids = loaded.adapter.token_ids(loaded.model)
-    audio_tokens = int((prepared.input_ids == ids.audio).sum())
-    video_tokens = int((prepared.input_ids == ids.video).sum())
+    counts = prompt_counts(loaded, prepared)
+    audio_tokens, video_tokens = counts.audio, counts.video
     settings = request.settings
     labels = column_labels(settings)
     memory = MemoryProbe(loaded.device)

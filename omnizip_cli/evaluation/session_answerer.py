@@ -55,10 +55,12 @@ class SessionAnswerer:
         self.system = system
 
     def open(self, video: Path) -> SessionVideo:
-        from omnizip_cli.generation import Session
+        """Open ``video`` through the library's one path, uncompressed with the saliency recorded, so that
+        every setting re-plans from its encoded media (never from the disk cache: that holds no encoder output)."""
+        from omnizip_cli.generation import OpenOptions, Session
 
-        session = Session.open(self.loaded, video, media_options=self.media, compression=None, system=self.system,
-                               record_saliency=True)
+        session = Session.open(self.loaded, video, OpenOptions(media=self.media, compression=None, system=self.system,
+                                                               record_saliency=True, cache=False))
         return SessionVideo(session, self.options)
 
 
@@ -82,8 +84,7 @@ class SessionVideo:
         memory.reset()
         started = time.perf_counter()
         session = self._session(setting)
-        plan_seconds = time.perf_counter() - started
-        stats = session.answer(prompt, self.options)
+        stats = session.answer(prompt, self.options, origin=started)  # the plan counts: it is per setting
         tokens = session.tokens.audio_video
         end_tokens = set(session.text.generation_config.eos_token_id or [])
         ids = tuple(t for t in stats.token_ids if t not in end_tokens)
@@ -94,7 +95,7 @@ class SessionVideo:
             tokens_before=tokens.before,
             tokens_after=tokens.after,
             prompt_tokens=stats.prompt_tokens,
-            ttft_seconds=plan_seconds + stats.first_token_seconds,
+            ttft_seconds=stats.time_to_first_token_seconds,
             decode_tokens_per_second=rate,
             peak_memory_bytes=memory.peak(),
         )

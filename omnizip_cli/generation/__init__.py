@@ -1,7 +1,25 @@
-"""Answers: the Session (media encoded and compressed once), the streaming API and both decoders."""
+"""Answers: opening a video (the one path), the Session (media encoded and compressed once), the
+conversation, the streaming API and both decoders."""
 
+from .conversation import Conversation
+from .opening import EncodedVideo, OpenOptions, open_session
+from .prefix import PreparedPrefix, PrefixOrigin
 from .sampling import GenerationOptions
-from .session import Session
+from .session import Session, SessionBusy
 from .stream import AnswerStats, GenerationChunk, collect, stream_generate
 
-__all__ = ["AnswerStats", "GenerationChunk", "GenerationOptions", "Session", "collect", "stream_generate"]
+__all__ = [
+    "AnswerStats",
+    "Conversation",
+    "EncodedVideo",
+    "GenerationChunk",
+    "GenerationOptions",
+    "OpenOptions",
+    "PreparedPrefix",
+    "PrefixOrigin",
+    "Session",
+    "SessionBusy",
+    "collect",
+    "open_session",
+    "stream_generate",
+]

@@ -1,5 +1,7 @@
-"""The disk cache of prepared media prefixes: a later ``ask`` or ``chat`` of the same video skips
-media decoding, the processor, both encoders, the saliency and the keep plan.
+"""The disk cache of prepared media prefixes: a later opening of the same video (``ask``, ``chat``,
+``Session.open``: :mod:`.opening`) skips media decoding, the processor, both encoders, the saliency
+and the keep plan. What is stored is a :class:`~.prefix.PreparedPrefix` (:func:`prefix_to_entry`,
+:func:`prefix_from_entry`).
 
 What an entry holds (one folder under ``$OMNIZIP_CACHE/prefixes``, see
 :func:`~omnizip_cli.models.tiny.default_cache_dir`):
@@ -7,9 +9,10 @@ What an entry holds (one folder under ``$OMNIZIP_CACHE/prefixes``, see
 * ``prefix.safetensors``: the prefix the language model is prefilled with (the kept, merged
   embeddings, their attention mask and M-RoPE positions, the keep mask over the original sequence,
   tensors the family's language model needs) and the uncompressed prefix input ids (the history
-  of the repetition penalty and of :meth:`~omnizip_cli.generation.Session.conversation_ids`);
+  of the repetition penalty and of a conversation's ids);
 * ``entry.json``: the key's fields, the prompt templates, the resolved compression config, the
-  plan's group rows, the media summary, what fitting the context decided, and the seconds the
+  plan's group rows, the media summary, the token counts, what the prompt-budget rule decided and
+  the plans it made (so that it can be replayed for another question reserve), and the seconds the
   set-up stages took when the entry was built (what a cached open saves);
 * ``OMNIZIP_MANIFEST.json``: every file's size and SHA-256, written last
   (:func:`~omnizip_cli.integrity.write_manifest`).
@@ -42,7 +45,6 @@ import os
 import shutil
 import time
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -51,15 +53,14 @@ import torch
 
 from .. import __version__
 from ..errors import OmnizipError, UsageError
-from .session import Session
+from .prefix import canonical, jsonable
 
 if TYPE_CHECKING:
     from ..compression import ContextFit
     from ..models.registry import LoadedModel
-    from .sampling import GenerationOptions
-    from .stream import GenerationChunk
+    from .prefix import PreparedPrefix
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2
 MAX_BYTES_ENV = "OMNIZIP_CACHE_MAX_BYTES"
 DEFAULT_MAX_BYTES = 2 * 1000**3
 TENSORS_NAME = "prefix.safetensors"
@@ -105,22 +106,6 @@ def content_hash(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _jsonable(value: Any) -> Any:
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return _jsonable(dataclasses.asdict(value))
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, Path):
-        return str(value)
-    return value
-
-
-def _canonical(value: Any) -> str:
-    return json.dumps(_jsonable(value), sort_keys=True, separators=(",", ":"))
-
-
 def compression_key(compression: Any) -> Any:
     """The compression as asked, JSON-ready: a setting's fields, a fixed config's, or None (off)."""
     from ..compression import CompressionSetting, OmniZipConfig
@@ -128,7 +113,7 @@ def compression_key(compression: Any) -> Any:
     if isinstance(compression, str):
         compression = CompressionSetting.from_options(preset=compression)
     if isinstance(compression, CompressionSetting):
-        return {"setting": _jsonable(compression)}
+        return {"setting": jsonable(compression)}
     if isinstance(compression, OmniZipConfig):
         return {"config": compression.to_dict()}
     return None
@@ -173,12 +158,12 @@ def make_key(
             "attn_implementation": loaded.attn_implementation,
             "fast_encoder_attention": bool(loaded.fast_encoder_attention),
         },
-        "media": _jsonable(media_options.to_dict() if hasattr(media_options, "to_dict") else media_options),
+        "media": jsonable(media_options.to_dict() if hasattr(media_options, "to_dict") else media_options),
         "compression": compression_key(compression),
         "system": system,
         "max_prompt_tokens": max_prompt_tokens,
     }
-    digest = hashlib.sha256(_canonical(fields).encode()).hexdigest()
+    digest = hashlib.sha256(canonical(fields).encode()).hexdigest()
     return CacheKey(content=content, digest=digest, fields=fields)
 
 
@@ -301,7 +286,7 @@ class PrefixCache:
             if manifest_problem(folder, hashes=True) is not None:
                 raise ValueError("incomplete or corrupt")
             entry = json.loads((folder / ENTRY_NAME).read_text())
-            if not isinstance(entry, dict) or entry.get("key") != _jsonable(key.fields):
+            if not isinstance(entry, dict) or entry.get("key") != jsonable(key.fields):
                 raise ValueError("key mismatch")
             tensors = load_file(str(folder / TENSORS_NAME), device=str(device))
         except FileNotFoundError:
@@ -346,7 +331,7 @@ class PrefixCache:
         try:
             save_file({name: t.detach().contiguous().cpu() for name, t in tensors.items()}, str(tmp / TENSORS_NAME),
                       metadata={"format": str(CACHE_FORMAT)})
-            (tmp / ENTRY_NAME).write_text(json.dumps({**_jsonable(entry), "key": _jsonable(key.fields)}, indent=1))
+            (tmp / ENTRY_NAME).write_text(json.dumps({**jsonable(entry), "key": jsonable(key.fields)}, indent=1))
             write_manifest(tmp)
             size = _folder_bytes(tmp)
             if size > self.max_bytes:
@@ -367,15 +352,6 @@ class PrefixCache:
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
-
-    def evict(self) -> list[Path]:
-        """Remove least-recently-used entries until the cache fits its cap; returns what was removed."""
-        from ..filelock import exclusive_lock
-
-        if not self.root.is_dir():
-            return []
-        with exclusive_lock(self.root / LOCK_NAME):
-            return self._evict_locked()
 
     def _evict_locked(self, keep: Path | None = None) -> list[Path]:
         now = time.time()
@@ -400,16 +376,7 @@ class PrefixCache:
 
 
 # ---------------------------------------------------------------------------------------------- #
-# Sessions to and from entries
-
-
-def _fit_inputs(session: Session) -> dict[str, int]:
-    """The token counts :meth:`Session.from_prepared` fits the context with (computed the same way)."""
-    tokens = session.tokens
-    grid = session.prepared.tensors.get("video_grid_thw")
-    return {"audio": tokens.audio.before, "video": tokens.video.before,
-            "text": session.prepared.length - tokens.audio.before - tokens.video.before,
-            "frames": int(grid[0][0]) * 2 if grid is not None else 0}
+# Prepared prefixes to and from entries
 
 
 def _lm_kwargs_tensors(lm_kwargs: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]] | None:
@@ -435,251 +402,88 @@ def _lm_kwargs_from(tensors: dict[str, torch.Tensor], layout: dict[str, Any]) ->
             for name, kind in layout.items()}
 
 
-def _first_fit(compression: Any, inputs: dict[str, int], budget: int, reserve: int) -> ContextFit | None:
-    """What :func:`~omnizip_cli.compression.fit_to_context` decides before planning (None: a fixed
-    config, which the fresh path only checks), as :meth:`Session.from_prepared` does."""
-    from ..compression import fit_to_context
-    from .session import _as_setting
-
-    setting = _as_setting(compression)
-    if setting is None:
+def _fit_json(fit: ContextFit | None) -> dict[str, Any] | None:
+    if fit is None:
         return None
-    return fit_to_context(setting, audio=inputs["audio"], video=inputs["video"], text=inputs["text"] + reserve,
-                          budget=budget, frames=inputs["frames"])
-
-
-def entry_of_session(
-    session: Session,
-    *,
-    compression: Any,
-    max_prompt_tokens: int | None,
-    question_reserve: int,
-    setup_seconds: float,
-    stage_seconds: dict[str, float],
-) -> tuple[dict[str, torch.Tensor], dict[str, Any]] | None:
-    """The tensors and JSON of a freshly opened session's entry; None when it cannot be cached
-    (language-model arguments that are not tensors or lists of tensors)."""
-    prefill = session.prefill
-    extra = _lm_kwargs_tensors(prefill.lm_kwargs)
-    if extra is None:
-        return None
-    tensors = {
-        "prefill.embeds": prefill.embeds, "prefill.attention_mask": prefill.attention_mask,
-        "prefill.position_ids": prefill.position_ids, "input_ids": session.encoded.input_ids, **extra[0],
-    }
-    if prefill.kept is not None:
-        tensors["prefill.kept"] = prefill.kept
-    inputs = _fit_inputs(session)
-    fit = session.context_fit
-    replanned = False
-    if max_prompt_tokens is not None and fit is not None:
-        first = _first_fit(compression, inputs, max_prompt_tokens, question_reserve)
-        replanned = first is None or first.setting != fit.setting
-    prepared = session.prepared
-    summary = session.summary
-    return tensors, {
-        "created": time.time(),
-        "setup_seconds": setup_seconds,
-        "stage_seconds": stage_seconds,
-        "templates": dataclasses.asdict(prepared.templates),
-        "prepared": {"kind": prepared.kind, "use_audio_in_video": prepared.use_audio_in_video,
-                     "system": prepared.system},
-        "encoded": {"kind": session.encoded.kind, "video_grid_thw": session.encoded.video_grid_thw,
-                    "hidden_size": int(prefill.embeds.shape[-1]), "has_audio_scores":
-                        session.encoded.audio_scores is not None},
-        "config": session.config.to_dict() if session.config is not None else None,
-        "group_rows": session.group_rows,
-        "summary": summary.to_dict() if summary is not None else None,
-        "fit_inputs": inputs,
-        "fit": {"reserve": question_reserve, "replanned": replanned,
-                "context_fit": _fit_json(fit) if fit is not None else None},
-        "lm_kwargs": extra[1],
-    }
-
-
-def _fit_json(fit: ContextFit) -> dict[str, Any]:
-    return {"budget": fit.budget, "prompt_before": fit.prompt_before, "setting": _jsonable(fit.setting),
+    return {"budget": fit.budget, "prompt_before": fit.prompt_before, "setting": jsonable(fit.setting),
             "reason": fit.reason, "frames_sampled": fit.frames_sampled,
             "frames_fit_uncompressed": fit.frames_fit_uncompressed}
 
 
-def _fit_from_json(data: dict[str, Any]) -> ContextFit:
+def _fit_from_json(data: dict[str, Any] | None) -> ContextFit | None:
     from ..compression import CompressionSetting, ContextFit
 
+    if data is None:
+        return None
     setting = dict(data["setting"])
     setting["overrides"] = tuple((k, v) for k, v in setting.get("overrides", ()))
     return ContextFit(data["budget"], data["prompt_before"], CompressionSetting(**setting), data["reason"],
                       data["frames_sampled"], data["frames_fit_uncompressed"])
 
 
-def fit_for_entry(entry: dict[str, Any], *, compression: Any, max_prompt_tokens: int | None, question_reserve: int,
-                  prefill_length: int) -> tuple[bool, ContextFit | None]:
-    """Whether a fresh open with this question reserve would build exactly this entry, and its fit.
+def prefix_to_entry(prefix: PreparedPrefix, *, setup_seconds: float, stage_seconds: dict[str, float]
+                    ) -> tuple[dict[str, torch.Tensor], dict[str, Any]] | None:
+    """The tensors and JSON of a prepared prefix's entry; None when it cannot be cached
+    (language-model arguments that are not tensors or lists of tensors)."""
+    prefill = prefix.prefill
+    extra = _lm_kwargs_tensors(prefill.lm_kwargs)
+    if extra is None:
+        return None
+    tensors = {
+        "prefill.embeds": prefill.embeds, "prefill.attention_mask": prefill.attention_mask,
+        "prefill.position_ids": prefill.position_ids, "input_ids": prefix.input_ids, **extra[0],
+    }
+    if prefill.kept is not None:
+        tensors["prefill.kept"] = prefill.kept
+    return tensors, {
+        "created": time.time(),
+        "setup_seconds": setup_seconds,
+        "stage_seconds": stage_seconds,
+        "templates": dataclasses.asdict(prefix.templates),
+        "kind": prefix.kind,
+        "config": prefix.config.to_dict() if prefix.config is not None else None,
+        "group_rows": prefix.group_rows,
+        "summary": prefix.summary.to_dict() if prefix.summary is not None else None,
+        "counts": dataclasses.asdict(prefix.counts),
+        "tokens": {name: [count.before, count.after] for name, count in
+                   (("video", prefix.tokens.video), ("audio", prefix.tokens.audio), ("text", prefix.tokens.text))},
+        "planned": dict(prefix.planned),
+        "context_fit": _fit_json(prefix.context_fit),
+        "lm_kwargs": extra[1],
+    }
 
-    The budget is part of the key; the reserve (the longest question's tokens) is not, so that other
-    questions still hit. The fresh path fits the context in two steps
-    (:meth:`Session.from_prepared`): a setting chosen before planning (a pure function of the token
-    counts, recomputed here), then stronger re-plans while the kept prompt is over budget. An entry
-    made without re-plans is valid when the first step chooses the same setting and the kept prefix
-    plus this reserve fits; one made with re-plans only for the same reserve.
+
+def prefix_from_entry(cached: CachedPrefix, *, media_path: str | Path | None = None) -> PreparedPrefix:
+    """The prepared prefix of an entry read by :meth:`PrefixCache.load` (no keep plan: it is not stored).
+
+    It answers exactly as the prefix that built the entry (same prefill, same prefix ids, same
+    templates). ``media_path``: the file it was opened as now (the summary's path).
     """
-    if max_prompt_tokens is None:
-        return True, None
-    from ..compression import ContextTooLong
+    from ..compression import OmniZipConfig, PromptCounts
+    from ..measure import ModalityCount, TokenCounts
+    from ..media import MediaSummary
+    from ..models.base import PrefillInputs, PromptTemplates
+    from .prefix import PreparedPrefix
 
-    fit = entry["fit"]
-    if fit["replanned"]:
-        same = fit["reserve"] == question_reserve and fit["context_fit"] is not None
-        return same, (_fit_from_json(fit["context_fit"]) if same else None)
-    try:
-        first = _first_fit(compression, entry["fit_inputs"], max_prompt_tokens, question_reserve)
-    except ContextTooLong:
-        return False, None  # the fresh path refuses it, with its own message
-    stored = fit["context_fit"]
-    if (first is None) != (stored is None):
-        return False, None
-    if first is not None and _canonical(first.setting) != _canonical(stored["setting"]):
-        return False, None
-    return prefill_length + question_reserve <= max_prompt_tokens, first
-
-
-class CachedSession(Session):
-    """A :class:`Session` reopened from a disk entry: no decoded media, no encoded embeddings, no plan.
-
-    It answers exactly as the session that built the entry (same prefill, same prefix ids, same
-    templates). What needs the encoder output cannot run: :meth:`with_compression` and the keep map
-    (which also needs the decoded frames). ``summary`` and ``group_rows`` come from the entry;
-    ``prefix_cache`` says where the prefix came from and what the cache saved.
-    """
-
-    _summary: Any = None
-    _group_rows: list[dict[str, Any]] = []  # noqa: RUF012 - replaced per instance
-    prefix_cache: dict[str, Any] | None = None
-
-    @classmethod
-    def from_cache(cls, loaded: LoadedModel, cached: CachedPrefix, *, media_path: str | Path | None = None,
-                   context_fit: ContextFit | None = None, **kwargs: Any) -> CachedSession:
-        """Build the session from an entry read by :meth:`PrefixCache.load` (``kwargs``: decoder, warn, ...)."""
-        from ..compression import OmniZipConfig
-        from ..measure import StageTimer
-        from ..media import MediaSummary
-        from ..models.base import EncodedMedia, PrefillInputs, PreparedPrompt, PromptTemplates
-
-        entry, tensors = cached.entry, cached.tensors
-        input_ids = tensors["input_ids"].long()
-        hidden = int(entry["encoded"]["hidden_size"])
-        embeds = tensors["prefill.embeds"]
-        prepared = PreparedPrompt(
-            tensors={"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids)},
-            kind=entry["prepared"]["kind"], use_audio_in_video=entry["prepared"]["use_audio_in_video"],
-            templates=PromptTemplates(**entry["templates"]), system=entry["prepared"]["system"])
-        grid = entry["encoded"]["video_grid_thw"]
-        encoded = EncodedMedia(  # the ids only: embeddings and positions of the whole prefix are not stored
-            input_ids=input_ids, embeds=embeds.new_zeros((1, 0, hidden)),
-            attention_mask=torch.ones_like(input_ids),
-            position_ids=tensors["prefill.position_ids"][..., :0],
-            video_grid_thw=tuple(grid) if grid is not None else None, audio_scores=None,
-            kind=entry["encoded"]["kind"])
-        kept = tensors.get("prefill.kept")
-        prefill = PrefillInputs(
-            embeds=embeds, attention_mask=tensors["prefill.attention_mask"],
-            position_ids=tensors["prefill.position_ids"], kept=kept.bool() if kept is not None else None,
-            lm_kwargs=_lm_kwargs_from(tensors, entry["lm_kwargs"]))
-        config = OmniZipConfig(**entry["config"]) if entry["config"] is not None else None
-        timer = kwargs.pop("timer", None) or StageTimer(device=loaded.device)
-        session = cls(loaded, prepared, encoded, config, media=None, timer=timer, prefill=prefill, **kwargs)
-        session.context_fit = context_fit
-        summary = entry["summary"]
-        if summary is not None:
-            summary = dict(summary)
-            summary["warnings"] = tuple(summary.get("warnings", ()))
-            if media_path is not None:
-                summary["path"] = str(media_path)
-            summary = MediaSummary(**summary)
-        session._summary = summary
-        session._group_rows = list(entry["group_rows"])
-        session._prefix_source = "disk"
-        session.prefix_cache = {
-            "source": "disk", "path": str(cached.folder), "entry_bytes": cached.size_bytes,
-            "load_seconds": cached.load_seconds, "saved_seconds": float(entry["setup_seconds"]),
-            "stage_seconds": dict(entry.get("stage_seconds", {})),
-        }
-        return session
-
-    @property
-    def summary(self) -> Any:
-        return self._summary
-
-    @property
-    def group_rows(self) -> list[dict[str, Any]]:
-        return list(self._group_rows)
-
-    def with_compression(self, compression: Any) -> Session:
-        raise OmnizipError("a session reopened from the prefix cache cannot change its compression",
-                           hint="open the video again with --no-cache")
-
-    def ask(self, question: str, options: GenerationOptions | None = None, *, follow_up: bool = False
-            ) -> Iterator[GenerationChunk]:
-        """As :meth:`Session.ask`; the first prefill of the prefix read from disk says ``prefix_source="disk"``."""
-        from_disk = self._cache is None
-        inner = super().ask(question, options, follow_up=follow_up)
-        try:
-            for chunk in inner:
-                if chunk.stats is not None and from_disk:
-                    chunk.stats.prefix_source = "disk"
-                yield chunk
-        finally:
-            inner.close()
-
-
-def open_with_cache(
-    loaded: LoadedModel,
-    video: Path,
-    *,
-    cache: PrefixCache | None,
-    open_fresh: Any,
-    media_options: Any,
-    compression: Any,
-    system: str | None,
-    max_prompt_tokens: int | None = None,
-    question_reserve: int = 0,
-    revision: str | None = None,
-    content: str | None = None,
-    **session_kwargs: Any,
-) -> Session:
-    """A session on ``video``: from the cache when a valid entry exists, else ``open_fresh()`` (then stored).
-
-    ``open_fresh``: a function of no arguments that decodes, encodes and plans (returns a Session);
-    ``session_kwargs``: what :meth:`CachedSession.from_cache` passes to the Session (decoder, warn,
-    timer). The session's ``prefix_cache`` attribute says where its prefix came from, how long the
-    read took and what it saved (``source`` ``"disk"``), or whether it was stored (``"fresh"``).
-    """
-    if cache is None or not cache.enabled:
-        return open_fresh()
-    content = content or content_hash(video)
-    key = make_key(content, loaded, media_options=media_options, compression=compression, system=system,
-                   max_prompt_tokens=max_prompt_tokens, revision=revision)
-    cached = cache.load(key, loaded.device)
-    if cached is not None:
-        valid, fit = fit_for_entry(cached.entry, compression=compression, max_prompt_tokens=max_prompt_tokens,
-                                   question_reserve=question_reserve,
-                                   prefill_length=int(cached.tensors["prefill.embeds"].shape[1]))
-        if valid:
-            return CachedSession.from_cache(loaded, cached, media_path=video, context_fit=fit, **session_kwargs)
-    session = open_fresh()
-    stages = {name: session.timer.seconds(name) for name in SETUP_STAGES if name in session.timer.stages}
-    waited = sum(seconds for name, seconds in stages.items() if not session.timer.stages[name].overlapped)
-    built = entry_of_session(session, compression=compression, max_prompt_tokens=max_prompt_tokens,
-                             question_reserve=question_reserve, setup_seconds=waited,
-                             stage_seconds=stages)
-    stored: Path | None = None
-    if built is not None:
-        try:
-            stored = cache.store(key, *built, replace=cached is not None)
-        except OSError as exc:  # a full or read-only cache folder must not fail the question
-            warn = session_kwargs.get("warn")
-            if warn is not None:
-                warn(f"the prefix cache could not be written ({exc.strerror or exc}): {cache.root}")
-    session.prefix_cache = {"source": "fresh", "path": str(stored) if stored is not None else None,  # type: ignore[attr-defined]
-                            "stored": stored is not None}
-    return session
+    entry, tensors = cached.entry, cached.tensors
+    input_ids = tensors["input_ids"].long()
+    kept = tensors.get("prefill.kept")
+    prefill = PrefillInputs(
+        embeds=tensors["prefill.embeds"], attention_mask=tensors["prefill.attention_mask"],
+        position_ids=tensors["prefill.position_ids"], kept=kept.bool() if kept is not None else None,
+        lm_kwargs=_lm_kwargs_from(tensors, entry["lm_kwargs"]))
+    counts = PromptCounts(**entry["counts"])
+    summary = entry["summary"]
+    if summary is not None:
+        summary = dict(summary)
+        summary["warnings"] = tuple(summary.get("warnings", ()))
+        if media_path is not None:
+            summary["path"] = str(media_path)
+        summary = MediaSummary(**summary)
+    return PreparedPrefix(
+        prefill=prefill, input_ids=input_ids, templates=PromptTemplates(**entry["templates"]), kind=entry["kind"],
+        config=OmniZipConfig(**entry["config"]) if entry["config"] is not None else None,
+        tokens=TokenCounts(**{name: ModalityCount(*pair) for name, pair in entry["tokens"].items()}),
+        counts=counts, summary=summary, group_rows=list(entry["group_rows"]),
+        context_fit=_fit_from_json(entry["context_fit"]), planned={k: int(v) for k, v in entry["planned"].items()},
+    )

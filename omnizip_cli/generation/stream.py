@@ -24,15 +24,18 @@ from .sampling import GenerationOptions, TokenChooser
 DECODER_CHOICES = ("auto", "eager", "fast")
 
 
-@dataclass
+@dataclass(frozen=True)
 class AnswerStats:
-    """The figures of one answer.
+    """The figures of one answer, complete when :func:`stream_generate` emits them.
 
     ``first_token_seconds`` runs from the start of the answer (its prefill included) to the first
-    token id; ``prefill_seconds`` is the language model over this answer's new prompt tokens
-    (``prefilled_tokens``: the media prefix too when it was not cached yet, and the question);
-    ``decode_seconds`` is everything after the first token (the decoder's one-off warm-up excluded,
-    reported as ``warmup_seconds``).
+    token id; ``time_to_first_token_seconds`` from the origin the caller handed in (for the first
+    answer of a freshly opened video: the start of opening, the model load that nothing overlapped
+    excluded; else the start of the answer) to the first token id, and ``total_seconds`` from the
+    same origin to the last token. ``prefill_seconds`` is the language model over this answer's new
+    prompt tokens (``prefilled_tokens``: the media prefix too when it was not cached yet, and the
+    question); ``decode_seconds`` is everything after the first token (the decoder's one-off
+    warm-up excluded, reported as ``warmup_seconds``, and kept out of every figure above).
     """
 
     token_ids: list[int]
@@ -44,6 +47,8 @@ class AnswerStats:
     first_token_seconds: float
     decode_seconds: float
     decoder: str
+    time_to_first_token_seconds: float = 0.0
+    total_seconds: float = 0.0
     prefix_source: str = "fresh"  # "fresh" | "memory" | "disk"
     notes: list[str] = field(default_factory=list)
     warmup_seconds: float = 0.0
@@ -60,9 +65,24 @@ class AnswerStats:
         steps = max(len(self.token_ids) - 1, 0)
         return steps / self.decode_seconds if self.decode_seconds > 0 and steps else 0.0
 
-    @property
-    def prefill_tokens_per_second(self) -> float:
-        return self.prefilled_tokens / self.prefill_seconds if self.prefill_seconds > 0 else 0.0
+
+@dataclass(frozen=True)
+class Prefilled:
+    """A prompt in the cache, ready for decoding: what the prefill hands to :func:`stream_generate`.
+
+    cache: the ``DynamicCache`` holding the prompt (the eager decoder extends it; the fast decoder
+    copies it into its static cache and leaves it as it is); logits ``[1, V]`` at the last prompt
+    position; attention_mask ``[1, cache length]``; next_position: the first answer token's position
+    (scalar tensor, the positions' dtype); prefilled: tokens forwarded by this prefill; source: where
+    the prompt's prefix came from (``fresh``, ``memory``, ``disk``).
+    """
+
+    cache: Any
+    logits: torch.Tensor
+    attention_mask: torch.Tensor
+    next_position: torch.Tensor
+    prefilled: int
+    source: str = "fresh"
 
 
 @dataclass
@@ -90,11 +110,8 @@ def resolve_decoder(wanted: str, device: str, attn_implementation: str) -> tuple
 
 def stream_generate(
     text: TextModel,
+    prompt: Prefilled,
     *,
-    cache: Any,
-    logits: torch.Tensor,
-    attention_mask: torch.Tensor,
-    next_position: torch.Tensor,
     prompt_ids: torch.Tensor | None,
     options: GenerationOptions,
     tokenizer: Any | None = None,
@@ -102,26 +119,26 @@ def stream_generate(
     decoder_note: str | None = None,
     timer: StageTimer | None = None,
     started: float | None = None,
+    origin: float | None = None,
+    warnings: list[str] | None = None,
     use_cuda_graph: bool | None = None,
 ) -> Iterator[GenerationChunk]:
-    """Decode from a prefilled prompt; yield chunks, the last one with :class:`AnswerStats`.
+    """Decode from a prefilled prompt; yield chunks, the last one with complete :class:`AnswerStats`.
 
     Args:
-        cache: the ``DynamicCache`` holding the prompt (the eager decoder extends it; the fast
-            decoder copies it into its static cache and leaves it as it is).
-        logits: ``[1, V]`` at the last prompt position.
-        attention_mask: ``[1, cache length]``.
-        next_position: the first answer token's position (scalar tensor, the positions' dtype).
+        prompt: the prefill's result.
         prompt_ids: the whole uncompressed prompt ``[1, n]`` (what a repetition penalty sees).
         decoder: ``"eager"`` or ``"fast"`` (static cache; CUDA graph on a GPU).
-        started: ``time.perf_counter()`` at the start of the answer (its prefill included), for
-            the time to the first token; default now.
+        timer: the answer's stages; its ``prefill`` stage (when timed) is the prefill's seconds.
+        started: ``time.perf_counter()`` at the start of the answer (its prefill included); default now.
+        origin: where time to first token starts (see :class:`AnswerStats`); default ``started``.
+        warnings: the answer's warnings (copied into the stats).
         use_cuda_graph: for the fast decoder; None: on CUDA devices (False runs its static step
             eagerly, the path the CPU tests check).
-    The returned stats carry the decode figures; the caller fills in the prefill ones.
     """
     timer = timer or StageTimer(device=str(text.device))
     started = time.perf_counter() if started is None else started
+    origin = started if origin is None else origin
     notes = [decoder_note] if decoder_note else []
     chooser = TokenChooser(text, options, prompt_ids, text.device)
     active: Any
@@ -130,35 +147,36 @@ def stream_generate(
         from .static_graph import StaticGraphDecoder
 
         try:
-            active = StaticGraphDecoder(text, cache, attention_mask, next_position, options.max_new_tokens,
-                                        use_cuda_graph=use_cuda_graph)
+            active = StaticGraphDecoder(text, prompt.cache, prompt.attention_mask, prompt.next_position,
+                                        options.max_new_tokens, use_cuda_graph=use_cuda_graph)
         except (torch.OutOfMemoryError, KeyboardInterrupt):
             raise
         except Exception as exc:  # noqa: BLE001 - the fast path is an optimisation: fall back, say so
             first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:120]
             notes.append(f"fast decoder failed ({type(exc).__name__}: {first_line}); eager loop used")
-            active = EagerDecoder(text, cache, attention_mask, next_position)
+            active = EagerDecoder(text, prompt.cache, prompt.attention_mask, prompt.next_position)
     else:
-        active = EagerDecoder(text, cache, attention_mask, next_position)
+        active = EagerDecoder(text, prompt.cache, prompt.attention_mask, prompt.next_position)
     warmup = float(getattr(active, "warmup_seconds", 0.0))
     if warmup > 0:
-        timer.add("decode_warmup", time.perf_counter() - warm_started)
-        started += time.perf_counter() - warm_started  # a one-off cost, kept out of the time to first token
+        one_off = time.perf_counter() - warm_started
+        timer.add("decode_warmup", one_off)
+        started += one_off  # a one-off cost, kept out of the time to first token
+        origin += one_off
     notes.extend(active.notes)
 
     detok = IncrementalDetokenizer(tokenizer) if tokenizer is not None else None
     tokens: list[int] = []
-    first_token_seconds = 0.0
-    decode_started = time.perf_counter()
-    for token_id in decode_loop(active, chooser, logits, options.max_new_tokens):
+    first_token_at = time.perf_counter()
+    for token_id in decode_loop(active, chooser, prompt.logits, options.max_new_tokens):
         tokens.append(token_id)
         if len(tokens) == 1:
             timer.sync()
-            first_token_seconds = time.perf_counter() - started
-            decode_started = time.perf_counter()
+            first_token_at = time.perf_counter()
         yield GenerationChunk(text=detok.push(token_id) if detok is not None else "", token=token_id)
     timer.sync()
-    decode_seconds = time.perf_counter() - decode_started if tokens else 0.0
+    finished = time.perf_counter()
+    decode_seconds = finished - first_token_at if tokens else 0.0
     timer.add("decode", decode_seconds)
     timer.record_memory("decode")
     tail = detok.flush() if detok is not None else ""
@@ -166,15 +184,20 @@ def stream_generate(
         token_ids=tokens,
         text=tokenizer.decode(tokens, skip_special_tokens=True) if tokenizer is not None else "",
         stop_reason="eos" if tokens and tokens[-1] in chooser.stops else "max_new_tokens",
-        prefilled_tokens=0,
-        prompt_tokens=int(attention_mask.shape[1]),
-        prefill_seconds=0.0,
-        first_token_seconds=first_token_seconds,
+        prefilled_tokens=prompt.prefilled,
+        prompt_tokens=int(prompt.attention_mask.shape[1]),
+        prefill_seconds=timer.seconds("prefill") if "prefill" in timer.stages else 0.0,
+        first_token_seconds=(first_token_at if tokens else finished) - started,
         decode_seconds=decode_seconds,
         decoder=active.name,
+        time_to_first_token_seconds=(first_token_at if tokens else finished) - origin,
+        total_seconds=finished - origin,
+        prefix_source=prompt.source,
         notes=notes,
         warmup_seconds=warmup,
+        prefill_logits=prompt.logits[0].detach(),
         timer=timer,
+        warnings=list(warnings or []),
     )
     yield GenerationChunk(text=tail, token=None, stats=stats)
 
@@ -213,12 +236,7 @@ def generate(
         with torch.no_grad():
             logits = forward_tokens(text, prefill.embeds, prefill.attention_mask, prefill.position_ids, cache,
                                     lm_kwargs=prefill.lm_kwargs, head_on_all_positions=head_on_all_positions)
-    next_position = prefill.position_ids[0, 0, -1] + 1
-    stats = collect(stream_generate(
-        text, cache=cache, logits=logits, attention_mask=prefill.attention_mask, next_position=next_position,
-        prompt_ids=prompt_ids, options=options, tokenizer=tokenizer, decoder=decoder, timer=timer, started=started,
-    ))
-    stats.prefilled_tokens = prefill.length
-    stats.prefill_seconds = timer.seconds("prefill")
-    stats.prefill_logits = logits[0].detach()
-    return stats
+    prompt = Prefilled(cache=cache, logits=logits, attention_mask=prefill.attention_mask,
+                       next_position=prefill.position_ids[0, 0, -1] + 1, prefilled=prefill.length)
+    return collect(stream_generate(text, prompt, prompt_ids=prompt_ids, options=options, tokenizer=tokenizer,
+                                   decoder=decoder, timer=timer, started=started))

@@ -62,12 +62,12 @@ def answer_payload(
     *,
     question: str,
     config: dict[str, Any],
-    time_to_first_token_seconds: float,
-    total_seconds: float,
     include_setup: bool = True,
 ) -> dict[str, Any]:
     """The JSON object of one answer of ``session``.
 
+    Time to first token and the total are the answer's own (:class:`~omnizip_cli.generation.AnswerStats`,
+    from the origin the session defines: the opening for its first answer, else the question).
     ``config``: the resolved request (media path, model spec, media options, generation options).
     ``include_setup``: charge the session's set-up stages (media decode to keep plan) to this answer
     (the first question); later questions show only their own stages.
@@ -124,9 +124,9 @@ def answer_payload(
         "timings": {
             "stages": stages,
             "load_model_seconds": finite(timer.seconds("load_model")),
-            "time_to_first_token_seconds": finite(time_to_first_token_seconds),
+            "time_to_first_token_seconds": finite(stats.time_to_first_token_seconds),
             "time_to_first_token_definition": TTFT_DEFINITION,
-            "total_seconds": finite(total_seconds),
+            "total_seconds": finite(stats.total_seconds),
             "total_definition": TOTAL_DEFINITION,
         },
         "memory": {
@@ -135,9 +135,9 @@ def answer_payload(
             "definition": MEMORY_DEFINITIONS[kind],
             "peak_bytes": peak,
         },
-        "context": session.context_fit.to_dict() if getattr(session, "context_fit", None) is not None else None,
+        "context": session.context_fit.to_dict() if session.context_fit is not None else None,
         # Where the media prefix came from (disk cache entry, read time, set-up seconds it saved) or
         # whether a fresh one was stored; None when the disk cache was off (--no-cache).
-        "prefix_cache": getattr(session, "prefix_cache", None),
+        "prefix_cache": session.prefix_cache,
         "warnings": [],
     }

@@ -48,10 +48,10 @@ def _plain_stderr(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture(scope="module", autouse=True)
 def _reuse_the_tiny_model(tiny_model: Any) -> Any:
     """Every run but one (``test_a_real_run_loads_the_model``) reuses the session's loaded tiny model."""
-    import omnizip_cli.cli.ask
+    import omnizip_cli.generation.opening
 
     patch = pytest.MonkeyPatch()
-    patch.setattr(omnizip_cli.cli.ask, "load_model", lambda spec: tiny_model)
+    patch.setattr(omnizip_cli.generation.opening, "load_model", lambda spec: tiny_model)
     yield
     patch.undo()
 

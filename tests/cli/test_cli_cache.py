@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-import omnizip_cli.cli.ask
+import omnizip_cli.generation.opening
 from omnizip_cli.cli import app
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -23,7 +23,7 @@ FAST = ["--model", "tiny", "--device", "cpu", "--max-new-tokens", "6", "--fps", 
 def cache_on(tiny_model: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     monkeypatch.setenv("OMNIZIP_CACHE_MAX_BYTES", "1G")
     monkeypatch.setenv("OMNIZIP_CACHE", str(tmp_path))
-    monkeypatch.setattr(omnizip_cli.cli.ask, "load_model", lambda spec: tiny_model)
+    monkeypatch.setattr(omnizip_cli.generation.opening, "load_model", lambda spec: tiny_model)
     yield tmp_path / "prefixes"
 
 

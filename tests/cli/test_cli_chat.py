@@ -1,7 +1,7 @@
 """``omnizip chat``: scripted conversations (stdin not a terminal) on the tiny model and on a fake session.
 
 * Tiny model (greedy): a two-turn chat answers exactly ``session.answer(q1)`` then
-  ``session.answer(q2, follow_up=True)``; after ``/reset`` the next answer is an independent question's.
+  ``session.conversation()``'s; after ``/reset`` the next answer is an independent question's.
 * Fake session: blank lines, ``/stats``, ``/quit``, ``--json`` lines, and Ctrl-C during an answer
   stopping only that answer.
 """
@@ -17,13 +17,13 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-import omnizip_cli.cli.ask
+import omnizip_cli.generation.opening
 from omnizip_cli.cli import app
 from omnizip_cli.compression import CompressionSetting
 from omnizip_cli.generation import GenerationChunk, GenerationOptions, Session
 from omnizip_cli.media import MediaOptions, load_media
 from omnizip_cli.terminal import sanitize_answer
-from tests.helpers.fakes import FakeLoaded, FakeSession, make_media
+from tests.helpers.fakes import FakeLoaded, FakeSession, install_fake_opening, make_media
 
 ROOT = Path(__file__).resolve().parents[2]
 TALKING = ROOT / "samples" / "talking.mp4"
@@ -42,7 +42,7 @@ def chat(*args: Any, input: str) -> Any:
 @pytest.fixture(scope="module")
 def tiny_in_cli(tiny_model: Any) -> Iterator[Any]:
     patch = pytest.MonkeyPatch()
-    patch.setattr(omnizip_cli.cli.ask, "load_model", lambda spec: tiny_model)
+    patch.setattr(omnizip_cli.generation.opening, "load_model", lambda spec: tiny_model)
     yield tiny_model
     patch.undo()
 
@@ -56,17 +56,16 @@ def test_a_scripted_chat_answers_like_the_session_conversation(reference: Sessio
     q1, q2, q3 = "What is said?", "And who says it?", "Describe the scene."
     result = chat(TALKING, *FAST, "-q", input=f"{q1}\n\n   \n{q2}\n/reset\n{q3}\n")
     assert result.exit_code == 0, result.output
-    reference.reset()
-    first = reference.answer(q1, GREEDY)
-    second = reference.answer(q2, GREEDY, follow_up=True)
-    reference.reset()
-    independent = reference.answer(q3, GREEDY)
+    conversation = reference.conversation()
+    first = conversation.answer(q1, GREEDY)
+    second = conversation.answer(q2, GREEDY)
+    conversation.reset()
+    independent = conversation.answer(q3, GREEDY)
     assert independent.token_ids != second.token_ids or q3 == q2
     expected = [sanitize_answer(s.text) for s in (first, second, independent)]
     assert result.stdout.split("\n")[:3] == expected
     assert result.stdout.count("\n") == 3
     # the follow-up really continued the conversation: it differs from the same question asked alone
-    reference.reset()
     assert reference.answer(q2, GREEDY).token_ids != second.token_ids
 
 
@@ -85,7 +84,8 @@ class InterruptingSession(FakeSession):
 
     resets: int = 0
 
-    def ask(self, question: str, options: Any = None, *, follow_up: bool = False) -> Iterator[GenerationChunk]:
+    def ask(self, question: str, options: Any = None, *, origin: float | None = None, follow_up: bool = False
+            ) -> Iterator[GenerationChunk]:
         for index, chunk in enumerate(super().ask(question, options, follow_up=follow_up)):
             if "stop" in question and index == 2:
                 raise KeyboardInterrupt
@@ -100,10 +100,7 @@ def fake(monkeypatch: pytest.MonkeyPatch) -> InterruptingSession:
     session = InterruptingSession()
     loaded = FakeLoaded()
     loaded.processor = SimpleNamespace(tokenizer=lambda text, **_: {"input_ids": text.split()})  # type: ignore[attr-defined]
-    monkeypatch.setattr(omnizip_cli.cli.ask, "load_model", lambda spec: loaded)
-    monkeypatch.setattr(omnizip_cli.cli.ask, "start_media",
-                        lambda path, options: lambda **kwargs: SimpleNamespace(summary=make_media()))
-    monkeypatch.setattr(omnizip_cli.cli.ask, "open_session", lambda model, media, **kwargs: session)
+    install_fake_opening(monkeypatch, session, loaded, SimpleNamespace(summary=make_media()))
     return session
 
 

@@ -186,9 +186,9 @@ def test_out_of_memory_in_the_encoders(monkeypatch: pytest.MonkeyPatch, tiny_mod
 
 
 def test_out_of_memory_while_loading(monkeypatch: pytest.MonkeyPatch) -> None:
-    import omnizip_cli.cli.ask
+    import omnizip_cli.generation.opening
 
-    monkeypatch.setattr(omnizip_cli.cli.ask, "load_model", _raise(torch.OutOfMemoryError("CUDA out of memory.")))
+    monkeypatch.setattr(omnizip_cli.generation.opening, "load_model", _raise(torch.OutOfMemoryError("CUDA out of memory.")))
     one_line_error(ask(TALKING, "q", *FAST), 1, "out of memory", OOM_HINT)
 
 
@@ -237,17 +237,17 @@ def test_ctrl_c_while_streaming_ends_the_answer_line(monkeypatch: pytest.MonkeyP
 @pytest.mark.parametrize("overlap", ["0", "1"])
 def test_ctrl_c_while_loading(monkeypatch: pytest.MonkeyPatch, overlap: str) -> None:
     """Also while the media decodes beside the load (OMNIZIP_OVERLAP=1): the decoding is cancelled."""
-    import omnizip_cli.cli.ask
+    import omnizip_cli.generation.opening
 
     monkeypatch.setenv("OMNIZIP_OVERLAP", overlap)
-    monkeypatch.setattr(omnizip_cli.cli.ask, "load_model", _raise(KeyboardInterrupt()))
+    monkeypatch.setattr(omnizip_cli.generation.opening, "load_model", _raise(KeyboardInterrupt()))
     one_line_error(ask(TALKING, "q", *FAST), 130, "interrupted")
 
 
 def test_ctrl_c_with_debug_shows_the_traceback_and_keeps_130(monkeypatch: pytest.MonkeyPatch) -> None:
-    import omnizip_cli.cli.ask
+    import omnizip_cli.generation.opening
 
-    monkeypatch.setattr(omnizip_cli.cli.ask, "load_model", _raise(KeyboardInterrupt()))
+    monkeypatch.setattr(omnizip_cli.generation.opening, "load_model", _raise(KeyboardInterrupt()))
     result = ask(TALKING, "q", *FAST, "--debug")
     assert result.exit_code == 130
     assert "Traceback (most recent call last)" in result.stderr and "KeyboardInterrupt" in result.stderr

@@ -13,26 +13,15 @@ import pytest
 from typer.testing import CliRunner
 
 from omnizip_cli.cli import app
-from tests.helpers.fakes import FakeLoaded, FakeSession, make_media
+from tests.helpers.fakes import FakeLoaded, FakeSession, install_fake_opening
 
 
 @pytest.fixture
 def fake(monkeypatch: pytest.MonkeyPatch) -> FakeSession:
-    import omnizip_cli.cli.ask as ask_module
-
     session = FakeSession()
     loaded = FakeLoaded()
     loaded.processor = type("P", (), {"tokenizer": staticmethod(lambda text, **_: {"input_ids": text.split()})})()
-    monkeypatch.setattr(ask_module, "start_media", lambda path, options: lambda **kwargs: type("M", (), {"summary": make_media()})())
-    monkeypatch.setattr(ask_module, "load_model", lambda spec: loaded)
-    seen: dict[str, Any] = {}
-
-    def open_session(loaded_model: Any, media: Any, **kwargs: Any) -> FakeSession:
-        seen.update(kwargs)
-        return session
-
-    monkeypatch.setattr(ask_module, "open_session", open_session)
-    session.opened_with = seen  # type: ignore[attr-defined]
+    session.opened_with = install_fake_opening(monkeypatch, session, loaded)  # type: ignore[attr-defined]
     monkeypatch.setenv("COLUMNS", "120")
     return session
 

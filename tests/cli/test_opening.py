@@ -1,4 +1,5 @@
-"""Opening a video for ``ask``/``chat`` (``cli/opening.py``): decoding beside the model load.
+"""Opening a video (``generation/opening.py``, every command's and ``Session.open``'s path): decoding
+beside the model load.
 
 Plumbing only (fake media, model and session), with the overlap on (``OMNIZIP_OVERLAP=1``; by
 default it is on from 4 cores): the decode really runs on another thread while the model loads (each waits for the other, so a sequential run would time out), a bad header fails
@@ -16,8 +17,9 @@ from typing import Any
 
 import pytest
 
-from omnizip_cli.cli.opening import exclusive_load_seconds, open_video
+import omnizip_cli.generation.opening as opening
 from omnizip_cli.errors import MediaError
+from omnizip_cli.generation.opening import OpenOptions, exclusive_load_seconds, open_session
 from omnizip_cli.media import MediaOptions, decode_media, plan_media
 from omnizip_cli.media.loader import DecodeCancelled
 
@@ -26,31 +28,29 @@ TALKING = ROOT / "samples" / "talking.mp4"
 WAIT = 20.0  # seconds a side waits for the other before the test fails
 
 
-class _Spinner:
-    def update(self, message: str) -> None:
-        pass
-
-    def stage(self, name: str) -> None:
-        pass
-
-
 def _media() -> Any:
     return SimpleNamespace(summary=SimpleNamespace(decode_seconds=0.5, warnings=()))
 
 
 def _loaded() -> Any:
-    return SimpleNamespace(device="cpu", load_seconds=0.5, warnings=[])
+    return SimpleNamespace(device="cpu", load_seconds=0.5, warnings=[], context_length=1000)
 
 
 def _open(start_media: Any, load_model: Any, opened: list[Any] | None = None) -> Any:
-    def open_session(loaded: Any, media: Any, **kwargs: Any) -> Any:
+    def fresh_session(loaded: Any, media: Any, options: Any, **kwargs: Any) -> Any:
         if opened is not None:
             opened.append((media, kwargs))
         return SimpleNamespace(context_fit=None, summary=None)
 
-    return open_video(TALKING, model=SimpleNamespace(model="fake"), media_options=MediaOptions(), compression=None,
-                      system=None, warn=lambda message: None, spinner=_Spinner(), budget_for=lambda loaded: (100, 10),
-                      use_cache=False, start_media=start_media, load_model=load_model, open_session=open_session)
+    patch = pytest.MonkeyPatch()
+    patch.setattr(opening, "start_media", start_media)
+    patch.setattr(opening, "load_model", load_model)
+    patch.setattr(opening, "fresh_session", fresh_session)
+    try:
+        return open_session("fake", TALKING, OpenOptions(compression=None, cache=False, max_prompt_tokens=100,
+                                                         question_reserve=10))
+    finally:
+        patch.undo()
 
 
 def test_the_media_decodes_while_the_model_loads(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -69,10 +69,12 @@ def test_the_media_decodes_while_the_model_loads(monkeypatch: pytest.MonkeyPatch
         return _loaded()
 
     opened_with: list[Any] = []
+    before = time.perf_counter()
     opened = _open(lambda path, options: decode, load_model, opened_with)
     assert opened_with[0][0] is media
     assert opened_with[0][1]["early_audio"] is not None  # the audio may be encoded while the video decodes
-    assert 0.0 <= opened.load_excluded <= opened.load_wall
+    assert opened_with[0][1]["max_prompt_tokens"] == 100 and opened_with[0][1]["question_reserve"] == 10
+    assert before <= opened.opened_at <= time.perf_counter()
 
 
 def test_a_bad_header_fails_before_the_model_load() -> None:
@@ -153,18 +155,20 @@ def test_overlap_off_decodes_first_on_the_calling_thread(monkeypatch: pytest.Mon
 
     def load_model(spec: Any) -> Any:
         events.append(("load", threading.current_thread().name))
+        time.sleep(0.2)
         return _loaded()
 
     opened_with: list[Any] = []
+    before = time.perf_counter()
     opened = _open(lambda path, options: decode, load_model, opened_with)
     main = threading.current_thread().name
     assert events == [("decode", main), ("load", main)]
     assert opened_with[0][1]["early_audio"] is None
-    assert opened.load_excluded == pytest.approx(opened.load_wall)
+    assert opened.opened_at >= before + 0.2  # the whole load is excluded from time to first token
 
 
 def test_overlap_policy(monkeypatch: pytest.MonkeyPatch) -> None:
-    from omnizip_cli.generation.session import overlap_enabled
+    from omnizip_cli.generation.opening import overlap_enabled
 
     monkeypatch.delenv("OMNIZIP_OVERLAP", raising=False)
     assert not overlap_enabled(cpus=2)  # measured slower on the 2-core machine

@@ -12,7 +12,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from omnizip_cli.compression import PRESETS, OmniZipConfig
-from omnizip_cli.generation import AnswerStats, GenerationChunk, GenerationOptions
+from omnizip_cli.generation import AnswerStats, GenerationChunk, GenerationOptions, PrefixOrigin
 from omnizip_cli.measure import ModalityCount, StageRecord, StageTimer, TokenCounts
 from omnizip_cli.media import MediaSummary
 
@@ -105,8 +105,16 @@ class FakeSession:
     def answer_for(question: str) -> str:
         return f"An answer to {question}"
 
-    def ask(self, question: str, options: GenerationOptions | None = None, *, follow_up: bool = False
-            ) -> Iterator[GenerationChunk]:
+    context_fit: Any = None
+    prefix_cache: Any = None
+    origin: PrefixOrigin = field(default_factory=PrefixOrigin)
+    opened_at: float | None = None
+
+    def conversation(self) -> FakeConversation:
+        return FakeConversation(self)
+
+    def ask(self, question: str, options: GenerationOptions | None = None, *, origin: float | None = None,
+            follow_up: bool = False) -> Iterator[GenerationChunk]:
         self.asked.append((question, follow_up))
         words = self.answer_for(question).split(" ")
         for index, word in enumerate(words):
@@ -119,7 +127,46 @@ class FakeSession:
             prefilled_tokens=self.prefill.length + QUESTION_TOKENS if first else QUESTION_TOKENS,
             prompt_tokens=self.prefill.length + QUESTION_TOKENS, prefill_seconds=0.5, first_token_seconds=0.5,
             decode_seconds=1.5, decoder="eager", prefix_source="fresh" if first else "memory", timer=timer,
+            time_to_first_token_seconds=3.5, total_seconds=5.0,
         ))
 
     def reset(self) -> None:
-        pass
+        """Called when a conversation on it is reset."""
+
+
+@dataclass
+class FakeConversation:
+    """A conversation on a :class:`FakeSession`: each question after the first is a follow-up."""
+
+    session: FakeSession
+    turns: int = 0
+
+    def ask(self, question: str, options: GenerationOptions | None = None, *, origin: float | None = None
+            ) -> Iterator[GenerationChunk]:
+        for chunk in self.session.ask(question, options, follow_up=self.turns > 0):
+            if chunk.stats is not None:
+                self.turns += 1
+            yield chunk
+
+    def reset(self) -> None:
+        self.turns = 0
+        self.session.reset()
+
+
+def install_fake_opening(monkeypatch: Any, session: Any, loaded: Any = None, media: Any = None) -> dict[str, Any]:
+    """Replace the library opening's plumbing seams (model load, file check and decode, the fresh
+    session) so that a command opens ``session`` without a model; returns the fresh session's arguments."""
+    import omnizip_cli.generation.opening as opening
+
+    loaded = loaded if loaded is not None else FakeLoaded()
+    decoded = media if media is not None else type("M", (), {"summary": make_media()})()
+    seen: dict[str, Any] = {}
+
+    def fresh_session(loaded_model: Any, decoded_media: Any, options: Any, **kwargs: Any) -> Any:
+        seen.update(kwargs, options=options, media=decoded_media)
+        return session
+
+    monkeypatch.setattr(opening, "start_media", lambda path, options: lambda **kwargs: decoded)
+    monkeypatch.setattr(opening, "load_model", lambda spec: loaded)
+    monkeypatch.setattr(opening, "fresh_session", fresh_session)
+    return seen

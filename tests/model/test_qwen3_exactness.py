@@ -360,10 +360,10 @@ def test_cli_ask_on_the_shipped_sample_reports_the_family(qwen3, monkeypatch: py
     """``omnizip ask samples/talking.mp4 ... --model tiny-qwen3 --json``: runs, compresses, says Qwen3-Omni."""
     from typer.testing import CliRunner
 
-    import omnizip_cli.cli.ask
+    import omnizip_cli.generation.opening
     from omnizip_cli.cli import app
 
-    monkeypatch.setattr(omnizip_cli.cli.ask, "load_model", lambda spec: qwen3)
+    monkeypatch.setattr(omnizip_cli.generation.opening, "load_model", lambda spec: qwen3)
     sample = Path(__file__).resolve().parents[2] / "samples" / "talking.mp4"
     result = CliRunner().invoke(app, ["ask", str(sample), "What is said?", "--model", "tiny-qwen3", "--device", "cpu",
                                       "--max-new-tokens", "3", "--max-frames", "4", "--json"], catch_exceptions=False)

@@ -31,8 +31,7 @@ def payload(compressed: bool = True, skip: tuple[str, ...] = (), memory_kind: st
                           loaded=kwargs.pop("loaded", FakeLoaded()), media_summary=kwargs.pop("media", make_media()))
     stats = collect(session.ask("What is said?"))
     session.timer.stages["load_model"] = StageRecord(seconds=2.5, peak_memory_bytes=900 * MB, memory_kind=memory_kind)
-    return answer_payload(session, stats, question="What is said?", config=CONFIG, time_to_first_token_seconds=3.5,
-                          total_seconds=5.0)
+    return answer_payload(session, stats, question="What is said?", config=CONFIG)
 
 
 def render(data: dict, *, terminal: bool = True, width: int = 100) -> str:
