@@ -219,7 +219,7 @@ def keep_plan(model: Any, encoded: Any, config: Any) -> Any:
     """The OmniZip keep plan of an :class:`~omnizip_cli.models.base.EncodedMedia`, as the Session builds it."""
     from types import SimpleNamespace
 
-    from omnizip_cli.generation.session import keep_plan as session_keep_plan
+    from omnizip_cli.generation.prefix import keep_plan as session_keep_plan
 
     return session_keep_plan(SimpleNamespace(adapter=adapter(model), model=model), encoded, config)
 

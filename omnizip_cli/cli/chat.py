@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from ..generation.opening import CHAT_QUESTION_RESERVE
 from .answering import Answering, open_options, request_config
 from .app import app
 from .options import (
@@ -55,8 +56,6 @@ if TYPE_CHECKING:
     from ..models import ModelSpec
 
 PROMPT = "> "
-#: Tokens reserved for a chat question when fitting the context (questions are not known up front).
-CHAT_QUESTION_RESERVE = 128
 HELP = "/reset forgets the conversation, /stats shows the last answer's figures, /quit leaves (or Ctrl-D)"
 
 

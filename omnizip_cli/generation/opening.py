@@ -40,12 +40,13 @@ if TYPE_CHECKING:
     from ..models.registry import LoadedModel
     from .early_audio import EarlyAudio
     from .prefix import PreparedPrefix
+    from .prefix_cache import PrefixCache
     from .session import Session
 
 #: Media decoding overlaps model work only with at least this many usable cores (see overlap_enabled).
 OVERLAP_MIN_CPUS = 4
-#: Tokens reserved for the question when no question is known up front (``chat``).
-DEFAULT_QUESTION_RESERVE = 128
+#: Tokens ``chat`` reserves for a question (its questions are not known up front).
+CHAT_QUESTION_RESERVE = 128
 #: Tokens of the template around a question, added to the longest question's own tokens.
 QUESTION_TEMPLATE_TOKENS = 16
 
@@ -67,10 +68,12 @@ class OpenOptions:
     The prompt budget: ``max_prompt_tokens`` when given; else, when ``max_new_tokens`` is given, the
     model's context minus it, but at least half the context (what ``ask`` does); else no budget
     (only the context warning). The question reserve: ``question_reserve`` when given; else the
-    longest of ``questions`` plus the template's tokens; else :data:`DEFAULT_QUESTION_RESERVE`.
+    longest of ``questions`` plus the template's tokens; else 0 (``chat`` reserves
+    :data:`CHAT_QUESTION_RESERVE` for questions not known up front).
 
     ``decoder``: ``auto``, ``eager`` or ``fast``. ``overlap``: decode beside model work (None: see
-    :func:`overlap_enabled`). ``cache``: use the disk cache of prefixes. ``record_saliency``: None
+    :func:`overlap_enabled`). ``cache``: use the disk cache of prefixes (True: the one under
+    ``$OMNIZIP_CACHE``; or a :class:`~.prefix_cache.PrefixCache` of a folder of your own). ``record_saliency``: None
     records the audio saliency only when compressing; True lets :meth:`Session.with_compression`
     compress a session opened uncompressed. ``revision``: the model's hub revision (part of the
     cache key).
@@ -85,7 +88,7 @@ class OpenOptions:
     question_reserve: int | None = None
     decoder: str = "auto"
     overlap: bool | None = None
-    cache: bool = True
+    cache: bool | PrefixCache = True
     record_saliency: bool | None = None
     revision: str | None = None
 
@@ -102,7 +105,7 @@ class OpenOptions:
                 reserve = max(len(tokenizer(q, add_special_tokens=False)["input_ids"]) for q in self.questions) \
                     + QUESTION_TEMPLATE_TOKENS
             else:
-                reserve = DEFAULT_QUESTION_RESERVE if budget is not None else 0
+                reserve = 0
         return budget, reserve
 
 
@@ -404,7 +407,7 @@ def _consult_cache(path: Path, options: OpenOptions, say: Callable[[str], None])
     from ..terminal import escape_control
     from .prefix_cache import PrefixCache, content_hash
 
-    cache = PrefixCache()
+    cache = options.cache if isinstance(options.cache, PrefixCache) else PrefixCache()
     if not cache.enabled:
         return None, None
     if not path.is_file():

@@ -9,7 +9,7 @@ import torch
 
 def full_prompt(loaded: Any, media: Any, question: str, system: str | None = None) -> Any:
     """The stock processor on the whole one-turn prompt (what a user of stock transformers builds)."""
-    from omnizip_cli.generation.session import prepare
+    from omnizip_cli.generation.opening import prepare
 
     return prepare(loaded, media, system=system, question=question)
 

@@ -76,10 +76,10 @@ def test_early_audio_session_equals_the_usual_one(tiny_model, qwen3, clips, fami
         early = EarlyAudio(record_saliency=compression is not None)
         early.attach(loaded)
         with early:
-            overlapped = Session.open(loaded, path, media_options=options, compression=compression, early_audio=early)
+            overlapped = Session.open(loaded, path, media=options, compression=compression, early_audio=early)
         assert early.outcome == "used", (name, early.outcome)
         assert overlapped.timer.stages["audio_encoder"].overlapped
-        usual = Session.open(loaded, path, media_options=options, compression=compression, overlap=False)
+        usual = Session.open(loaded, path, media=options, compression=compression, overlap=False)
         assert not usual.timer.stages["audio_encoder"].overlapped
         _assert_same_prefix(overlapped, usual)
         assert overlapped.answer("What is said?", GREEDY).token_ids == usual.answer("What is said?", GREEDY).token_ids

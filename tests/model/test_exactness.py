@@ -18,6 +18,7 @@ import torch
 
 from omnizip_cli.compression import OmniZipConfig
 from omnizip_cli.generation import GenerationOptions, Session
+from omnizip_cli.generation.opening import encode_prepared
 from omnizip_cli.generation.stream import generate
 from omnizip_cli.measure import StageTimer
 from omnizip_cli.models.base import PrefillInputs
@@ -92,15 +93,15 @@ def test_session_questions_equal_stock_generate(tiny_model, av_media, decoder, c
 @pytest.mark.parametrize("decoder", DECODERS)
 def test_conversation_equals_stock_generate_on_the_whole_conversation(tiny_model, av_media, decoder) -> None:
     session = Session.open(tiny_model, av_media, compression=None, decoder=decoder)
-    first = session.answer(QUESTIONS[0], GenerationOptions(max_new_tokens=5))  # cut short: the turn gets closed
+    chat = session.conversation()
+    first = chat.answer(QUESTIONS[0], GenerationOptions(max_new_tokens=5))  # cut short: the turn gets closed
     assert first.stop_reason == "max_new_tokens"
-    follow_ids = session.question_ids("And then?", follow_up=True)
-    conversation = session.conversation_ids() + follow_ids
+    conversation = chat.ids() + chat.question_ids("And then?")
     prompt = full_prompt(tiny_model, av_media, QUESTIONS[0])
     assert conversation[: prompt.length] == prompt.input_ids[0].tolist()
     assert conversation[prompt.length : prompt.length + 5] == first.token_ids
     stock_tokens, _ = stock_generate(tiny_model, prompt, NEW_TOKENS, input_ids=torch.tensor([conversation]))
-    second = session.answer("And then?", GREEDY, follow_up=True)
+    second = chat.answer("And then?", GREEDY)
     assert second.token_ids == stock_tokens
     # an independent question afterwards starts again from the prefix
     assert session.answer(QUESTIONS[2], GREEDY).token_ids == stock_generate(
@@ -138,10 +139,10 @@ def test_compressed_session_equals_stock_model_on_the_pruned_sequence(tiny_model
         assert stats.token_ids == by_hand
         torch.testing.assert_close(stats.prefill_logits, by_hand_logits, rtol=0, atol=1e-4)
     # a conversation on the pruned prefix
-    session.answer(QUESTIONS[0], GREEDY)
-    follow = session.question_ids("And then?", follow_up=True)
-    turn = session.conversation_ids()[session.prefix_length:] + follow
-    stats = session.answer("And then?", GREEDY, follow_up=True)
+    chat = session.conversation()
+    chat.answer(QUESTIONS[0], GREEDY)
+    turn = chat.ids()[session.prefix_length:] + chat.question_ids("And then?")
+    stats = chat.answer("And then?", GREEDY)
     embeds, positions = session_sequence(session, turn)
     assert stats.token_ids == manual_greedy(session.text, embeds, positions, NEW_TOKENS, stops)[0]
     counts = session.tokens
@@ -190,7 +191,7 @@ def test_plan_does_not_depend_on_the_question(tiny_model) -> None:
     ids = tiny_model.adapter.token_ids(tiny_model.model)
     for question in ("What is said?", "How many people are there, and what colour is the car?"):
         prepared = full_prompt(tiny_model, media, question)
-        session = Session.from_prepared(tiny_model, prepared, OmniZipConfig())
+        session = encode_prepared(tiny_model, prepared, record_saliency=True).session(OmniZipConfig())
         input_ids = session.encoded.input_ids[0]
         plans.append(session.plan.keep[(input_ids == ids.video) | (input_ids == ids.audio)])
     assert torch.equal(plans[0], plans[1])

@@ -26,7 +26,7 @@ from omnizip_cli.generation import GenerationOptions
 from omnizip_cli.generation import static_graph as fast_decoding
 from omnizip_cli.generation.eager import forward_tokens, new_cache
 from omnizip_cli.generation.static_graph import StaticGraphDecoder, choose_decoder
-from omnizip_cli.generation.stream import stream_generate
+from omnizip_cli.generation.stream import Prefilled, stream_generate
 from omnizip_cli.measure import StageTimer
 from omnizip_cli.models import ModelSpec, load_model
 from omnizip_cli.models.base import PrefillInputs
@@ -55,18 +55,27 @@ def _decode(model, prefill, options, decoder, *, prompt_ids=None, on_token=None,
     cache = new_cache(text)
     with torch.no_grad():
         logits = forward_tokens(text, prefill.embeds, prefill.attention_mask, prefill.position_ids, cache)
+    prompt = Prefilled(cache=cache, logits=logits, attention_mask=prefill.attention_mask,
+                       next_position=prefill.position_ids[0, 0, -1] + 1 if next_position is None
+                       else torch.tensor(next_position), prefilled=prefill.length)
     stats = None
-    for chunk in stream_generate(text, cache=cache, logits=logits, attention_mask=prefill.attention_mask,
-                                 next_position=prefill.position_ids[0, 0, -1] + 1 if next_position is None
-                                 else torch.tensor(next_position), prompt_ids=prompt_ids,
-                                 options=options, decoder=decoder, use_cuda_graph=use_cuda_graph):
+    for chunk in stream_generate(text, prompt, prompt_ids=prompt_ids, options=options, decoder=decoder,
+                                 use_cuda_graph=use_cuda_graph):
         if chunk.token is not None and on_token is not None:
             on_token(chunk.token)
         stats = chunk.stats or stats
-    stats.cache_capacity = getattr(fast_decoding._DECODERS.get(model), "capacity", 0)
-    stats.prefill_logits = logits[0]
-    stats.cache_length = prefill.length
-    return stats
+    return _Decoded(stats, cache_capacity=getattr(fast_decoding._DECODERS.get(model), "capacity", 0),
+                    cache_length=prefill.length)
+
+
+class _Decoded:
+    """An answer's stats with what the decoder's cache held (stats are frozen: wrapped, not patched)."""
+
+    def __init__(self, stats, *, cache_capacity: int, cache_length: int) -> None:
+        self.stats, self.cache_capacity, self.cache_length = stats, cache_capacity, cache_length
+
+    def __getattr__(self, name):
+        return getattr(self.stats, name)
 
 
 def generate(model, prefill, options, **kwargs):

@@ -24,15 +24,8 @@ import pytest
 import torch
 
 from omnizip_cli.compression import CompressionSetting
-from omnizip_cli.generation import GenerationOptions, Session
-from omnizip_cli.generation.prefix_cache import (
-    ENTRY_NAME,
-    TENSORS_NAME,
-    CachedSession,
-    PrefixCache,
-    make_key,
-    open_with_cache,
-)
+from omnizip_cli.generation import GenerationOptions, OpenOptions, Session
+from omnizip_cli.generation.prefix_cache import ENTRY_NAME, TENSORS_NAME, PrefixCache, make_key
 from omnizip_cli.integrity import MANIFEST_NAME
 from omnizip_cli.media import MediaOptions, load_media
 from tests.helpers.media_factory import AudioTrack, VideoSpec, has_encoder, write_media
@@ -55,20 +48,25 @@ def late_audio(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_media(path, VideoSpec(width=160, height=96, fps=10, seconds=6.0), [AudioTrack(seconds=4.4)])
 
 
-def _open(loaded: Any, video: Path, cache: PrefixCache, compression: Any, **kwargs: Any) -> Session:
-    def fresh() -> Session:
-        return Session.open(loaded, load_media(video, MEDIA), compression=compression, **kwargs)
-
-    return open_with_cache(loaded, video, cache=cache, open_fresh=fresh, media_options=MEDIA,
-                           compression=compression, system=None, **kwargs)
+def _open(loaded: Any, video: Path, cache: PrefixCache, compression: Any, **fields: Any) -> Session:
+    """The library's opening path (Session.open) with this cache folder."""
+    return Session.open(loaded, video, OpenOptions(media=MEDIA, compression=compression, cache=cache, **fields))
 
 
-def _script(session: Session) -> list[list[int]]:
-    """Three independent questions, then a two-turn conversation."""
-    tokens = [session.answer(q, GREEDY).token_ids for q in QUESTIONS]
-    session.reset()
-    tokens.append(session.answer(QUESTIONS[0], GREEDY).token_ids)
-    tokens.append(session.answer(QUESTIONS[1], GREEDY, follow_up=True).token_ids)
+def _from_disk(session: Session) -> bool:
+    return session.origin.source == "disk"
+
+
+def _script(session: Session, logits: list[torch.Tensor] | None = None) -> list[list[int]]:
+    """Three independent questions, then a two-turn conversation (``logits``: gets each independent
+    answer's logits at its last prompt position)."""
+    answers = [session.answer(q, GREEDY) for q in QUESTIONS]
+    if logits is not None:
+        logits.extend(a.prefill_logits for a in answers)
+    tokens = [a.token_ids for a in answers]
+    chat = session.conversation()
+    tokens.append(chat.answer(QUESTIONS[0], GREEDY).token_ids)
+    tokens.append(chat.answer(QUESTIONS[1], GREEDY).token_ids)
     return tokens
 
 
@@ -78,16 +76,17 @@ def test_reopened_from_disk_answers_like_the_fresh_session(tiny_model, tmp_path,
     video = TALKING if clip == "talking" else late_audio
     cache = PrefixCache(tmp_path / "prefixes", max_bytes=BIG)
     fresh = _open(tiny_model, video, cache, compression)
-    assert not isinstance(fresh, CachedSession) and fresh.prefix_cache["stored"]
-    expected = _script(fresh)
+    assert not _from_disk(fresh) and fresh.prefix_cache["stored"]
+    fresh_logits: list[torch.Tensor] = []
+    expected = _script(fresh, fresh_logits)
     reopened = _open(tiny_model, video, cache, compression)
-    assert isinstance(reopened, CachedSession) and reopened.media is None
+    assert _from_disk(reopened) and reopened.media is None and reopened.video is None
     first = reopened.answer(QUESTIONS[0], GREEDY)
     assert first.prefix_source == "disk"
     assert reopened.answer(QUESTIONS[1], GREEDY).prefix_source == "memory"
-    reopened.reset()
     assert [first.token_ids, *_script(reopened)[1:]] == expected
-    assert reopened.conversation_ids() == fresh.conversation_ids()
+    assert torch.equal(reopened.prefix.input_ids, fresh.prefix.input_ids)
+    assert torch.equal(first.prefill_logits, fresh_logits[0])  # the same computation, bit for bit
     assert reopened.tokens == fresh.tokens
     assert reopened.group_rows == fresh.group_rows
     assert reopened.summary.to_dict() == fresh.summary.to_dict()
@@ -107,7 +106,7 @@ def test_the_fast_decoder_on_a_reopened_session(tiny_model, tmp_path, late_audio
     fresh = _open(tiny_model, late_audio, cache, compression, decoder="fast")
     expected = _script(fresh)
     reopened = _open(tiny_model, late_audio, cache, compression, decoder="fast")
-    assert isinstance(reopened, CachedSession) and reopened.decoder == fresh.decoder
+    assert _from_disk(reopened) and reopened.decoder == fresh.decoder
     assert _script(reopened) == expected
 
 
@@ -116,12 +115,11 @@ def test_the_key_separates_settings_and_files(tiny_model, tmp_path) -> None:
     shutil.copyfile(TALKING, copy)
     cache = PrefixCache(tmp_path / "prefixes", max_bytes=BIG)
     _open(tiny_model, TALKING, cache, CompressionSetting.from_options())
-    assert isinstance(_open(tiny_model, copy, cache, CompressionSetting.from_options()), CachedSession)  # same bytes
-    assert not isinstance(_open(tiny_model, TALKING, cache, CompressionSetting.from_options(preset="35")),
-                          CachedSession)
+    assert _from_disk(_open(tiny_model, copy, cache, CompressionSetting.from_options()))  # same bytes
+    assert not _from_disk(_open(tiny_model, TALKING, cache, CompressionSetting.from_options(preset="35")))
     with copy.open("ab") as handle:  # other bytes: another key
         handle.write(b"\0")
-    assert not isinstance(_open(tiny_model, copy, cache, CompressionSetting.from_options()), CachedSession)
+    assert not _from_disk(_open(tiny_model, copy, cache, CompressionSetting.from_options()))
     assert len(cache.entries()) == 3
 
 
@@ -131,11 +129,11 @@ def test_a_half_written_or_corrupt_entry_is_never_read(tiny_model, tmp_path) -> 
     fresh = _open(tiny_model, TALKING, cache, compression)
     folder = Path(fresh.prefix_cache["path"])
     (folder / MANIFEST_NAME).unlink()  # the manifest is written last: a crash before it
-    assert not isinstance(_open(tiny_model, TALKING, cache, compression), CachedSession)
+    assert not _from_disk(_open(tiny_model, TALKING, cache, compression))
     folder = Path(_open(tiny_model, TALKING, cache, compression).prefix_cache["path"])  # rewritten, fresh
     data = (folder / TENSORS_NAME).read_bytes()
     (folder / TENSORS_NAME).write_bytes(data[: len(data) // 2])  # truncated tensors, manifest intact
-    assert not isinstance(_open(tiny_model, TALKING, cache, compression), CachedSession)
+    assert not _from_disk(_open(tiny_model, TALKING, cache, compression))
     # a build folder (no rename yet) is not an entry
     leftovers = [p for p in cache.root.iterdir() if p.name.startswith(".tmp-")]
     assert leftovers == [] and len(cache.entries()) == 1
@@ -168,7 +166,7 @@ def test_least_recently_used_entries_are_evicted(tiny_model, tmp_path) -> None:
 def test_off_when_the_cap_is_zero(tiny_model, tmp_path) -> None:
     cache = PrefixCache(tmp_path / "prefixes", max_bytes=0)
     session = _open(tiny_model, TALKING, cache, None)
-    assert not hasattr(session, "prefix_cache") or session.prefix_cache is None
+    assert session.prefix_cache is None and not _from_disk(session)
     assert not (tmp_path / "prefixes").exists()
 
 
@@ -200,15 +198,15 @@ def test_two_processes_writing_the_same_entry(tmp_path) -> None:
 # --------------------------------------------------------------------------------------------- interrupts
 def test_an_answer_closed_midway_leaves_only_complete_turns(tiny_model) -> None:
     media = load_media(TALKING, MEDIA)
-    reference = Session.open(tiny_model, media)
-    expected = [reference.answer(QUESTIONS[0], GREEDY).token_ids,
-                reference.answer(QUESTIONS[1], GREEDY, follow_up=True).token_ids]
-    session = Session.open(tiny_model, media)
-    assert session.answer(QUESTIONS[0], GREEDY).token_ids == expected[0]
-    stream = session.ask(QUESTIONS[2], GREEDY, follow_up=True)
+    reference = Session.open(tiny_model, media).conversation()
+    expected = [reference.answer(QUESTIONS[0], GREEDY).token_ids, reference.answer(QUESTIONS[1], GREEDY).token_ids]
+    chat = Session.open(tiny_model, media).conversation()
+    assert chat.answer(QUESTIONS[0], GREEDY).token_ids == expected[0]
+    stream = chat.ask(QUESTIONS[2], GREEDY)
     next(stream), next(stream)  # Ctrl-C after two tokens: the chat closes the generator
     stream.close()
-    assert session.answer(QUESTIONS[1], GREEDY, follow_up=True).token_ids == expected[1]
+    assert chat.turns == 1
+    assert chat.answer(QUESTIONS[1], GREEDY).token_ids == expected[1]
 
 
 def test_ctrl_c_inside_the_question_prefill_leaves_the_cache_consistent(tiny_model) -> None:
@@ -216,7 +214,8 @@ def test_ctrl_c_inside_the_question_prefill_leaves_the_cache_consistent(tiny_mod
     reference = Session.open(tiny_model, media)
     expected = reference.answer(QUESTIONS[1], GREEDY).token_ids
     session = Session.open(tiny_model, media)
-    session.answer(QUESTIONS[0], GREEDY)
+    chat = session.conversation()
+    chat.answer(QUESTIONS[0], GREEDY)
     layers = session.text.language_model.layers
     assert len(layers) >= 2
 
@@ -226,10 +225,10 @@ def test_ctrl_c_inside_the_question_prefill_leaves_the_cache_consistent(tiny_mod
     handle = layers[1].register_forward_pre_hook(interrupt)  # layer 0 updated its cache, layer 1 not
     try:
         with pytest.raises(KeyboardInterrupt):
-            session.answer(QUESTIONS[2], GREEDY, follow_up=True)
+            chat.answer(QUESTIONS[2], GREEDY)
     finally:
         handle.remove()
-    lengths = {layer.get_seq_length() for layer in session._cache.layers}
+    lengths = {layer.get_seq_length() for layer in session.kv.cache.layers}
     assert len(lengths) == 2  # the shape an interrupt leaves: layers of different lengths
     assert session.answer(QUESTIONS[1], GREEDY).token_ids == expected
 
@@ -248,17 +247,17 @@ def test_the_context_fit_of_a_reopened_session_is_the_fresh_one(tiny_model, tmp_
         return via_cache, direct
 
     first, direct = both(20)
-    assert not isinstance(first, CachedSession) and first.context_fit == direct.context_fit
+    assert not _from_disk(first) and first.context_fit == direct.context_fit
     again, direct = both(20)
-    assert isinstance(again, CachedSession) and again.context_fit == direct.context_fit
+    assert _from_disk(again) and again.context_fit == direct.context_fit
     assert again.prefill.length == direct.prefill.length
     assert again.answer(QUESTIONS[0], GREEDY).token_ids == direct.answer(QUESTIONS[0], GREEDY).token_ids
     other, direct = both(60)  # a longer question: reused only where the fresh path agrees
     assert other.prefill.length == direct.prefill.length and other.context_fit == direct.context_fit
     if budget == 32000:
-        assert isinstance(other, CachedSession)  # far from the budget: the reserve changes nothing
+        assert _from_disk(other)  # far from the budget: the reserve changes nothing
     else:
-        assert direct.context_fit.changed and not isinstance(other, CachedSession)
+        assert direct.context_fit.changed and not _from_disk(other)
     assert other.answer(QUESTIONS[0], GREEDY).token_ids == direct.answer(QUESTIONS[0], GREEDY).token_ids
 
 
@@ -274,7 +273,7 @@ def test_a_qwen3_omni_prefix_with_its_deepstack_rows_reopens_exactly(tiny_cache,
     assert fresh.prefix_cache["stored"]
     expected = _script(fresh)
     reopened = _open(qwen3, late_audio, cache, compression)
-    assert isinstance(reopened, CachedSession)
+    assert _from_disk(reopened)
     assert reopened.prefill.position_ids.dtype == fresh.prefill.position_ids.dtype
     assert set(reopened.prefill.lm_kwargs) == set(fresh.prefill.lm_kwargs) == {"visual_pos_masks", "deepstack_visual_embeds"}
     assert _script(reopened) == expected

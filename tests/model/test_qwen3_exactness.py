@@ -140,11 +140,11 @@ def test_session_questions_and_conversation_equal_stock_generate(qwen3, media, d
         assert stats.token_ids == stock_tokens, question
         torch.testing.assert_close(stats.prefill_logits, stock_logits, rtol=0, atol=1e-4)
     assert stats.prefix_source == "memory"
-    session.answer(QUESTIONS[0], GenerationOptions(max_new_tokens=3))
-    follow = session.question_ids("And then?", follow_up=True)
-    conversation = torch.tensor([session.conversation_ids() + follow])
+    chat = session.conversation()
+    chat.answer(QUESTIONS[0], GenerationOptions(max_new_tokens=3))
+    conversation = torch.tensor([chat.ids() + chat.question_ids("And then?")])
     stock_tokens, _ = stock_generate(qwen3, full_prompt(qwen3, clip, QUESTIONS[0]), NEW_TOKENS, input_ids=conversation)
-    assert session.answer("And then?", GREEDY, follow_up=True).token_ids == stock_tokens
+    assert chat.answer("And then?", GREEDY).token_ids == stock_tokens
 
 
 @pytest.mark.parametrize("name", ["video", "audio", "audio_shorter", "audio_longer"])
