@@ -87,18 +87,15 @@ def open_from_disk_cache(loaded: Any, path: Path, **open_kwargs: Any) -> Any | N
 
     A miss (the cold open, after the cache was emptied) decodes, encodes, plans and writes the
     entry (its write is part of the cold open's time); a hit (the reopen) returns a
-    :class:`~omnizip_cli.generation.prefix_cache.CachedSession` rebuilt from the entry (kept,
+    :class:`~omnizip_cli.generation.Session` on the prepared prefix read from the entry (kept,
     merged embeddings, positions, plan figures, media summary), skipping media decode, processor,
-    encoders and plan. None when ``--reopen disk`` was not asked.
+    encoders and plan: the library's own opening path. None when ``--reopen disk`` was not asked.
     """
     if DISK_CACHE is None:
         return None
-    from omnizip_cli.generation.prefix_cache import open_with_cache
-    from omnizip_cli.generation.session import Session
+    from omnizip_cli.generation import OpenOptions, Session
 
-    media_options, compression = open_kwargs["media_options"], open_kwargs["compression"]
-    return open_with_cache(loaded, path, cache=DISK_CACHE, media_options=media_options, compression=compression,
-                           system=None, open_fresh=lambda: Session.open(loaded, path, **open_kwargs))
+    return Session.open(loaded, path, OpenOptions(cache=DISK_CACHE, **open_kwargs))
 
 
 # ------------------------------------------------------------------------------------------ setup
@@ -148,7 +145,7 @@ def ask(session: Any, question: str, new_tokens: int) -> Any:
 def open_and_ask(loaded: Any, path: Path, args: argparse.Namespace, *, compression: Any, variant: str,
                  repeat: int, base: dict[str, Any], questions: tuple[str, ...]) -> dict[str, Any]:
     """Open the clip (``variant``: cold, reopen or full), ask ``questions``; emit one open + one line per question."""
-    from omnizip_cli.generation.session import Session
+    from omnizip_cli.generation import Session
 
     media_options = sampling(args)
     kind = "session_open"
@@ -158,11 +155,10 @@ def open_and_ask(loaded: Any, path: Path, args: argparse.Namespace, *, compressi
     if variant in ("cold", "reopen") and args.reopen == "disk":
         if variant == "cold":
             DISK_CACHE.clear()  # a real cold open: a miss that writes the entry
-        session = open_from_disk_cache(loaded, path, media_options=media_options, compression=compression)
-        cached = getattr(session, "prefix_cache", None)
-        kind = "disk_cache" if cached is not None and cached["source"] == "disk" else "plain_fallback"
+        session = open_from_disk_cache(loaded, path, media=media_options, compression=compression)
+        kind = "disk_cache" if session.origin.source == "disk" else "plain_fallback"
     if session is None:
-        session = Session.open(loaded, path, media_options=media_options, compression=compression)
+        session = Session.open(loaded, path, media=media_options, compression=compression, cache=False)
     loaded_sync(loaded)
     open_seconds = time.perf_counter() - started
     answers = [ask(session, q, args.new_tokens) for q in questions]
@@ -278,9 +274,9 @@ def main(argv: list[str] | None = None) -> int:
 
     if not args.no_warmup:
         log("warm-up: one untimed open + question")
-        from omnizip_cli.generation.session import Session
+        from omnizip_cli.generation import Session
 
-        warm = Session.open(loaded, path, media_options=sampling(args), compression=args.compression)
+        warm = Session.open(loaded, path, media=sampling(args), compression=args.compression, cache=False)
         ask(warm, QUESTIONS[0], args.new_tokens)
         del warm
 

@@ -3,9 +3,11 @@ matches the cause."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
-from omnizip_cli.compression import CompressionSetting, ContextTooLong, fit_to_context
+from omnizip_cli.compression import CompressionSetting, ContextTooLong, PromptCounts, fit_budget, fit_to_context
 from omnizip_cli.compression.config import expected_retention
 
 PRESET = CompressionSetting.from_options()
@@ -48,3 +50,48 @@ def test_no_compress_refuses_with_the_compression_that_would_fit() -> None:
     with pytest.raises(ContextTooLong, match="--no-compress keeps them all") as info:
         fit_to_context(CompressionSetting.off(), audio=1000, video=9000, text=100, budget=5000)
     assert "drop --no-compress" in info.value.one_line()
+
+
+# ------------------------------------------------------------------------------------- the whole rule
+def _planner(kept_by_retention: dict[float | None, int], text: int, calls: list) -> Any:
+    """A fake planner: the kept prefix length per setting (by its retention target; None: the preset)."""
+    def kept_length(setting: CompressionSetting | None) -> int:
+        calls.append(setting)
+        key = None if setting is None or setting.source != "retention" else setting.retention
+        if key in kept_by_retention:
+            return kept_by_retention[key]
+        retention = setting.retention if setting is not None and setting.retention is not None else 0.45
+        return text + int(retention * 1000 * 1.2)  # short clips keep more than their target
+    return kept_length
+
+
+def test_fit_budget_keeps_the_asked_setting_when_its_plan_fits() -> None:
+    counts = PromptCounts(audio=200, video=800, text=50, frames=16)
+    calls: list = []
+    fit = fit_budget(PRESET, counts, budget=32000, reserve=20, kept_length=_planner({None: 500}, 50, calls))
+    assert fit is not None and fit.setting == PRESET and not fit.changed
+    assert calls == [PRESET]  # planned once
+
+
+def test_fit_budget_replans_stronger_while_the_kept_prompt_is_over() -> None:
+    """The plan of a short clip keeps more than its target: the rule re-plans with a lower one."""
+    counts = PromptCounts(audio=200, video=800, text=50, frames=16)
+    calls: list = []
+    fit = fit_budget(PRESET, counts, budget=600, reserve=20, kept_length=_planner({}, 50, calls))
+    assert fit is not None and fit.changed and fit.setting.source == "retention"
+    assert len(calls) >= 2 and calls[-1] == fit.setting
+    assert 50 + int(fit.setting.retention * 1000 * 1.2) + 20 <= 600
+    assert "planned at retention target" in fit.reason
+
+
+def test_fit_budget_refuses_a_fixed_config_over_the_budget() -> None:
+    counts = PromptCounts(audio=200, video=800, text=50)
+    with pytest.raises(ContextTooLong, match="after compression, more than --max-prompt-tokens 400"):
+        fit_budget(None, counts, budget=400, reserve=0, kept_length=lambda setting: 700)
+    assert fit_budget(None, counts, budget=800, reserve=0, kept_length=lambda setting: 700) is None
+
+
+def test_fit_budget_gives_up_after_its_replans() -> None:
+    counts = PromptCounts(audio=200, video=800, text=50)
+    with pytest.raises(ContextTooLong, match="still has"):
+        fit_budget(PRESET, counts, budget=500, reserve=0, kept_length=lambda setting: 900, max_replans=3)
