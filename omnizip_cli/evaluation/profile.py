@@ -482,31 +482,23 @@ def _resolved(setting: CompressionSetting, audio_tokens: int, video_tokens: int)
 def check_out_dir(out_dir: Path) -> None:
     """Fail before any work when ``out_dir`` cannot take the results: an existing file, a folder that
     cannot be created or written (``/proc/...``, read-only). The folder is created now."""
-    import tempfile
+    from ..report.results_folder import ResultsFolder
 
-    if out_dir.exists() and not out_dir.is_dir():
-        raise UsageError(f"--out {out_dir} exists and is not a folder")
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=out_dir, prefix=".omnizip-write-check-"):
-            pass
-    except OSError as exc:
-        raise UsageError(f"--out {out_dir} cannot be written: {exc.strerror or exc}") from exc
+    ResultsFolder(out_dir).check_writable()
 
 
 def write_outputs(payload: dict[str, Any], out_dir: Path) -> dict[str, Path]:
-    """Write ``metrics.json``, ``config.json`` and ``timings.png`` into ``out_dir`` (created)."""
-    import json
+    """Write ``metrics.json``, ``config.json`` and ``timings.png`` into ``out_dir`` (created).
 
+    The JSON files escape non-ASCII characters (``--json`` prints the same object that way).
+    """
     from ..report.chart import render_timings_chart
+    from ..report.results_folder import CONFIG, METRICS, TIMINGS_CHART, ResultsFolder
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths = {
-        "metrics": out_dir / "metrics.json",
-        "config": out_dir / "config.json",
-        "chart": out_dir / "timings.png",
+    folder = ResultsFolder(out_dir)
+    folder.create()
+    return {
+        "metrics": folder.write_json(METRICS, payload, ascii_only=True),
+        "config": folder.write_json(CONFIG, payload["config"], ascii_only=True),
+        "chart": folder.write_chart(TIMINGS_CHART, render_timings_chart(payload), optimize=True),
     }
-    paths["metrics"].write_text(json.dumps(payload, indent=2) + "\n")
-    paths["config"].write_text(json.dumps(payload["config"], indent=2) + "\n")
-    render_timings_chart(payload).save(paths["chart"], optimize=True)
-    return paths

@@ -1,6 +1,7 @@
 """The results folder of ``omnizip evaluate --out DIR`` (kvpress-style) and the metrics.
 
-Files:
+Files, written by the results-folder writer shared with ``profile --out``
+(:class:`omnizip_cli.report.results_folder.ResultsFolder`):
 
 * ``config.json``: model, settings, dataset (with a fingerprint of its items) and options. A rerun
   with the same folder resumes only when these are equal; otherwise it refuses, unless
@@ -16,30 +17,26 @@ Files:
 from __future__ import annotations
 
 import json
-import os
 import statistics
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
-from omnizip_cli.errors import OmnizipError, UsageError
+from omnizip_cli.errors import UsageError
 from omnizip_cli.evaluation.datasets import Dataset
 from omnizip_cli.evaluation.protocol import Setting
+from omnizip_cli.report.results_folder import ACCURACY_CHART as CHART
+from omnizip_cli.report.results_folder import CONFIG, METRICS, PREDICTIONS, ResultsFolder
 
-__all__ = ["CONFIG", "METRICS", "PREDICTIONS", "CHART", "ResultsFolder", "compute_metrics"]
+__all__ = ["CONFIG", "METRICS", "PREDICTIONS", "CHART", "EvaluationFolder", "compute_metrics"]
 
-CONFIG, PREDICTIONS, METRICS, CHART = "config.json", "predictions.jsonl", "metrics.json", "accuracy.png"
 #: The parts of config.json that must match for a run to resume.
 _MATCHED = ("model", "settings", "dataset", "options")
+_START_OVER = "pass --overwrite to start over"
 
 
-@dataclass
-class ResultsFolder:
-    """A results folder: checks or writes ``config.json``, reads and appends predictions."""
-
-    path: Path
-    _handle: IO[str] | None = field(default=None, repr=False)
+class EvaluationFolder(ResultsFolder):
+    """The results folder of an evaluation: checks or writes ``config.json``, reads and appends predictions."""
 
     def prepare(self, config: Mapping[str, Any], overwrite: bool = False) -> dict[tuple[str, str], dict[str, Any]]:
         """Make the folder ready for ``config`` and return the finished records by (item, setting).
@@ -49,89 +46,51 @@ class ResultsFolder:
         raises :class:`UsageError` naming what differs, unless ``overwrite`` (which deletes the old
         results first). A folder holding other files but no ``config.json`` is refused too.
         """
-        self.path.mkdir(parents=True, exist_ok=True)
+        self.create()
         config_path = self.path / CONFIG
         if overwrite:
-            for name in (CONFIG, PREDICTIONS, METRICS, CHART):
-                (self.path / name).unlink(missing_ok=True)
+            self.remove(CONFIG, PREDICTIONS, METRICS, CHART)
         if config_path.exists():
             try:
                 old = json.loads(config_path.read_text(encoding="utf-8"))
             except json.JSONDecodeError:
-                raise UsageError(f"{config_path} is not valid JSON", hint="pass --overwrite to start over") from None
+                raise UsageError(f"{config_path} is not valid JSON", hint=_START_OVER) from None
             different = [key for key in _MATCHED if _compared(key, old.get(key)) != _compared(key, config.get(key))]
             if different:
                 details = "; ".join(_difference(key, old.get(key), config.get(key)) for key in different)
                 raise UsageError(
                     f"{self.path} holds a run with a different {', '.join(different)} ({details})",
-                    hint="pass --overwrite to start over, or choose another --out",
+                    hint=f"{_START_OVER}, or choose another --out",
                 )
         elif (self.path / PREDICTIONS).exists():
             raise UsageError(f"{self.path} has {PREDICTIONS} but no {CONFIG}",
-                             hint="pass --overwrite to start over, or choose another --out")
-        _write_json(config_path, config)
+                             hint=f"{_START_OVER}, or choose another --out")
+        self.write_json(CONFIG, config)
         return self.read_predictions()
 
     def read_predictions(self) -> dict[tuple[str, str], dict[str, Any]]:
-        """The records by (item, setting). A torn last line (no newline, not JSON) is cut off the
-        file; a complete last line without its newline gets one. A bad line elsewhere is an error."""
-        path = self.path / PREDICTIONS
-        if not path.exists():
-            return {}
-        data = path.read_bytes()
-        lines = data.split(b"\n")
-        tail = lines.pop()  # after the last newline: b"" when the file ends with one
-        records: dict[tuple[str, str], dict[str, Any]] = {}
-        for number, raw in enumerate(lines, start=1):
-            if raw.strip():
-                parsed = _parse_record(raw)
-                if parsed is None:
-                    raise OmnizipError(f"{path}: line {number} is not a prediction record",
-                                       hint="pass --overwrite to start over")
-                records[parsed[0]] = parsed[1]
-        if tail.strip():
-            parsed = _parse_record(tail)
-            with path.open("r+b") as handle:
-                if parsed is None:  # torn by a kill mid-write: drop it
-                    handle.truncate(len(data) - len(tail))
-                else:
-                    handle.seek(0, os.SEEK_END)
-                    handle.write(b"\n")
-                    records[parsed[0]] = parsed[1]
-        return records
+        """The records by (item, setting), the last line winning. A torn last line (no newline, not
+        JSON) is cut off the file; a complete last line without its newline gets one. A bad line
+        elsewhere is an error."""
+        records = self.read_lines(PREDICTIONS, _parse_record, what="a prediction record", hint=_START_OVER)
+        return dict(records)
 
     def append(self, record: Mapping[str, Any]) -> None:
-        """Write one record as a line and flush it to disk."""
-        if self._handle is None:
-            self._handle = (self.path / PREDICTIONS).open("a", encoding="utf-8")
-        self._handle.write(json.dumps(record, ensure_ascii=False, sort_keys=True) + "\n")
-        self._handle.flush()
-        os.fsync(self._handle.fileno())
-
-    def close(self) -> None:
-        if self._handle is not None:
-            self._handle.close()
-            self._handle = None
+        """Write one prediction record as a line of ``predictions.jsonl`` and flush it to disk."""
+        self.append_line(PREDICTIONS, record)
 
     def write_metrics(self, metrics: Mapping[str, Any]) -> Path:
-        path = self.path / METRICS
-        _write_json(path, metrics)
-        return path
+        """Write ``metrics.json`` and return its path."""
+        return self.write_json(METRICS, metrics)
 
 
 def _parse_record(raw: bytes) -> tuple[tuple[str, str], dict[str, Any]] | None:
+    """``((item, setting), record)`` of one ``predictions.jsonl`` line; None when it is not one."""
     try:
         record = json.loads(raw)
         return (str(record["item"]), str(record["setting"])), record
     except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError):
         return None
-
-
-def _write_json(path: Path, data: Any) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    # insertion order kept: settings stay in the order they were asked for
-    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def _compared(key: str, value: Any) -> Any:

@@ -21,7 +21,7 @@ from omnizip_cli import __version__
 from omnizip_cli.errors import OmnizipError, UsageError
 from omnizip_cli.evaluation.datasets import Dataset, Item
 from omnizip_cli.evaluation.protocol import AnswererFactory, Prediction, Setting, VideoAnswerer
-from omnizip_cli.evaluation.results import CHART, ResultsFolder, compute_metrics
+from omnizip_cli.evaluation.results import CHART, EvaluationFolder, compute_metrics
 from omnizip_cli.evaluation.scoring import PROMPT_VERSION, build_prompt, score
 
 __all__ = [
@@ -215,7 +215,7 @@ def run_evaluation(request: EvaluationRequest, factory: AnswererFactory,
         raise UsageError(f"--workers must be at least 1, got {request.workers}")
     if not request.dataset.items:
         raise UsageError(f"{request.dataset.path} has no usable items ({len(request.dataset.problems)} bad rows)")
-    folder = ResultsFolder(request.out)
+    folder = EvaluationFolder(request.out)
     records = folder.prepare(request.config(), overwrite=request.overwrite)
     jobs = plan_jobs(request.dataset, request.settings, records)
     total = len(request.dataset.items) * len(request.settings)
@@ -241,18 +241,17 @@ def run_evaluation(request: EvaluationRequest, factory: AnswererFactory,
     metrics = compute_metrics(request.dataset, request.settings, all_records)
     metrics["dataset"]["problems"] = [str(p) for p in request.dataset.problems[:100]]
     folder.write_metrics(metrics)
-    chart = _write_chart(request, metrics)
+    chart = _write_chart(folder, request, metrics)
     return EvaluationResult(out=request.out, metrics=metrics, answered=tracker.answered, resumed=resumed,
                             errors=tracker.errors, elapsed_seconds=tracker.elapsed(), chart=chart,
                             jobs_per_worker=jobs_per_worker)
 
 
-def _write_chart(request: EvaluationRequest, metrics: Mapping[str, Any]) -> Path | None:
+def _write_chart(folder: EvaluationFolder, request: EvaluationRequest, metrics: Mapping[str, Any]) -> Path | None:
+    """Draw ``accuracy.png`` from the metrics into the results folder."""
     from omnizip_cli.evaluation.summary import render_accuracy_chart
 
-    path = request.out / CHART
-    render_accuracy_chart(metrics, model=str(request.model.get("model", "?"))).save(path)
-    return path
+    return folder.write_chart(CHART, render_accuracy_chart(metrics, model=str(request.model.get("model", "?"))))
 
 
 @dataclass
@@ -268,7 +267,7 @@ class _Tracker:
     def elapsed(self) -> float:
         return time.perf_counter() - self.started
 
-    def add(self, folder: ResultsFolder, record: Mapping[str, Any], video: str | None = None) -> None:
+    def add(self, folder: EvaluationFolder, record: Mapping[str, Any], video: str | None = None) -> None:
         folder.append(record)
         self.answered += 1
         self.errors += bool(record.get("error"))

@@ -7,10 +7,10 @@ functions.
 
 from __future__ import annotations
 
-from omnizip_cli.report.units import format_bytes, format_seconds
-
 from collections.abc import Mapping
 from typing import Any
+
+from omnizip_cli.report.units import format_bytes, format_seconds
 
 __all__ = ["format_progress", "print_summary", "render_accuracy_chart", "summary_rows"]
 
@@ -99,42 +99,47 @@ def _clock(seconds: float) -> str:
 def render_accuracy_chart(metrics: Mapping[str, Any], model: str = "?") -> Any:
     """Horizontal bars of accuracy per setting (full first), each captioned with the accuracy kept
     vs full, the share of audio+video tokens kept and the median time to first token. Returns a
-    ``PIL.Image.Image``. Style (fonts, palette, sizes) from :mod:`omnizip_cli.report.chart`."""
+    ``PIL.Image.Image``. Style (fonts, palette, sizes) from :mod:`omnizip_cli.report.drawing`."""
     from PIL import Image, ImageDraw
 
-    from omnizip_cli.report.chart import BACKGROUND, GRID, INK, MIN_HEIGHT, MUTED, WIDTH, _font, fit_text
+    from omnizip_cli.report.drawing import (
+        BACKGROUND,
+        BLUISH_GREEN,
+        CHART_MIN_HEIGHT,
+        CHART_WIDTH,
+        GRID,
+        INK,
+        MUTED,
+        draw_value_grid,
+        fit_text,
+        load_fonts,
+        text_right,
+    )
 
     settings = list(metrics["settings"].items())
-    title_font, text_font, small_font = _font(22), _font(15), _font(13)
+    fonts = load_fonts()
     top, left, right = 96, 150, 330
     bar_height, bar_gap = 40, 30
     body = max(1, len(settings)) * (bar_height + bar_gap)
-    height = max(MIN_HEIGHT - 100, top + body + 80)
-    image = Image.new("RGB", (WIDTH, height), BACKGROUND)
+    height = max(CHART_MIN_HEIGHT - 100, top + body + 80)
+    image = Image.new("RGB", (CHART_WIDTH, height), BACKGROUND)
     draw = ImageDraw.Draw(image)
     data = metrics["dataset"]
-    draw.text((24, 18), "Accuracy by setting: full vs OmniZip", fill=INK, font=title_font)
+    draw.text((24, 18), "Accuracy by setting: full vs OmniZip", fill=INK, font=fonts.title)
     subtitle = (f"{model} on {data['name']}: {data['items']} questions, {data['videos']} videos. "
                 "Caption: accuracy kept vs full (paired), A/V tokens kept, median time to first token.")
-    draw.text((24, 52), fit_text(draw, subtitle, small_font, WIDTH - 48), fill=MUTED, font=small_font)
+    draw.text((24, 52), fit_text(draw, subtitle, fonts.small, CHART_WIDTH - 48), fill=MUTED, font=fonts.small)
 
-    plot_left, plot_right = left, WIDTH - right
+    plot_left, plot_right = left, CHART_WIDTH - right
     plot_top, plot_bottom = top, top + body
     width = plot_right - plot_left
-    for tick in range(0, 101, 20):
-        x = plot_left + width * tick / 100
-        draw.line([(x, plot_top - 6), (x, plot_bottom)], fill=GRID, width=1)
-        label = f"{tick} %"
-        draw.text((x - draw.textlength(label, font=small_font) / 2, plot_bottom + 6), label, fill=MUTED,
-                  font=small_font)
-    draw.line([(plot_left, plot_bottom), (plot_right, plot_bottom)], fill=INK, width=1)
-    full_colour, compressed_colour = (110, 117, 125), (0, 158, 115)  # grey for full, Okabe-Ito green
+    draw_value_grid(draw, [(plot_left + width * tick / 100, f"{tick} %") for tick in range(0, 101, 20)],
+                    (plot_left, plot_top, plot_right, plot_bottom), fonts.small)
+    full_colour, compressed_colour = MUTED, BLUISH_GREEN  # grey for full, Okabe-Ito green
     for index, (key, m) in enumerate(settings):
         y0 = plot_top + index * (bar_height + bar_gap) + bar_gap / 2
         y1 = y0 + bar_height
-        label = str(m.get("label", key))
-        draw.text((plot_left - 12 - draw.textlength(label, font=text_font), y0 + bar_height / 2 - 9), label,
-                  fill=INK, font=text_font)
+        text_right(draw, plot_left - 12, y0 + bar_height / 2 - 9, str(m.get("label", key)), fonts.text, INK)
         accuracy = m.get("accuracy")
         x_end = plot_left + width * (accuracy or 0.0)
         colour = full_colour if m.get("source") == "full" else compressed_colour
@@ -144,11 +149,11 @@ def render_accuracy_chart(metrics: Mapping[str, Any], model: str = "?") -> Any:
         caption = _pct(accuracy)
         if m.get("accuracy_kept") is not None and m.get("source") != "full":
             caption += f"  ({_pct(m['accuracy_kept'])} of full)"
-        draw.text((plot_right + 10, y0 + 2), caption, fill=INK, font=text_font)
+        draw.text((plot_right + 10, y0 + 2), caption, fill=INK, font=fonts.text)
         details = [f"{_pct(m.get('retention'), 0)} tokens" if m.get("retention") is not None else None,
                    f"TTFT {format_seconds(m.get('ttft_seconds_median'))}" if m.get("ttft_seconds_median") else None,
                    f"agrees with full {_pct(m['agreement_with_full'], 0)}"
                    if m.get("agreement_with_full") is not None and m.get("source") != "full" else None,
                    f"{m['errors']} errors" if m.get("errors") else None]
-        draw.text((plot_right + 10, y0 + 22), "  ".join(d for d in details if d), fill=MUTED, font=small_font)
+        draw.text((plot_right + 10, y0 + 22), "  ".join(d for d in details if d), fill=MUTED, font=fonts.small)
     return image

@@ -1,4 +1,4 @@
-"""Reports: JSON payloads (one ``SCHEMA_VERSION``), Rich renderers on stderr, unit formatters, charts."""
+"""Reports: JSON payloads (one ``SCHEMA_VERSION``), Rich renderers on stderr, units, charts, results folders."""
 
 from __future__ import annotations
 

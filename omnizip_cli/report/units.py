@@ -43,10 +43,6 @@ def format_flops(value: float | None) -> str:
     return f"{number(value)} FLOP"
 
 
-def format_rate(tokens_per_second: float) -> str:
-    return f"{tokens_per_second:.1f} tok/s"
-
-
 def number(value: float) -> str:
     """Three significant figures or so: ``123``, ``12.3``, ``1.23``."""
     magnitude = abs(value)
