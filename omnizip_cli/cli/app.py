@@ -63,10 +63,10 @@ def run_guarded(debug: bool, body: Callable[[], T]) -> T:
     except typer.Exit:
         raise
     except KeyboardInterrupt as exc:
-        # Ctrl-C, and SIGTERM/SIGHUP delivered the same way (omnizip_cli.signals): one line, the
+        # Ctrl-C, and SIGTERM/SIGHUP delivered the same way (omnizip_cli.cli.signals): one line, the
         # conventional 128 + signal exit code, and a second interrupt during cleanup exits quietly.
         # Click would turn a re-raised KeyboardInterrupt into "Aborted!" and exit 1.
-        from ..signals import report_interrupt
+        from .signals import report_interrupt
 
         if debug:
             import traceback
@@ -74,7 +74,7 @@ def run_guarded(debug: bool, body: Callable[[], T]) -> T:
             traceback.print_exc()
         raise typer.Exit(report_interrupt(exc)) from None
     except BrokenPipeError:  # the reader of stdout went away (| head): quiet, exit 141
-        from ..signals import exit_broken_pipe
+        from .signals import exit_broken_pipe
 
         exit_broken_pipe()
     except OmnizipError as exc:
@@ -118,7 +118,7 @@ def main() -> None:
     usage_error = typer.BadParameter.__mro__[1]  # click's UsageError
     click_exception = typer.BadParameter.__mro__[2]  # click's ClickException
 
-    from ..signals import leave, protect_standard_fds, report_interrupt, stdout_guard, terminate_as_interrupt
+    from .signals import leave, protect_standard_fds, report_interrupt, stdout_guard, terminate_as_interrupt
 
     protect_standard_fds()
     register_commands()

@@ -146,7 +146,7 @@ def run_ask(
     from ..report import make_console
     from ..report.ask_view import print_questions, print_report
     from ..report.payload import answer_payload
-    from ..signals import finish_partial_lines, write_stdout
+    from .signals import finish_partial_lines, write_stdout
     from ..terminal import escape_control, sanitize_answer
 
     prepare_environment(output.verbose)

@@ -171,7 +171,7 @@ def read_questions(interactive: bool, signals: _PromptSignals | None = None) -> 
                 sys.stderr.write("\n")
                 return
             except KeyboardInterrupt as exc:
-                from ..signals import Terminated
+                from .signals import Terminated
 
                 if isinstance(exc, Terminated):
                     raise
@@ -274,7 +274,7 @@ def _converse(session: Any, opened: Any, *, questions: Any, interactive: bool, o
     """The question loop of :func:`run_chat`."""
     from ..report.ask_view import print_report
     from ..report.payload import answer_payload
-    from ..signals import Terminated, finish_partial_lines, write_stdout
+    from .signals import Terminated, finish_partial_lines, write_stdout
     from ..terminal import escape_control, sanitize_answer
 
     last: dict[str, Any] | None = None

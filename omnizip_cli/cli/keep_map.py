@@ -11,9 +11,9 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from ..signals import write_stdout
 from .app import app, prepare_environment
 from .options import COMPRESSION, MEDIA, MODEL, OUTPUT, OutputOptions, check_output_file, with_options
+from .signals import write_stdout
 
 if TYPE_CHECKING:
     from ..compression import CompressionSetting
