@@ -16,9 +16,10 @@ import pytest
 from omnizip_cli.errors import UsageError
 from omnizip_cli.evaluation.datasets import Dataset, Item, load_dataset
 from omnizip_cli.evaluation.fake import FakeAnswerer, FakeAnswererFactory
+from omnizip_cli.evaluation.jobs import plan_jobs
 from omnizip_cli.evaluation.protocol import Prediction, Setting, parse_settings
 from omnizip_cli.evaluation.results import compute_metrics
-from omnizip_cli.evaluation.runner import EvaluationRequest, Progress, plan_jobs, run_evaluation
+from omnizip_cli.evaluation.runner import EvaluationRequest, Progress, run_evaluation
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLES = ROOT / "samples"
