@@ -1,4 +1,4 @@
-"""Shared fixtures: a per-session cache for the tiny checkpoint, and the tiny model loaded once.
+"""Shared fixtures: a per-session cache for the tiny checkpoints, and each tiny model loaded once.
 
 Tests are sorted by what they need: ``tests/unit`` (no model), ``tests/model`` (the tiny model),
 ``tests/cli`` (the command line: a fake session for plumbing, a few real end-to-end runs);
@@ -47,3 +47,21 @@ def tiny_model(tiny_cache: Path) -> Any:
     from omnizip_cli import load_model
 
     return load_model("tiny")
+
+
+@pytest.fixture(scope="session")
+def tiny_cpu_model(tiny_cache: Path) -> Any:
+    """The tiny random Qwen2.5-Omni on the CPU in float32 (``tiny_model`` goes to a GPU when there is
+    one), for the tests of CPU paths: the static KV cache without a graph, the encoders' attention."""
+    from omnizip_cli.models import ModelSpec, load_model
+
+    return load_model(ModelSpec(model="tiny", device="cpu", dtype="float32"))
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen3(tiny_cache: Path) -> Any:
+    """The tiny random Qwen3-Omni thinker (``tiny-qwen3``), built (once per cache) and loaded through the
+    real loader."""
+    from omnizip_cli import load_model
+
+    return load_model("tiny-qwen3")

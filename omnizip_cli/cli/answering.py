@@ -86,7 +86,7 @@ class Answering:
     def stream(self, chunks: Iterator[GenerationChunk], *, to_stdout: bool) -> AnswerStats:
         """Consume an answer's stream: its text to stdout as it comes (sanitised) when ``to_stdout``;
         the spinner stops at the first token. An interrupted answer ends its partial line."""
-        from ..signals import finish_partial_lines, write_stdout
+        from .signals import finish_partial_lines, write_stdout
         from ..terminal import sanitize_answer
 
         stats = None

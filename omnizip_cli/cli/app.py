@@ -1,9 +1,12 @@
-"""The Typer app, its error guard and the console-script entry point.
+"""The Typer app and its error guard: what the command modules import.
 
 Only answers go to stdout; the report, progress and warnings go to stderr. Errors are one line
 (``error: ...``) with exit code 1 for runtime failures, 2 for usage errors and 130 on Ctrl-C;
 ``--debug`` or ``OMNIZIP_DEBUG=1`` shows the traceback instead. Heavy libraries (torch,
 transformers, av) are imported inside the commands, so ``omnizip --help`` is instant.
+
+The console-script entry point is :mod:`.main`: it imports the command modules (each registers
+itself on :data:`app`), so the commands import this module and never the other way round.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable
-from typing import Annotated, Any, NoReturn, TypeVar
+from typing import Annotated, NoReturn, TypeVar
 
 import typer
 
@@ -63,10 +66,10 @@ def run_guarded(debug: bool, body: Callable[[], T]) -> T:
     except typer.Exit:
         raise
     except KeyboardInterrupt as exc:
-        # Ctrl-C, and SIGTERM/SIGHUP delivered the same way (omnizip_cli.signals): one line, the
+        # Ctrl-C, and SIGTERM/SIGHUP delivered the same way (omnizip_cli.cli.signals): one line, the
         # conventional 128 + signal exit code, and a second interrupt during cleanup exits quietly.
         # Click would turn a re-raised KeyboardInterrupt into "Aborted!" and exit 1.
-        from ..signals import report_interrupt
+        from .signals import report_interrupt
 
         if debug:
             import traceback
@@ -74,7 +77,7 @@ def run_guarded(debug: bool, body: Callable[[], T]) -> T:
             traceback.print_exc()
         raise typer.Exit(report_interrupt(exc)) from None
     except BrokenPipeError:  # the reader of stdout went away (| head): quiet, exit 141
-        from ..signals import exit_broken_pipe
+        from .signals import exit_broken_pipe
 
         exit_broken_pipe()
     except OmnizipError as exc:
@@ -105,45 +108,3 @@ def prepare_environment(verbose: bool) -> None:
 
     check_transformers_version()
     quiet_libraries(verbose)
-
-
-def register_commands() -> None:
-    """Import the command modules (each registers itself on :data:`app`)."""
-    from . import ask, cache, chat, env, evaluate, keep_map, profile  # noqa: F401
-
-
-def main() -> None:
-    """Console-script entry point: like ``app()``, but a usage error is one line (exit code 2)."""
-    # Typer vendors Click: its exception classes are reached through the public typer.BadParameter.
-    usage_error = typer.BadParameter.__mro__[1]  # click's UsageError
-    click_exception = typer.BadParameter.__mro__[2]  # click's ClickException
-
-    from ..signals import leave, protect_standard_fds, report_interrupt, stdout_guard, terminate_as_interrupt
-
-    protect_standard_fds()
-    register_commands()
-    try:
-        with terminate_as_interrupt(), stdout_guard():
-            try:
-                code = app(standalone_mode=False)
-            except typer.Abort as exc:  # an interrupt outside a command's guard (while parsing options)
-                cause = exc.__cause__ if isinstance(exc.__cause__, KeyboardInterrupt) else KeyboardInterrupt()
-                leave(report_interrupt(cause))
-            except usage_error as exc:
-                _usage_exit(exc)
-            except click_exception as exc:
-                sys.stderr.write(f"error: {' '.join(exc.format_message().split())}\n")
-                sys.exit(exc.exit_code)
-    except SystemExit as exc:  # typer.Exit inside a command becomes an exit code; leave() knows interrupts
-        leave(exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1))
-    leave(code if isinstance(code, int) else 0)
-
-
-def _usage_exit(exc: Any) -> NoReturn:
-    """A Click usage error as one line (exit 2); a bare ``omnizip`` shows the help as Click does."""
-    if type(exc).__name__ == "NoArgsIsHelpError":
-        sys.stderr.write(exc.format_message() + "\n")
-        sys.exit(exc.exit_code)
-    hint = f" (see: omnizip {exc.ctx.info_name} --help)" if exc.ctx is not None and exc.ctx.parent else ""
-    sys.stderr.write(f"error: {' '.join(exc.format_message().split())}{hint}\n")
-    sys.exit(exc.exit_code)

@@ -87,8 +87,8 @@ def run_ask(
 ) -> None:
     from ..report.ask_view import print_questions, print_report
     from ..report.payload import answer_payload
-    from ..signals import write_stdout
     from ..terminal import sanitize_answer
+    from .signals import write_stdout
 
     answering = Answering.start(output)
     options = open_options(media=media_options, compression=compression, generation=generation, system=system,

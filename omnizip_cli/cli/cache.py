@@ -33,7 +33,7 @@ def info(json_output: JsonOpt = False) -> None:
 
     def body() -> None:
         from ..generation.prefix_cache import MAX_BYTES_ENV, PrefixCache
-        from ..signals import write_stdout
+        from .signals import write_stdout
 
         data = PrefixCache().info()
         if json_output:
@@ -52,7 +52,7 @@ def clear() -> None:
 
     def body() -> None:
         from ..generation.prefix_cache import PrefixCache
-        from ..signals import write_stdout
+        from .signals import write_stdout
 
         cache = PrefixCache(max_bytes=0)  # clearing works whatever the cap
         removed, freed = cache.clear()

@@ -32,7 +32,6 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from ..generation.opening import CHAT_QUESTION_RESERVE
 from .answering import Answering, open_options, request_config
 from .app import app
 from .options import (
@@ -56,6 +55,8 @@ if TYPE_CHECKING:
     from ..models import ModelSpec
 
 PROMPT = "> "
+#: Tokens reserved for a chat question when fitting the prompt budget (its questions are not known up front).
+CHAT_QUESTION_RESERVE = 128
 HELP = "/reset forgets the conversation, /stats shows the last answer's figures, /quit leaves (or Ctrl-D)"
 
 
@@ -77,7 +78,7 @@ class _PromptSignals:
     watches the interpreter's wake-up file descriptor sends ``SIGUSR2`` (a
     no-op for the chat's duration) to the main thread itself, which interrupts the wait; the
     interpreter then runs the pending handler there (``KeyboardInterrupt``, or
-    :class:`~omnizip_cli.signals.Terminated`). Not the same signal again: its handler would run
+    :class:`~omnizip_cli.cli.signals.Terminated`). Not the same signal again: its handler would run
     twice, the second time inside the first. Outside the prompt nothing changes.
 
     The wake-up is repeated every :data:`WAKE_INTERVAL_S` for as long as the main thread stays at the
@@ -171,7 +172,7 @@ def read_questions(interactive: bool, signals: _PromptSignals | None = None) -> 
                 sys.stderr.write("\n")
                 return
             except KeyboardInterrupt as exc:
-                from ..signals import Terminated
+                from .signals import Terminated
 
                 if isinstance(exc, Terminated):
                     raise
@@ -242,8 +243,8 @@ def _converse(session: Any, answering: Answering, *, questions: Any, generation:
     """The question loop of :func:`run_chat`."""
     from ..report.ask_view import print_report
     from ..report.payload import answer_payload
-    from ..signals import Terminated, finish_partial_lines, write_stdout
     from ..terminal import escape_control
+    from .signals import Terminated, finish_partial_lines, write_stdout
 
     output = answering.output
     note = answering.note

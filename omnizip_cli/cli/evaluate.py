@@ -8,9 +8,9 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from ..signals import write_stdout
 from .app import app, prepare_environment
 from .options import MEDIA, MODEL, OUTPUT, OutputOptions, SystemOpt, with_options
+from .signals import write_stdout
 
 if TYPE_CHECKING:
     from ..media import MediaOptions

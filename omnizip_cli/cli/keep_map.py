@@ -12,10 +12,10 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from ..signals import write_stdout
 from .answering import Answering
 from .app import app
 from .options import COMPRESSION, MEDIA, MODEL, OUTPUT, OutputOptions, check_output_file, with_options
+from .signals import write_stdout
 
 if TYPE_CHECKING:
     from ..compression import CompressionSetting

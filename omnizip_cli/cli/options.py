@@ -59,7 +59,7 @@ def with_options(*groups: OptionGroup) -> Callable[[Callable[..., Any]], Callabl
             debug = bool(values.get("debug", False))
 
             def body() -> Any:
-                from ..signals import require_stdout
+                from .signals import require_stdout
 
                 require_stdout()  # a closed stdout is an error before any work (exit 1)
                 for group in groups:

@@ -9,9 +9,9 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from ..errors import UsageError
-from ..signals import write_stdout
 from .app import app, prepare_environment
 from .options import GREEDY_32, MEDIA, MODEL, OUTPUT, OutputOptions, Preset, SystemOpt, with_options
+from .signals import write_stdout
 
 if TYPE_CHECKING:
     from ..generation import GenerationOptions

@@ -104,17 +104,9 @@ class SequenceLayout:
         return min(len(self.audio_runs), len(self.video_runs))
 
     @property
-    def video_run_sizes(self) -> Tensor:
-        return self.video_runs[:, 1] - self.video_runs[:, 0]
-
-    @property
     def video_group_sizes(self) -> Tensor:
         """``[R_v]`` video tokens pruned with each group's ratio (the tokens of its frames)."""
         return self.video_groups[:, 1] - self.video_groups[:, 0]
-
-    @property
-    def audio_run_sizes(self) -> Tensor:
-        return self.audio_runs[:, 1] - self.audio_runs[:, 0]
 
 
 def frame_tokens_per_grid(video_grid_thw: tuple[int, int, int] | None, spatial_merge_size: int) -> int:

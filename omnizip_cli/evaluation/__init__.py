@@ -9,6 +9,7 @@ Modules (none imports torch, transformers or Ray at import time):
 * :mod:`.datasets`: the generic manifest and the Video-MME, WorldSense and AVUT readers;
 * :mod:`.scoring`: the prompt, the letter extraction rule and open-answer matching;
 * :mod:`.results`: the results folder (config, predictions, resume) and the metrics;
+* :mod:`.jobs`: one video's pending (item, setting) pairs and answering them (:func:`answer_job`);
 * :mod:`.runner`: the loop (:func:`run_evaluation`), single process or on Ray (:mod:`.ray_runner`);
 * :mod:`.summary`: the Rich table and the chart; :mod:`.fake`: a deterministic fake answerer.
 """

@@ -54,8 +54,6 @@ if TYPE_CHECKING:
 
 #: Stages timed once per run, in order (what the chart stacks after the shared stages).
 RUN_STAGES = ("audio_encoder", "vision_encoder", "saliency", "keep_plan", "prefill", "decode")
-#: Stages done once for all settings.
-SHARED_STAGES = ("media_decode", "preprocess")
 #: The figures summarised per setting.
 FIGURES = (
     "prefill_seconds",

@@ -79,12 +79,11 @@ class Setting:
     def from_dict(cls, data: dict[str, Any]) -> Setting:
         return cls(**data)
 
-    def compression(self, audio_tokens: int, video_tokens: int, duration_seconds: float = 0.0) -> OmniZipConfig | None:
+    def compression(self, audio_tokens: int, video_tokens: int) -> OmniZipConfig | None:
         """The OmniZip config for a clip (None for full); imports the compression package (torch).
 
         Solved where every command solves it (:class:`omnizip_cli.compression.CompressionSetting`):
-        a retention target for this clip's own audio/video token mix. ``duration_seconds`` is not
-        needed (the mix is a ratio) and kept for callers of the first version.
+        a retention target for this clip's own audio/video token mix.
         """
         return self.compression_setting().resolve(audio_tokens, video_tokens)
 

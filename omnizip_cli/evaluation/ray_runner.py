@@ -1,7 +1,7 @@
 """Scale-out on Ray (``pip install "omnizip[ray]"``): one actor per worker, each with its own model.
 
 Imported only when ``workers > 1`` or a Ray address is given; the single-process path never imports
-Ray. Video jobs (:class:`~omnizip_cli.evaluation.runner.VideoJob`) are handed out one at a time to
+Ray. Video jobs (:class:`~omnizip_cli.evaluation.jobs.VideoJob`) are handed out one at a time to
 whichever actor is free, so a video is opened by exactly one actor, once, and long and short
 videos balance out. Each actor builds its answerer from the picklable factory when it starts and
 returns the records of a whole video; the driver appends them to ``predictions.jsonl`` as each
@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from omnizip_cli.errors import EnvironmentProblem, OmnizipError, UsageError
+from omnizip_cli.evaluation.jobs import VideoJob, answer_job
 from omnizip_cli.evaluation.protocol import AnswererFactory, Setting
 
 __all__ = ["run_jobs_on_ray"]
@@ -39,9 +40,7 @@ class _Worker:
     def ready(self) -> bool:
         return True
 
-    def run(self, job: Any) -> tuple[str, list[dict[str, Any]]]:
-        from omnizip_cli.evaluation.runner import answer_job
-
+    def run(self, job: VideoJob) -> tuple[str, list[dict[str, Any]]]:
         return f"{socket.gethostname()}:{os.getpid()}", list(answer_job(self.answerer, job, self.settings))
 
 
@@ -55,7 +54,7 @@ def _import_ray() -> Any:
 
 
 def run_jobs_on_ray(
-    jobs: Sequence[Any],
+    jobs: Sequence[VideoJob],
     settings: Sequence[Setting],
     factory: AnswererFactory,
     on_record: Callable[[Mapping[str, Any]], None],

@@ -1,130 +1,32 @@
 """The evaluation loop: group items by video, answer every pending (item, setting), score, record.
 
 Single process by default (no Ray import). With ``workers > 1`` or a ``ray_address`` the same video
-jobs run on Ray actors (:mod:`omnizip_cli.evaluation.ray_runner`); the driver writes the same
-results folder either way.
-
-Order inside a video: settings outer, questions inner, so an answerer that keeps one keep plan and
-prefix per setting builds each once. A video is opened only when it has pending pairs, and once for
-all of them.
+jobs (:mod:`omnizip_cli.evaluation.jobs`) run on Ray actors (:mod:`omnizip_cli.evaluation.ray_runner`);
+the driver writes the same results folder either way.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from omnizip_cli import __version__
-from omnizip_cli.errors import OmnizipError, UsageError
-from omnizip_cli.evaluation.datasets import Dataset, Item
-from omnizip_cli.evaluation.protocol import AnswererFactory, Prediction, Setting, VideoAnswerer
+from omnizip_cli.errors import UsageError
+from omnizip_cli.evaluation.datasets import Dataset
+from omnizip_cli.evaluation.jobs import answer_job, plan_jobs
+from omnizip_cli.evaluation.protocol import AnswererFactory, Setting
 from omnizip_cli.evaluation.results import CHART, EvaluationFolder, compute_metrics
-from omnizip_cli.evaluation.scoring import PROMPT_VERSION, build_prompt, score
+from omnizip_cli.evaluation.scoring import PROMPT_VERSION
 
 __all__ = [
     "EvaluationRequest",
     "EvaluationResult",
     "Progress",
-    "VideoJob",
-    "answer_job",
-    "plan_jobs",
     "run_evaluation",
 ]
-
-
-@dataclass(frozen=True)
-class VideoJob:
-    """The pending work on one video: its items and the (item id, setting key) pairs still to do."""
-
-    video: Path
-    items: tuple[Item, ...]
-    pending: tuple[tuple[str, str], ...]
-
-
-def plan_jobs(dataset: Dataset, settings: Sequence[Setting], done: Mapping[tuple[str, str], Any]) -> list[VideoJob]:
-    """One job per video with pending pairs, in order of first appearance; pairs settings-outer.
-
-    A pair is done when ``done`` has a record for it without an error (errors are retried)."""
-    by_video: dict[Path, list[Item]] = {}
-    for item in dataset.items:
-        by_video.setdefault(item.video, []).append(item)
-    jobs = []
-    for video, items in by_video.items():
-        pending = tuple(
-            (item.id, setting.key) for setting in settings for item in items
-            if (record := done.get((item.id, setting.key))) is None or record.get("error")
-        )
-        if pending:
-            jobs.append(VideoJob(video=video, items=tuple(items), pending=pending))
-    return jobs
-
-
-def make_record(item: Item, setting: Setting, prediction: Prediction | None = None,
-                error: BaseException | None = None) -> dict[str, Any]:
-    """The ``predictions.jsonl`` line for one answer (or one failure)."""
-    record: dict[str, Any] = {
-        "item": item.id,
-        "setting": setting.key,
-        "video": item.video_name,
-        "question": item.question,
-        "category": item.category,
-        "multiple_choice": item.is_multiple_choice,
-        "answer": item.answer,
-        "extracted": None,
-        "correct": False,
-        "response": None,
-        "error": None,
-        "error_type": None,
-    }
-    if prediction is not None:
-        extracted, correct = score(item, prediction.text)
-        record.update(extracted=extracted, correct=correct, response=prediction.text)
-        figures = prediction.to_dict()
-        figures.pop("text")
-        record.update(figures)
-    if error is not None:
-        message = error.one_line() if isinstance(error, OmnizipError) else f"{type(error).__name__}: {error}"
-        record.update(error=" ".join(message.split()) or type(error).__name__, error_type=type(error).__name__)
-    return record
-
-
-def answer_job(answerer: VideoAnswerer, job: VideoJob, settings: Sequence[Setting]) -> Iterator[dict[str, Any]]:
-    """Answer the pending pairs of ``job`` and yield one record per pair.
-
-    A missing video, or a video the answerer cannot open, gives an error record for each pending
-    pair; a failed answer gives an error record for that pair. Failures are any ``Exception``
-    (``OmnizipError`` messages are kept as they are, others get their type name), so that one
-    bad video never ends a long run; ``KeyboardInterrupt`` is not caught.
-    """
-    items = {item.id: item for item in job.items}
-    by_key = {setting.key: setting for setting in settings}
-    pairs = [(items[i], by_key[s]) for i, s in job.pending]
-    if not job.video.is_file():
-        from omnizip_cli.errors import MediaError
-
-        missing = MediaError(f"video not found: {job.video}")
-        for item, setting in pairs:
-            yield make_record(item, setting, error=missing)
-        return
-    try:
-        opened = answerer.open(job.video)
-    except Exception as exc:  # noqa: BLE001 - recorded per item, see the docstring
-        for item, setting in pairs:
-            yield make_record(item, setting, error=exc)
-        return
-    try:
-        for item, setting in pairs:
-            try:
-                prediction = opened.answer(build_prompt(item), setting)
-            except Exception as exc:  # noqa: BLE001
-                yield make_record(item, setting, error=exc)
-            else:
-                yield make_record(item, setting, prediction)
-    finally:
-        opened.close()
 
 
 @dataclass(frozen=True)

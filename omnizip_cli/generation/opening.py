@@ -45,8 +45,6 @@ if TYPE_CHECKING:
 
 #: Media decoding overlaps model work only with at least this many usable cores (see overlap_enabled).
 OVERLAP_MIN_CPUS = 4
-#: Tokens ``chat`` reserves for a question (its questions are not known up front).
-CHAT_QUESTION_RESERVE = 128
 #: Tokens of the template around a question, added to the longest question's own tokens.
 QUESTION_TEMPLATE_TOKENS = 16
 
@@ -68,8 +66,8 @@ class OpenOptions:
     The prompt budget: ``max_prompt_tokens`` when given; else, when ``max_new_tokens`` is given, the
     model's context minus it, but at least half the context (what ``ask`` does); else no budget
     (only the context warning). The question reserve: ``question_reserve`` when given; else the
-    longest of ``questions`` plus the template's tokens; else 0 (``chat`` reserves
-    :data:`CHAT_QUESTION_RESERVE` for questions not known up front).
+    longest of ``questions`` plus the template's tokens; else 0 (``chat``, whose questions are not
+    known up front, reserves a fixed number).
 
     ``decoder``: ``auto``, ``eager`` or ``fast``. ``overlap``: decode beside model work (None: see
     :func:`overlap_enabled`). ``cache``: use the disk cache of prefixes (True: the one under

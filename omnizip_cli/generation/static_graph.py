@@ -1,6 +1,6 @@
 """Fast decoding: a preallocated KV cache and the one-token step replayed as a CUDA graph.
 
-Stock ``generate`` (and our eager loop in :mod:`omnizip_cli.decoding`) spends most of each decode
+Stock ``generate`` (and our eager loop in :mod:`omnizip_cli.generation.eager`) spends most of each decode
 step in Python and in launching a few hundred small kernels: about 20 ms per token for the 7B thinker
 on an H100, against about 5.5 ms to read the weights once. This module removes that overhead after
 our (compressed or full) prefill:

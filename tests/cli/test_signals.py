@@ -1,6 +1,6 @@
 """Signals, pipes and a closed stdout with real processes (issue 18, cases 3, 4 and 11).
 
-Each test runs tests/helpers/signals_demo.py (the pieces of omnizip_cli.signals wired as the CLI wires them)
+Each test runs tests/helpers/signals_demo.py (the pieces of omnizip_cli.cli.signals wired as the CLI wires them)
 in a child process and checks its exit code, its stdout and that stderr is one line, no traceback.
 """
 
@@ -145,7 +145,7 @@ def test_closed_stdout_is_a_one_line_error(tmp_path) -> None:
 
 def test_protect_standard_fds_keeps_fd_1_from_being_reused(tmp_path) -> None:
     code = (
-        "import os, sys; from omnizip_cli.signals import protect_standard_fds; "
+        "import os, sys; from omnizip_cli.cli.signals import protect_standard_fds; "
         "closed = protect_standard_fds(); f = open(sys.argv[1], 'w'); "
         "sys.stderr.write(f'{sorted(closed)} {f.fileno()}\\n')"
     )
@@ -159,7 +159,7 @@ def test_protect_standard_fds_keeps_fd_1_from_being_reused(tmp_path) -> None:
 
 
 def test_handlers_are_restored_after_the_block() -> None:
-    from omnizip_cli.signals import Terminated, terminate_as_interrupt
+    from omnizip_cli.cli.signals import Terminated, terminate_as_interrupt
 
     before = signal.getsignal(signal.SIGTERM)
     with pytest.raises(Terminated) as info:

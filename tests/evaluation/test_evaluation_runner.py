@@ -16,9 +16,10 @@ import pytest
 from omnizip_cli.errors import UsageError
 from omnizip_cli.evaluation.datasets import Dataset, Item, load_dataset
 from omnizip_cli.evaluation.fake import FakeAnswerer, FakeAnswererFactory
+from omnizip_cli.evaluation.jobs import plan_jobs
 from omnizip_cli.evaluation.protocol import Prediction, Setting, parse_settings
 from omnizip_cli.evaluation.results import compute_metrics
-from omnizip_cli.evaluation.runner import EvaluationRequest, Progress, plan_jobs, run_evaluation
+from omnizip_cli.evaluation.runner import EvaluationRequest, Progress, run_evaluation
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLES = ROOT / "samples"
@@ -291,8 +292,8 @@ def test_setting_compression_configs() -> None:
     from omnizip_cli.compression import PRESETS, config_for_retention
 
     full, p45, r40 = parse_settings(["full", "45", "0.4"])
-    assert full.compression(250, 1440, 10.0) is None
-    assert p45.compression(250, 1440, 10.0) == PRESETS["45"]
+    assert full.compression(250, 1440) is None
+    assert p45.compression(250, 1440) == PRESETS["45"]
     # retention settings solve for this clip's own token mix (tokens per second)
-    assert r40.compression(100, 1440, 10.0) == config_for_retention(0.4, 10.0, 144.0)
+    assert r40.compression(100, 1440) == config_for_retention(0.4, 10.0, 144.0)
     assert Setting.from_dict(r40.to_dict()) == r40

@@ -1,6 +1,6 @@
-"""A tiny program using omnizip_cli.signals the way the CLI does; driven by tests/test_signals.py.
+"""A tiny program using omnizip_cli.cli.signals the way the CLI does; driven by tests/cli/test_signals.py.
 
-Usage: python tests/signals_demo.py MODE READY_FILE [CLEANUP_SECONDS]
+Usage: python tests/helpers/signals_demo.py MODE READY_FILE [CLEANUP_SECONDS]
   work   print a partial answer line, then "work" until a signal; a slow cleanup after it
   flood  write numbered lines to stdout forever (for a reader that goes away)
   answer require stdout up front, then write one answer line
@@ -12,8 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from omnizip_cli.errors import OmnizipError
-from omnizip_cli.signals import (
+from omnizip_cli.cli.signals import (
     protect_standard_fds,
     report_interrupt,
     require_stdout,
@@ -21,6 +20,7 @@ from omnizip_cli.signals import (
     terminate_as_interrupt,
     write_stdout,
 )
+from omnizip_cli.errors import OmnizipError
 
 
 def main() -> int:

@@ -24,6 +24,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -228,18 +229,15 @@ def test_model_stages_size_is_qwen2_5_only() -> None:
         bench.parse_args(["--family", "qwen3", "--size", "7b"])
 
 
-def test_model_stages_layout_matches_processor() -> None:
+def test_model_stages_layout_matches_processor(tiny_cpu_model: Any) -> None:
     """The synthetic audio-in-video token layout equals the stock processor's, on the tiny checkpoint."""
-    from omnizip_cli.models.registry import ModelSpec, load_model
-
     from tests.helpers.synthetic import synthetic_media
 
     bench = load_model_stages()
-    loaded = load_model(ModelSpec(model="tiny", device="cpu", dtype="float32"))
-    config = loaded.model.config
+    config = tiny_cpu_model.model.config
     for seconds, (height, width) in ((6, (224, 392)), (9, (168, 252))):
         media = synthetic_media(seconds, seconds, height=height, width=width)
-        tensors = loaded.adapter.prepare(loaded.processor, media, question="Why?").tensors
+        tensors = tiny_cpu_model.adapter.prepare(tiny_cpu_model.processor, media, question="Why?").tensors
         grid = tuple(int(x) for x in tensors["video_grid_thw"][0].tolist())
         second_per_grid = float(tensors["video_second_per_grid"][0])
         mel_frames = int(tensors["feature_attention_mask"].sum())

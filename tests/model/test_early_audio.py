@@ -40,13 +40,6 @@ def clips(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, Med
     return out
 
 
-@pytest.fixture(scope="module")
-def qwen3(tiny_cache: Path) -> Any:
-    from omnizip_cli import load_model
-
-    return load_model("tiny-qwen3")
-
-
 def _assert_same_prefix(a: Session, b: Session) -> None:
     assert torch.equal(a.encoded.embeds, b.encoded.embeds)
     assert torch.equal(a.encoded.position_ids, b.encoded.position_ids)
@@ -66,8 +59,8 @@ def _assert_same_prefix(a: Session, b: Session) -> None:
 
 @pytest.mark.parametrize("family", ["qwen2.5", "qwen3"])
 @pytest.mark.parametrize("compression", [None, "45"])
-def test_early_audio_session_equals_the_usual_one(tiny_model, qwen3, clips, family, compression) -> None:
-    loaded = tiny_model if family == "qwen2.5" else qwen3
+def test_early_audio_session_equals_the_usual_one(tiny_model, tiny_qwen3, clips, family, compression) -> None:
+    loaded = tiny_model if family == "qwen2.5" else tiny_qwen3
     names = ("talking", "starts_late", "shorter", "cut") if compression == "45" else ("talking", "shorter")
     for name in names:
         if name not in clips:

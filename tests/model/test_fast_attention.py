@@ -39,10 +39,8 @@ def rel_err(x: torch.Tensor, ref: torch.Tensor) -> float:
 
 
 @pytest.fixture(scope="module")
-def thinker():
-    from omnizip_cli.models import ModelSpec, load_model
-
-    model = load_model(ModelSpec(model="tiny", device="cpu", dtype="float32")).model
+def thinker(tiny_cpu_model):
+    model = tiny_cpu_model.model
     assert model.config.vision_config._attn_implementation == "sdpa"
     return model
 

@@ -2,10 +2,10 @@
 
 On the tiny random model in float32, on the CPU (static cache without a graph):
 
-* greedy tokens equal :func:`omnizip_cli.decoding.generate` and stock ``generate``, for the full
-  prefill (stock run on the processor's inputs) and for a pruned one (every other video token
-  dropped, original positions kept; stock run with ``inputs_embeds`` + ``position_ids``), with and
-  without streaming;
+* greedy tokens equal the eager loop's (:mod:`omnizip_cli.generation.eager`) and stock
+  ``generate``, for the full prefill (stock run on the processor's inputs) and for a pruned one
+  (every other video token dropped, original positions kept; stock run with ``inputs_embeds`` +
+  ``position_ids``), with and without streaming;
 * ``max_new_tokens`` is respected, decoding stops at (and includes) an end token, the repetition
   penalty sees the same history, and seeded sampling makes the same draws;
 * the policy and the per-process reuse of the static cache.
@@ -16,14 +16,12 @@ A GPU test (skipped without CUDA) checks the CUDA-graph path against the eager l
 from __future__ import annotations
 
 import copy
-import os
 from collections.abc import Iterator
 
 import pytest
 import torch
 
-from omnizip_cli.generation import GenerationOptions
-from omnizip_cli.generation import static_graph as fast_decoding
+from omnizip_cli.generation import GenerationOptions, static_graph
 from omnizip_cli.generation.eager import forward_tokens, new_cache
 from omnizip_cli.generation.static_graph import StaticGraphDecoder, choose_decoder
 from omnizip_cli.generation.stream import Prefilled, stream_generate
@@ -34,18 +32,6 @@ from omnizip_cli.models.qwen2_5_omni import ADAPTER
 
 from tests.helpers.model_paths import full_prompt
 from tests.helpers.synthetic import synthetic_media
-
-
-def build_inputs(loaded, media, question):
-    return full_prompt(loaded, media, question)
-
-
-def encode_prompt(model, prepared):
-    return ADAPTER.encode(model, prepared, record_saliency=False, timer=StageTimer())
-
-
-def uncompressed_prefill(encoded) -> PrefillInputs:
-    return ADAPTER.prefill_inputs(encoded, None)
 
 
 def _decode(model, prefill, options, decoder, *, prompt_ids=None, on_token=None, use_cuda_graph=None, sync=None,
@@ -64,7 +50,7 @@ def _decode(model, prefill, options, decoder, *, prompt_ids=None, on_token=None,
         if chunk.token is not None and on_token is not None:
             on_token(chunk.token)
         stats = chunk.stats or stats
-    return _Decoded(stats, cache_capacity=getattr(fast_decoding._DECODERS.get(model), "capacity", 0),
+    return _Decoded(stats, cache_capacity=getattr(static_graph._DECODERS.get(model), "capacity", 0),
                     cache_length=prefill.length)
 
 
@@ -78,42 +64,34 @@ class _Decoded:
         return getattr(self.stats, name)
 
 
-def generate(model, prefill, options, **kwargs):
+def decode_eager(model, prefill, options, **kwargs):
     return _decode(model, prefill, options, "eager", **kwargs)
 
 
-def generate_fast(model, prefill, options, **kwargs):
+def decode_fast(model, prefill, options, **kwargs):
     return _decode(model, prefill, options, "fast", **kwargs)
+
+
+def encode(model, prepared):
+    return ADAPTER.encode(model, prepared, record_saliency=False, timer=StageTimer())
+
+
+def full_prefill(encoded) -> PrefillInputs:
+    """The uncompressed prefill: every token of the prompt."""
+    return ADAPTER.prefill_inputs(encoded, None)
+
 
 NEW_TOKENS = 16
 
 
-@pytest.fixture(scope="session", autouse=True)
-def _omnizip_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    """Build the tiny checkpoint in a temporary folder unless the caller chose a cache."""
-    if os.environ.get("OMNIZIP_CACHE"):
-        yield
-        return
-    os.environ["OMNIZIP_CACHE"] = str(tmp_path_factory.mktemp("omnizip-cache"))
-    try:
-        yield
-    finally:
-        os.environ.pop("OMNIZIP_CACHE", None)
+@pytest.fixture(scope="module")
+def av_inputs(tiny_cpu_model):
+    return full_prompt(tiny_cpu_model, synthetic_media(6.0, 6.0), "What is said?")
 
 
 @pytest.fixture(scope="module")
-def loaded():
-    return load_model(ModelSpec(model="tiny", device="cpu", dtype="float32"))
-
-
-@pytest.fixture(scope="module")
-def av_inputs(loaded):
-    return build_inputs(loaded, synthetic_media(6.0, 6.0), "What is said?")
-
-
-@pytest.fixture(scope="module")
-def encoded(loaded, av_inputs):
-    return encode_prompt(loaded.model, av_inputs)
+def encoded(tiny_cpu_model, av_inputs):
+    return encode(tiny_cpu_model.model, av_inputs)
 
 
 def prune_every_other_video_token(model, encoded) -> PrefillInputs:
@@ -147,9 +125,9 @@ def stock_tokens_from_embeds(model, prefill: PrefillInputs, new_tokens: int) -> 
 
 
 @pytest.fixture
-def generation_config_copy(loaded) -> Iterator:
+def generation_config_copy(tiny_cpu_model) -> Iterator:
     """The model's generation config, replaced by a copy the test may edit (restored afterwards)."""
-    model = loaded.model
+    model = tiny_cpu_model.model
     original = model.generation_config
     model.generation_config = copy.deepcopy(original)
     try:
@@ -170,16 +148,16 @@ def test_policy_fast_only_on_cuda_with_sdpa_or_eager() -> None:
     assert decoder == "eager" and reason is not None and "flash_attention_2" in reason
 
 
-def test_cuda_graph_on_a_cpu_model_is_refused(loaded, encoded) -> None:
-    text = ADAPTER.text_model(loaded.model)
+def test_cuda_graph_on_a_cpu_model_is_refused(tiny_cpu_model, encoded) -> None:
+    text = ADAPTER.text_model(tiny_cpu_model.model)
     cache = new_cache(text)
     with pytest.raises(ValueError, match="CUDA"):
         StaticGraphDecoder(text, cache, encoded.attention_mask, encoded.position_ids[0, 0, -1] + 1, 2,
                            use_cuda_graph=True)
 
 
-def test_cpu_default_is_the_static_path_without_graph(loaded, encoded) -> None:
-    result = generate_fast(loaded.model, uncompressed_prefill(encoded), GenerationOptions(max_new_tokens=3))
+def test_cpu_default_is_the_static_path_without_graph(tiny_cpu_model, encoded) -> None:
+    result = decode_fast(tiny_cpu_model.model, full_prefill(encoded), GenerationOptions(max_new_tokens=3))
     assert result.decoder == "static"
     assert result.cache_capacity >= encoded.length + 3
     assert any("static KV cache" in note for note in result.notes)
@@ -189,13 +167,14 @@ def test_cpu_default_is_the_static_path_without_graph(loaded, encoded) -> None:
 
 
 @pytest.mark.parametrize("streaming", [False, True], ids=["plain", "streaming"])
-def test_full_prefill_greedy_equals_eager_loop_and_stock_generate(loaded, av_inputs, encoded, streaming) -> None:
-    model = loaded.model
+def test_full_prefill_greedy_equals_eager_loop_and_stock_generate(tiny_cpu_model, av_inputs, encoded,
+                                                                  streaming) -> None:
+    model = tiny_cpu_model.model
     expected = stock_tokens(model, av_inputs, NEW_TOKENS)
-    prefill = uncompressed_prefill(encoded)
-    eager = generate(model, prefill, GenerationOptions(max_new_tokens=NEW_TOKENS), prompt_ids=encoded.input_ids)
+    prefill = full_prefill(encoded)
+    eager = decode_eager(model, prefill, GenerationOptions(max_new_tokens=NEW_TOKENS), prompt_ids=encoded.input_ids)
     streamed: list[int] = []
-    fast = generate_fast(
+    fast = decode_fast(
         model,
         prefill,
         GenerationOptions(max_new_tokens=NEW_TOKENS),
@@ -213,16 +192,16 @@ def test_full_prefill_greedy_equals_eager_loop_and_stock_generate(loaded, av_inp
 
 
 @pytest.mark.parametrize("streaming", [False, True], ids=["plain", "streaming"])
-def test_pruned_prefill_greedy_equals_eager_loop_and_stock_generate(loaded, encoded, streaming) -> None:
-    model = loaded.model
+def test_pruned_prefill_greedy_equals_eager_loop_and_stock_generate(tiny_cpu_model, encoded, streaming) -> None:
+    model = tiny_cpu_model.model
     pruned = prune_every_other_video_token(model, encoded)
     assert pruned.length < encoded.length
     # Slots and positions differ: the first new token goes to KV slot L' but to rope position max_pos + 1.
     assert int(pruned.position_ids[0, 0, -1]) + 1 != pruned.length
     expected = stock_tokens_from_embeds(model, pruned, NEW_TOKENS)
-    eager = generate(model, pruned, GenerationOptions(max_new_tokens=NEW_TOKENS))
+    eager = decode_eager(model, pruned, GenerationOptions(max_new_tokens=NEW_TOKENS))
     streamed: list[int] = []
-    fast = generate_fast(
+    fast = decode_fast(
         model,
         pruned,
         GenerationOptions(max_new_tokens=NEW_TOKENS),
@@ -236,27 +215,27 @@ def test_pruned_prefill_greedy_equals_eager_loop_and_stock_generate(loaded, enco
     assert fast.cache_length == pruned.length
 
 
-def test_wrong_rope_positions_would_change_the_tokens(loaded, encoded) -> None:
+def test_wrong_rope_positions_would_change_the_tokens(tiny_cpu_model, encoded) -> None:
     """The comparison above has teeth: decoding at slot indices instead of positions gives other tokens."""
-    model = loaded.model
+    model = tiny_cpu_model.model
     pruned = prune_every_other_video_token(model, encoded)
-    right = generate_fast(model, pruned, GenerationOptions(max_new_tokens=NEW_TOKENS), use_cuda_graph=False)
-    wrong = generate_fast(model, pruned, GenerationOptions(max_new_tokens=NEW_TOKENS), use_cuda_graph=False,
-                          next_position=pruned.length)
+    right = decode_fast(model, pruned, GenerationOptions(max_new_tokens=NEW_TOKENS), use_cuda_graph=False)
+    wrong = decode_fast(model, pruned, GenerationOptions(max_new_tokens=NEW_TOKENS), use_cuda_graph=False,
+                        next_position=pruned.length)
     assert right.token_ids != wrong.token_ids
 
 
-def test_masked_prefill_slots_stay_masked_while_decoding(loaded, encoded) -> None:
+def test_masked_prefill_slots_stay_masked_while_decoding(tiny_cpu_model, encoded) -> None:
     """Slots the prefill's attention mask excludes are excluded at every step, as in the eager loop."""
-    model = loaded.model
-    full = uncompressed_prefill(encoded)
+    model = tiny_cpu_model.model
+    full = full_prefill(encoded)
     mask = full.attention_mask.clone()
     mask[:, 20:60] = 0
     masked = PrefillInputs(full.embeds, mask, full.position_ids)
-    eager = generate(model, masked, GenerationOptions(max_new_tokens=NEW_TOKENS))
-    fast = generate_fast(model, masked, GenerationOptions(max_new_tokens=NEW_TOKENS), use_cuda_graph=False)
+    eager = decode_eager(model, masked, GenerationOptions(max_new_tokens=NEW_TOKENS))
+    fast = decode_fast(model, masked, GenerationOptions(max_new_tokens=NEW_TOKENS), use_cuda_graph=False)
     assert fast.token_ids == eager.token_ids
-    unmasked = generate_fast(model, full, GenerationOptions(max_new_tokens=NEW_TOKENS), use_cuda_graph=False)
+    unmasked = decode_fast(model, full, GenerationOptions(max_new_tokens=NEW_TOKENS), use_cuda_graph=False)
     assert unmasked.token_ids != fast.token_ids  # the mask mattered
 
 
@@ -268,30 +247,31 @@ def test_zero_new_tokens_is_a_usage_error() -> None:
 
 
 @pytest.mark.parametrize("max_new_tokens", [1, 5])
-def test_max_new_tokens_is_respected(loaded, encoded, max_new_tokens) -> None:
-    model = loaded.model
-    prefill = uncompressed_prefill(encoded)
-    eager = generate(model, prefill, GenerationOptions(max_new_tokens=max_new_tokens))
-    fast = generate_fast(model, prefill, GenerationOptions(max_new_tokens=max_new_tokens), use_cuda_graph=False)
+def test_max_new_tokens_is_respected(tiny_cpu_model, encoded, max_new_tokens) -> None:
+    model = tiny_cpu_model.model
+    prefill = full_prefill(encoded)
+    eager = decode_eager(model, prefill, GenerationOptions(max_new_tokens=max_new_tokens))
+    fast = decode_fast(model, prefill, GenerationOptions(max_new_tokens=max_new_tokens), use_cuda_graph=False)
     assert len(fast.token_ids) == max_new_tokens
     assert fast.token_ids == eager.token_ids
     assert fast.stop_reason == "max_new_tokens"
 
 
 @pytest.mark.parametrize("streaming", [False, True], ids=["plain", "streaming"])
-def test_stops_at_an_end_token_like_generate(loaded, av_inputs, encoded, generation_config_copy, streaming) -> None:
-    model = loaded.model
-    prefill = uncompressed_prefill(encoded)
-    free_run = generate(model, prefill, GenerationOptions(max_new_tokens=NEW_TOKENS)).token_ids
+def test_stops_at_an_end_token_like_generate(tiny_cpu_model, av_inputs, encoded, generation_config_copy,
+                                             streaming) -> None:
+    model = tiny_cpu_model.model
+    prefill = full_prefill(encoded)
+    free_run = decode_eager(model, prefill, GenerationOptions(max_new_tokens=NEW_TOKENS)).token_ids
     # Make the first token that has not appeared before (after the first few) an end token.
     index = next(i for i in range(3, len(free_run)) if free_run[i] not in free_run[:i])
     generation_config_copy.eos_token_id = [free_run[index]]
     expected = free_run[: index + 1]  # the end token is part of the answer's ids, as in generate
 
     assert stock_tokens(model, av_inputs, NEW_TOKENS) == expected
-    eager = generate(model, prefill, GenerationOptions(max_new_tokens=NEW_TOKENS))
+    eager = decode_eager(model, prefill, GenerationOptions(max_new_tokens=NEW_TOKENS))
     streamed: list[int] = []
-    fast = generate_fast(
+    fast = decode_fast(
         model,
         prefill,
         GenerationOptions(max_new_tokens=NEW_TOKENS),
@@ -305,36 +285,36 @@ def test_stops_at_an_end_token_like_generate(loaded, av_inputs, encoded, generat
 
 
 def test_repetition_penalty_sees_the_prompt_and_answer_like_generate(
-    loaded, av_inputs, encoded, generation_config_copy
+    tiny_cpu_model, av_inputs, encoded, generation_config_copy
 ) -> None:
-    model = loaded.model
+    model = tiny_cpu_model.model
     generation_config_copy.repetition_penalty = 1.5
     expected = stock_tokens(model, av_inputs, NEW_TOKENS)
-    prefill = uncompressed_prefill(encoded)
+    prefill = full_prefill(encoded)
     options = GenerationOptions(max_new_tokens=NEW_TOKENS)
-    eager = generate(model, prefill, options, prompt_ids=encoded.input_ids)
-    fast = generate_fast(model, prefill, options, prompt_ids=encoded.input_ids, use_cuda_graph=False)
+    eager = decode_eager(model, prefill, options, prompt_ids=encoded.input_ids)
+    fast = decode_fast(model, prefill, options, prompt_ids=encoded.input_ids, use_cuda_graph=False)
     assert eager.token_ids == fast.token_ids == expected
 
 
 @pytest.mark.parametrize("seed", [0, 7])
-def test_seeded_sampling_makes_the_same_draws_as_the_eager_loop(loaded, encoded, seed) -> None:
-    model = loaded.model
+def test_seeded_sampling_makes_the_same_draws_as_the_eager_loop(tiny_cpu_model, encoded, seed) -> None:
+    model = tiny_cpu_model.model
     pruned = prune_every_other_video_token(model, encoded)
     options = GenerationOptions(max_new_tokens=NEW_TOKENS, temperature=0.9, top_k=50, top_p=0.95, seed=seed)
-    eager = generate(model, pruned, options)
-    fast = generate_fast(model, pruned, options, use_cuda_graph=False)
+    eager = decode_eager(model, pruned, options)
+    fast = decode_fast(model, pruned, options, use_cuda_graph=False)
     assert fast.token_ids == eager.token_ids
-    greedy = generate_fast(model, pruned, GenerationOptions(max_new_tokens=NEW_TOKENS), use_cuda_graph=False)
+    greedy = decode_fast(model, pruned, GenerationOptions(max_new_tokens=NEW_TOKENS), use_cuda_graph=False)
     assert fast.token_ids != greedy.token_ids  # it did sample
 
 
 def test_pipelined_loop_of_the_gpu_path_gives_the_same_tokens(
-    loaded, encoded, generation_config_copy, monkeypatch
+    tiny_cpu_model, encoded, generation_config_copy, monkeypatch
 ) -> None:
     """The GPU loop queues step t+1 before reading token t; run that logic on the CPU."""
-    monkeypatch.setattr(fast_decoding, "_PIPELINED_DEVICES", ("cuda", "cpu"))
-    model = loaded.model
+    monkeypatch.setattr(static_graph, "_PIPELINED_DEVICES", ("cuda", "cpu"))
+    model = tiny_cpu_model.model
     pruned = prune_every_other_video_token(model, encoded)
     for options in (
         GenerationOptions(max_new_tokens=NEW_TOKENS),
@@ -342,42 +322,42 @@ def test_pipelined_loop_of_the_gpu_path_gives_the_same_tokens(
         GenerationOptions(max_new_tokens=2),
         GenerationOptions(max_new_tokens=NEW_TOKENS, temperature=0.9, top_k=50, top_p=0.95, seed=5),
     ):
-        eager = generate(model, pruned, options)
+        eager = decode_eager(model, pruned, options)
         streamed: list[int] = []
-        fast = generate_fast(model, pruned, options, on_token=streamed.append, use_cuda_graph=False)
+        fast = decode_fast(model, pruned, options, on_token=streamed.append, use_cuda_graph=False)
         assert fast.token_ids == eager.token_ids == streamed
         assert fast.stop_reason == eager.stop_reason
 
-    free_run = generate(model, pruned, GenerationOptions(max_new_tokens=NEW_TOKENS)).token_ids
+    free_run = decode_eager(model, pruned, GenerationOptions(max_new_tokens=NEW_TOKENS)).token_ids
     index = next(i for i in range(3, len(free_run)) if free_run[i] not in free_run[:i])
     generation_config_copy.eos_token_id = [free_run[index]]
-    stopped = generate_fast(model, pruned, GenerationOptions(max_new_tokens=NEW_TOKENS), use_cuda_graph=False)
+    stopped = decode_fast(model, pruned, GenerationOptions(max_new_tokens=NEW_TOKENS), use_cuda_graph=False)
     assert stopped.token_ids == free_run[: index + 1] and stopped.stop_reason == "eos"
     # the step queued after the end token was discarded: the next answer is unaffected
     generation_config_copy.eos_token_id = []
-    assert generate_fast(model, pruned, GenerationOptions(max_new_tokens=NEW_TOKENS)).token_ids == free_run
+    assert decode_fast(model, pruned, GenerationOptions(max_new_tokens=NEW_TOKENS)).token_ids == free_run
 
 
 def test_eager_attention_gets_the_same_tokens() -> None:
     eager_loaded = load_model(ModelSpec(model="tiny", device="cpu", dtype="float32", attn_implementation="eager"))
     model = eager_loaded.model
-    inputs = build_inputs(eager_loaded, synthetic_media(4.0, 4.0, seed=1), "Describe it.")
-    prefill = prune_every_other_video_token(model, encode_prompt(model, inputs))
-    eager = generate(model, prefill, GenerationOptions(max_new_tokens=NEW_TOKENS))
-    fast = generate_fast(model, prefill, GenerationOptions(max_new_tokens=NEW_TOKENS), use_cuda_graph=False)
+    inputs = full_prompt(eager_loaded, synthetic_media(4.0, 4.0, seed=1), "Describe it.")
+    prefill = prune_every_other_video_token(model, encode(model, inputs))
+    eager = decode_eager(model, prefill, GenerationOptions(max_new_tokens=NEW_TOKENS))
+    fast = decode_fast(model, prefill, GenerationOptions(max_new_tokens=NEW_TOKENS), use_cuda_graph=False)
     assert fast.token_ids == eager.token_ids
 
 
-def test_static_cache_is_reused_then_regrown(loaded, encoded) -> None:
-    model = loaded.model
-    prefill = uncompressed_prefill(encoded)
-    first = generate_fast(model, prefill, GenerationOptions(max_new_tokens=4), use_cuda_graph=False)
-    again = generate_fast(model, prefill, GenerationOptions(max_new_tokens=4), use_cuda_graph=False)
+def test_static_cache_is_reused_then_regrown(tiny_cpu_model, encoded) -> None:
+    model = tiny_cpu_model.model
+    prefill = full_prefill(encoded)
+    first = decode_fast(model, prefill, GenerationOptions(max_new_tokens=4), use_cuda_graph=False)
+    again = decode_fast(model, prefill, GenerationOptions(max_new_tokens=4), use_cuda_graph=False)
     assert any("reused" in note for note in again.notes)
     assert again.warmup_seconds == 0.0 and again.cache_capacity == first.cache_capacity
     assert again.token_ids == first.token_ids
     beyond = first.cache_capacity - encoded.length + 1  # one token more than the cache holds
-    longer = generate_fast(model, prefill, GenerationOptions(max_new_tokens=beyond), use_cuda_graph=False)
+    longer = decode_fast(model, prefill, GenerationOptions(max_new_tokens=beyond), use_cuda_graph=False)
     assert longer.cache_capacity >= encoded.length + beyond
     assert any("allocated" in note for note in longer.notes)
     # the regrown cache still decodes the same answer
@@ -416,20 +396,20 @@ def test_decode_step_never_reads_the_device_on_the_host(attn) -> None:
 def test_cuda_graph_gives_the_eager_loops_tokens() -> None:
     gpu = load_model(ModelSpec(model="tiny", device="cuda", dtype="float32", attn_implementation="sdpa"))
     model = gpu.model
-    inputs = build_inputs(gpu, synthetic_media(6.0, 6.0), "What is said?")
-    encoded = encode_prompt(model, inputs)
+    inputs = full_prompt(gpu, synthetic_media(6.0, 6.0), "What is said?")
+    encoded = encode(model, inputs)
     sync = torch.cuda.synchronize
-    for prefill in (uncompressed_prefill(encoded), prune_every_other_video_token(model, encoded)):
-        eager = generate(model, prefill, GenerationOptions(max_new_tokens=NEW_TOKENS), sync=sync)
+    for prefill in (full_prefill(encoded), prune_every_other_video_token(model, encoded)):
+        eager = decode_eager(model, prefill, GenerationOptions(max_new_tokens=NEW_TOKENS), sync=sync)
         streamed: list[int] = []
-        fast = generate_fast(
+        fast = decode_fast(
             model, prefill, GenerationOptions(max_new_tokens=NEW_TOKENS), on_token=streamed.append, sync=sync
         )
         assert fast.decoder == "static+cuda_graph", fast.notes
         assert fast.token_ids == eager.token_ids
         assert streamed == fast.token_ids
 
-    again = generate_fast(model, uncompressed_prefill(encoded), GenerationOptions(max_new_tokens=NEW_TOKENS), sync=sync)
+    again = decode_fast(model, full_prefill(encoded), GenerationOptions(max_new_tokens=NEW_TOKENS), sync=sync)
     assert again.warmup_seconds == 0.0 and any("reused" in note for note in again.notes)
 
     # an end token in the middle: the step queued after it is discarded
@@ -439,12 +419,12 @@ def test_cuda_graph_gives_the_eager_loops_tokens() -> None:
     model.generation_config = copy.deepcopy(original)
     model.generation_config.eos_token_id = [tokens[index]]
     try:
-        stopped = generate_fast(model, uncompressed_prefill(encoded), GenerationOptions(max_new_tokens=NEW_TOKENS))
+        stopped = decode_fast(model, full_prefill(encoded), GenerationOptions(max_new_tokens=NEW_TOKENS))
     finally:
         model.generation_config = original
     assert stopped.token_ids == tokens[: index + 1] and stopped.stop_reason == "eos"
 
     options = GenerationOptions(max_new_tokens=NEW_TOKENS, temperature=0.9, top_k=50, top_p=0.95, seed=3)
-    assert generate_fast(model, uncompressed_prefill(encoded), options).token_ids == generate(
-        model, uncompressed_prefill(encoded), options
+    assert decode_fast(model, full_prefill(encoded), options).token_ids == decode_eager(
+        model, full_prefill(encoded), options
     ).token_ids

@@ -262,17 +262,14 @@ def test_the_context_fit_of_a_reopened_session_is_the_fresh_one(tiny_model, tmp_
 
 
 @pytest.mark.parametrize("compression", [CompressionSetting.from_options(), None], ids=["preset45", "off"])
-def test_a_qwen3_omni_prefix_with_its_deepstack_rows_reopens_exactly(tiny_cache, tmp_path, late_audio,
+def test_a_qwen3_omni_prefix_with_its_deepstack_rows_reopens_exactly(tiny_qwen3, tmp_path, late_audio,
                                                                     compression) -> None:
     """Qwen3-Omni's prefill carries deepstack rows (a list of tensors) and float positions."""
-    from omnizip_cli import load_model
-
-    qwen3 = load_model("tiny-qwen3")
     cache = PrefixCache(tmp_path / "prefixes", max_bytes=BIG)
-    fresh = _open(qwen3, late_audio, cache, compression)
+    fresh = _open(tiny_qwen3, late_audio, cache, compression)
     assert fresh.prefix_cache["stored"]
     expected = _script(fresh)
-    reopened = _open(qwen3, late_audio, cache, compression)
+    reopened = _open(tiny_qwen3, late_audio, cache, compression)
     assert _from_disk(reopened)
     assert reopened.prefill.position_ids.dtype == fresh.prefill.position_ids.dtype
     assert set(reopened.prefill.lm_kwargs) == set(fresh.prefill.lm_kwargs) == {"visual_pos_masks", "deepstack_visual_embeds"}

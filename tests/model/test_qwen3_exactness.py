@@ -42,11 +42,10 @@ MEDIA = {  # (video seconds, audio seconds)
 }
 
 
-@pytest.fixture(scope="module")
-def qwen3(tiny_cache):
-    from omnizip_cli import load_model
-
-    return load_model("tiny-qwen3")
+@pytest.fixture
+def qwen3(tiny_qwen3):
+    """The shared tiny Qwen3-Omni (``tests/conftest.py``), by this file's short name."""
+    return tiny_qwen3
 
 
 @pytest.fixture(scope="module")

@@ -33,7 +33,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import NoReturn, TextIO
 
-from .errors import OmnizipError
+from ..errors import OmnizipError
 
 EXIT_INTERRUPTED = 130  # 128 + SIGINT
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE
@@ -264,15 +264,6 @@ def write_stdout(text: str, flush: bool = True) -> None:
             stdout.flush()
     except BrokenPipeError:
         exit_broken_pipe()
-
-
-def note_partial_line(fd: int, partial: bool) -> None:
-    """Tell :func:`finish_partial_lines` that fd 1 or 2 has (or no longer has) an unfinished line.
-
-    For output written elsewhere than :func:`write_stdout`, e.g. a spinner drawn on stderr with
-    ``\\r`` that was not cleared.
-    """
-    _partial_line[fd] = partial
 
 
 def finish_partial_lines() -> None:
