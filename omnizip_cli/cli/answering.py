@@ -2,7 +2,7 @@
 library's one path, streaming an answer to stdout and the answer's JSON.
 
 Answers (sanitised) go to stdout; warnings (control characters escaped), progress and the report go
-to stderr. The video is opened by :func:`omnizip_cli.generation.open_session` (the disk cache first,
+to stderr. The video is opened by :meth:`omnizip_cli.generation.Session.open` (the disk cache first,
 the file's checks, decoding beside the model load, the prompt budget), so the commands and library
 users open a video the same way.
 """
@@ -75,10 +75,10 @@ class Answering:
 
     def open(self, video: Path, model: ModelSpec, options: OpenOptions) -> Session:
         """Open ``video`` through the library's one path, with this command's progress and warnings."""
-        from ..generation import open_session
+        from ..generation import Session
 
         try:
-            return open_session(model, video, options, progress=self.spinner.update, warn=self.warn,
+            return Session.open(model, video, options, progress=self.spinner.update, warn=self.warn,
                                 on_stage=self.spinner.stage)
         finally:
             self.spinner.stop()

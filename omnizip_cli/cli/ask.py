@@ -1,6 +1,6 @@
 """``omnizip ask VIDEO QUESTION [QUESTION ...]``: answers on stdout, the report on stderr.
 
-The video is opened through the library's one path (:func:`omnizip_cli.generation.open_session`:
+The video is opened through the library's one path (:meth:`omnizip_cli.generation.Session.open`:
 the disk cache first, decoding beside the model load, the prompt budget), decoded, encoded and
 compressed once (a :class:`~omnizip_cli.generation.Session`);
 each question then costs only its own tokens (the media prefix is prefilled once and reused).

@@ -1,7 +1,7 @@
 """``omnizip keep-map VIDEO -o map.png``: a picture of what OmniZip keeps, without a question.
 
 The keep plan depends only on the media (never on the question), so no question is needed: the
-video is opened through the library's one path (:func:`omnizip_cli.generation.open_session`,
+video is opened through the library's one path (:meth:`omnizip_cli.generation.Session.open`,
 without the disk cache: the map needs the frames), and the picture is written.
 """
 

@@ -170,6 +170,7 @@ def measure_run(
     allocation, CUDA-graph capture), paid by the first answer that needs it (normally the warm-up
     run), is kept out of both and reported as its own stage.
     """
+    from ..generation import Session
     from ..generation.opening import encode_prepared
     from ..generation.prefix import records_saliency
 
@@ -178,7 +179,7 @@ def measure_run(
     timer.sync()
     started = time.perf_counter()
     video = encode_prepared(loaded, prepared, record_saliency=records_saliency(setting), timer=timer)
-    session = video.session(setting, timer=timer)
+    session = Session.from_video(video, setting, timer=timer)
     stats = session.answer(question, options, origin=started - shared_seconds)
     ttft = stats.time_to_first_token_seconds
     e2e = stats.total_seconds

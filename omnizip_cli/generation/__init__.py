@@ -2,7 +2,7 @@
 conversation, the streaming API and both decoders."""
 
 from .conversation import Conversation
-from .opening import EncodedVideo, OpenOptions, open_session
+from .opening import EncodedVideo, OpenOptions
 from .prefix import PreparedPrefix, PrefixOrigin
 from .sampling import GenerationOptions
 from .session import Session, SessionBusy
@@ -20,6 +20,5 @@ __all__ = [
     "Session",
     "SessionBusy",
     "collect",
-    "open_session",
     "stream_generate",
 ]

@@ -131,17 +131,6 @@ class EncodedVideo:
                            summary=self.media.summary if self.media is not None else None,
                            max_prompt_tokens=max_prompt_tokens, question_reserve=question_reserve)
 
-    def session(self, compression: Compression, *, timer: StageTimer | None = None, decoder: str = "auto",
-                warn: Callable[[str], None] | None = None, max_prompt_tokens: int | None = None,
-                question_reserve: int = 0, opened_at: float | None = None) -> Session:
-        """A session on this video under ``compression`` (no decode, no encode)."""
-        from .session import Session
-
-        timer = timer or StageTimer(device=self.loaded.device)
-        prefix = self.prefix(compression, timer=timer, max_prompt_tokens=max_prompt_tokens,
-                             question_reserve=question_reserve)
-        return Session(self.loaded, prefix, video=self, timer=timer, decoder=decoder, warn=warn, opened_at=opened_at)
-
 
 def prepare(loaded: LoadedModel, media: DecodedMedia, *, system: str | None = None,
             timer: StageTimer | None = None, question: str | None = None, processor: Any = None) -> PreparedPrompt:
@@ -239,14 +228,14 @@ def start_media(path: Path, options: MediaOptions) -> Callable[..., DecodedMedia
     return functools.partial(decode_media, plan_media(path, options))
 
 
-def fresh_session(loaded: LoadedModel, media: DecodedMedia, options: OpenOptions, *, timer: StageTimer,
-                  warn: Callable[[str], None] | None, early_audio: EarlyAudio | None,
+def fresh_session(loaded: LoadedModel, media: DecodedMedia, options: OpenOptions, *, session_class: type[Session],
+                  timer: StageTimer, warn: Callable[[str], None] | None, early_audio: EarlyAudio | None,
                   max_prompt_tokens: int | None, question_reserve: int) -> Session:
     """Processor, encoders, keep plan and budget rule on decoded media: a session with a fresh prefix."""
     video = encode_media(loaded, media, record_saliency=records_saliency(options.compression, options.record_saliency),
                          system=options.system, timer=timer, early_audio=early_audio)
-    return video.session(options.compression, timer=timer, decoder=options.decoder, warn=warn,
-                         max_prompt_tokens=max_prompt_tokens, question_reserve=question_reserve)
+    return session_class.from_video(video, options.compression, timer=timer, decoder=options.decoder, warn=warn,
+                                    max_prompt_tokens=max_prompt_tokens, question_reserve=question_reserve)
 
 
 # ------------------------------------------------------------------------------ the policy
@@ -294,12 +283,15 @@ def open_session(
     source: str | Path | DecodedMedia,
     options: OpenOptions,
     *,
+    session_class: type[Session],
     progress: Callable[[str], None] | None = None,
     warn: Callable[[str], None] | None = None,
     on_stage: Callable[[str], None] | None = None,
     early_audio: EarlyAudio | None = None,
 ) -> Session:
-    """Open ``source`` for questions with the whole policy (see the module docstring).
+    """Open ``source`` for questions with the whole policy (see the module docstring); what
+    :meth:`Session.open <omnizip_cli.generation.Session.open>` runs (``session_class``: the class it
+    builds, so that this module does not import the session's).
 
     ``model``: a loaded model, or a :class:`~omnizip_cli.models.ModelSpec` or name to load (beside
     the decoding). ``progress``: messages while it works; ``warn``: warnings (the model's, the
@@ -377,10 +369,11 @@ def open_session(
         session, unusable = None, False
         if cache is not None and content is not None:
             say("reading the prefix cache ...")
-            session, unusable = _from_cache(cache, content, loaded, path, options, budget, reserve, timer, note)
+            session, unusable = _from_cache(cache, content, loaded, path, options, budget, reserve, timer, note,
+                                            session_class)
         if session is None:
-            session = fresh_session(loaded, media(), options, timer=timer, warn=note, early_audio=early_audio,
-                                    max_prompt_tokens=budget, question_reserve=reserve)
+            session = fresh_session(loaded, media(), options, session_class=session_class, timer=timer, warn=note,
+                                    early_audio=early_audio, max_prompt_tokens=budget, question_reserve=reserve)
             if cache is not None and content is not None:
                 _store(cache, content, loaded, options, budget, reserve, session, note, replace=unusable)
         failed = False
@@ -415,13 +408,12 @@ def _consult_cache(path: Path, options: OpenOptions, say: Callable[[str], None])
 
 
 def _from_cache(cache: Any, content: str, loaded: LoadedModel, path: Path | None, options: OpenOptions,
-                budget: int | None, reserve: int, timer: StageTimer, note: Callable[[str], None]
-                ) -> tuple[Session | None, bool]:
+                budget: int | None, reserve: int, timer: StageTimer, note: Callable[[str], None],
+                session_class: type[Session]) -> tuple[Session | None, bool]:
     """A session on the cached prefix when a valid entry exists (None: a miss), and whether an entry
     was found but is unusable for this request (a fresh build then replaces it)."""
     from .prefix import refit_cached
     from .prefix_cache import make_key, prefix_from_entry
-    from .session import Session
 
     key = make_key(content, loaded, media_options=options.media, compression=options.compression,
                    system=options.system, max_prompt_tokens=budget, revision=options.revision)
@@ -439,7 +431,7 @@ def _from_cache(cache: Any, content: str, loaded: LoadedModel, path: Path | None
     origin = PrefixOrigin(source="disk", cached=True, path=str(cached.folder), entry_bytes=cached.size_bytes,
                           load_seconds=cached.load_seconds, saved_seconds=float(cached.entry["setup_seconds"]),
                           stage_seconds=dict(cached.entry.get("stage_seconds", {})))
-    return Session(loaded, prefix, timer=timer, decoder=options.decoder, warn=note, origin=origin), False
+    return session_class(loaded, prefix, timer=timer, decoder=options.decoder, warn=note, origin=origin), False
 
 
 def _store(cache: Any, content: str, loaded: LoadedModel, options: OpenOptions, budget: int | None, reserve: int,

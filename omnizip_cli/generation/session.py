@@ -107,6 +107,7 @@ class Session:
         *,
         progress: Callable[[str], None] | None = None,
         warn: Callable[[str], None] | None = None,
+        on_stage: Callable[[str], None] | None = None,
         early_audio: Any = None,
         **fields: Any,
     ) -> Session:
@@ -115,6 +116,8 @@ class Session:
         ``options``: an :class:`~.opening.OpenOptions`; or its fields as keywords
         (``Session.open(model, "clip.mp4", compression=None, decoder="eager")``). ``model``: a loaded
         model, or a :class:`~omnizip_cli.models.ModelSpec` / model name, loaded while the file decodes.
+        ``progress``: messages while it works; ``warn``: warnings (each once); ``on_stage``: each timed
+        stage's name as it starts; ``early_audio``: audio work already started by the caller.
         """
         from .opening import OpenOptions, open_session
 
@@ -122,14 +125,26 @@ class Session:
             options = OpenOptions(**fields)
         elif fields:
             raise TypeError("give either an OpenOptions or its fields as keywords, not both")
-        return open_session(model, source, options, progress=progress, warn=warn, early_audio=early_audio)
+        return open_session(model, source, options, session_class=cls, progress=progress, warn=warn,
+                            on_stage=on_stage, early_audio=early_audio)
+
+    @classmethod
+    def from_video(cls, video: EncodedVideo, compression: Compression, *, timer: StageTimer | None = None,
+                   decoder: str = "auto", warn: Callable[[str], None] | None = None,
+                   max_prompt_tokens: int | None = None, question_reserve: int = 0) -> Session:
+        """A session on encoded media under ``compression`` (keep plan and budget rule; no decode, no
+        encode): what ``profile`` and ``evaluate`` build per setting."""
+        timer = timer or StageTimer(device=video.loaded.device)
+        prefix = video.prefix(compression, timer=timer, max_prompt_tokens=max_prompt_tokens,
+                              question_reserve=question_reserve)
+        return cls(video.loaded, prefix, video=video, timer=timer, decoder=decoder, warn=warn)
 
     def with_compression(self, compression: Compression) -> Session:
         """A session on the same encoded media with another compression setting (no decode, no encode)."""
         if self.video is None:
             raise OmnizipError("a session reopened from the prefix cache cannot change its compression",
                                hint="open the video again with cache=False (--no-cache)")
-        return self.video.session(compression, decoder=self.decoder, warn=self._warn)
+        return Session.from_video(self.video, compression, decoder=self.decoder, warn=self._warn)
 
     # ------------------------------------------------------------------------------ facts
     @property

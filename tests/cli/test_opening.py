@@ -19,7 +19,8 @@ import pytest
 
 import omnizip_cli.generation.opening as opening
 from omnizip_cli.errors import MediaError
-from omnizip_cli.generation.opening import OpenOptions, exclusive_load_seconds, open_session
+from omnizip_cli.generation import Session
+from omnizip_cli.generation.opening import OpenOptions, exclusive_load_seconds
 from omnizip_cli.media import MediaOptions, decode_media, plan_media
 from omnizip_cli.media.loader import DecodeCancelled
 
@@ -47,7 +48,7 @@ def _open(start_media: Any, load_model: Any, opened: list[Any] | None = None) ->
     patch.setattr(opening, "load_model", load_model)
     patch.setattr(opening, "fresh_session", fresh_session)
     try:
-        return open_session("fake", TALKING, OpenOptions(compression=None, cache=False, max_prompt_tokens=100,
+        return Session.open("fake", TALKING, OpenOptions(compression=None, cache=False, max_prompt_tokens=100,
                                                          question_reserve=10))
     finally:
         patch.undo()

@@ -191,7 +191,7 @@ def test_plan_does_not_depend_on_the_question(tiny_model) -> None:
     ids = tiny_model.adapter.token_ids(tiny_model.model)
     for question in ("What is said?", "How many people are there, and what colour is the car?"):
         prepared = full_prompt(tiny_model, media, question)
-        session = encode_prepared(tiny_model, prepared, record_saliency=True).session(OmniZipConfig())
+        session = Session.from_video(encode_prepared(tiny_model, prepared, record_saliency=True), OmniZipConfig())
         input_ids = session.encoded.input_ids[0]
         plans.append(session.plan.keep[(input_ids == ids.video) | (input_ids == ids.audio)])
     assert torch.equal(plans[0], plans[1])
