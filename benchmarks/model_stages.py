@@ -65,7 +65,7 @@ included; on the CPU the process's peak RSS instead):
   line comparing their outputs (Qwen3-Omni: the post-merger output and the deepstack features);
   ``audio_encoder`` stock and fast, likewise. Where a family's encoders have no fast path the
   ``fast`` runs are stock and the records say so (``fast_applied`` false, ``backend`` "none ...");
-* ``saliency``: the audio encoder with :class:`omnizip_cli.saliency.AudioSaliencyRecorder` minus
+* ``saliency``: the audio encoder with :class:`omnizip_cli.models.saliency.AudioSaliencyRecorder` minus
   without it, plus ``token_scores`` (its cost over the plain encoder; Qwen3-Omni: the windowed
   recorder and ``windowed_token_scores``, as its adapter);
 * ``keep_plan`` (``build_keep_plan`` through the Session's ``keep_plan``, with the adapter's time
@@ -548,7 +548,7 @@ def run_clip(
 
     from omnizip_cli.compression import config_for_retention
     from omnizip_cli.models import encoder_attention as ea
-    from omnizip_cli.saliency import AudioSaliencyRecorder
+    from omnizip_cli.models.saliency import AudioSaliencyRecorder
 
     family = adapter(model)
     qwen3 = family_of(model.config) == "qwen3"

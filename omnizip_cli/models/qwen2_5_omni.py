@@ -12,7 +12,7 @@
   valid feature frames are bitwise identical to the stock 300-s padding (a test checks it).
 * **Encoding**: ``Qwen2_5OmniThinkerModel.forward`` step by step, outside the model:
   ``embed_tokens``; audio features (``get_audio_features``) scattered at ``<|AUDIO|>`` while an
-  :class:`~omnizip_cli.saliency.AudioSaliencyRecorder` observes the last audio-encoder layer's
+  :class:`~omnizip_cli.models.saliency.AudioSaliencyRecorder` observes the last audio-encoder layer's
   attention; video features (``get_video_features``) scattered at ``<|VIDEO|>``; the 3-D M-RoPE ids
   from ``get_rope_index`` on the uncompressed sequence.
 * **Prefill**: the keep plan applied to embeddings, attention mask and positions together (merged
@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from ..compression import KeepPlan
     from ..measure import StageTimer
     from ..media import DecodedMedia
-    from ..saliency import AudioSaliencyRecorder
+    from .saliency import AudioSaliencyRecorder
 
 SPECIAL_TOKENS = [
     "<|endoftext|>",

@@ -18,7 +18,7 @@ Spec: ``shared/docs/method-qwen3.md`` (transformers 5.23 layout, verified on a t
   window, 128..768 x 32 x 32, would upscale small clips). A 168 x 252 frame becomes 192 x 256.
 * **Encoding**: the thinker's forward step by step, outside the model: token embeddings; audio
   features (``get_audio_features``) scattered at ``<|audio_pad|>`` while an
-  :class:`~omnizip_cli.saliency.AudioSaliencyRecorder` in **windowed** mode observes the last
+  :class:`~omnizip_cli.models.saliency.AudioSaliencyRecorder` in **windowed** mode observes the last
   audio-encoder layer (spec §4); video features (``get_video_features``) scattered at
   ``<|video_pad|>``, their **deepstack features** (one ``[N_v, D]`` tensor per
   ``deepstack_visual_indexes`` entry) kept in ``EncodedMedia.extras``; the **float** M-RoPE ids
@@ -73,7 +73,7 @@ if TYPE_CHECKING:
 
     from ..compression import KeepPlan, OmniZipConfig
     from ..measure import StageTimer
-    from ..saliency import AudioSaliencyRecorder
+    from .saliency import AudioSaliencyRecorder
     from ..media import DecodedMedia
 
 SPECIAL_TOKENS = [
@@ -173,7 +173,7 @@ class Qwen3OmniAdapter(QwenOmniThinkerLayout):
     # ------------------------------------------------------------------------------ encoding
     def saliency_recorder(self, audio_tower: Any) -> AudioSaliencyRecorder:
         """global_max_frames=0: always the per-window softmax over the call's cu_seqlens (spec §4)."""
-        from ..saliency import AudioSaliencyRecorder
+        from .saliency import AudioSaliencyRecorder
 
         return AudioSaliencyRecorder(audio_tower, global_max_frames=0)
 

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     import torch
 
     from ..measure import StageTimer
-    from ..saliency import AudioSaliencyRecorder
+    from .saliency import AudioSaliencyRecorder
 
 
 class QwenOmniThinkerLayout:
@@ -56,7 +56,7 @@ class QwenOmniThinkerLayout:
     # ------------------------------------------------------------------------------ audio
     def saliency_recorder(self, audio_tower: Any) -> AudioSaliencyRecorder:
         """The recorder that observes this family's last audio-encoder layer (a family overrides it)."""
-        from ..saliency import AudioSaliencyRecorder
+        from .saliency import AudioSaliencyRecorder
 
         return AudioSaliencyRecorder(audio_tower)
 
@@ -118,9 +118,9 @@ def prepare_media_prompt(
     keeps the video processor from choosing another size of its own. ``audio_kwargs`` and
     ``videos_kwargs`` add a family's own processor arguments. With ``device`` the video processor's
     pixel work runs there (:mod:`.device_preprocess`); otherwise it runs over bounded chunks of
-    frames after a host-memory check (:mod:`omnizip_cli.preprocess`; the same tensors, bitwise).
+    frames after a host-memory check (:mod:`.preprocess`; the same tensors, bitwise).
     """
-    from ..preprocess import bounded_processor
+    from .preprocess import bounded_processor
     from .device_preprocess import finish_pixel_values, video_kwargs
     from .prompts import cut_templates, media_messages, render
 
