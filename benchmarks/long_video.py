@@ -84,12 +84,11 @@ def child(frames: int, variant: str) -> dict[str, Any]:
     """One preprocessing measurement (run in a fresh process)."""
     import numpy as np
 
-    from omnizip_cli.models.prompts import media_messages
-    from omnizip_cli.models.qwen2_5_omni import CHAT_TEMPLATE, NAMED_SPECIAL_TOKENS, SPECIAL_TOKENS, build_processor
-    from omnizip_cli.models.tiny import build_tokenizer
     from omnizip_cli.models.preprocess import bounded_processor, check_fits, chunk_frames_for
+    from omnizip_cli.models.prompts import media_messages
+    from omnizip_cli.models.qwen2_5_omni import ADAPTER
 
-    processor = build_processor(build_tokenizer(SPECIAL_TOKENS, NAMED_SPECIAL_TOKENS, CHAT_TEMPLATE))
+    processor = ADAPTER.tiny_processor()
     height, width = frame_size(frames, budget=not variant.endswith("_nobudget"))
     video = np.random.default_rng(0).integers(0, 256, (frames, height, width, 3), dtype=np.uint8)
     prompt = processor.apply_chat_template(media_messages("video", "What happens?", None), add_generation_prompt=True,
