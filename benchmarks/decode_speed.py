@@ -56,7 +56,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from benchmarks.jsonlines import json_lines_output  # noqa: E402
-from benchmarks.thinker_configs import adapter, build_model, full_thinker_config, tiny_config  # noqa: E402
+from benchmarks.thinker_configs import adapter, build_model, full_thinker_config  # noqa: E402
 
 BENCH = "decode_speed"
 FAST_OVER_STOCK_TARGET = 2.0
@@ -297,7 +297,7 @@ def main(argv: list[str] | None = None) -> int:
     from omnizip_cli.generation.static_graph import choose_decoder
 
     if args.tiny:
-        device, dtype, config, name = "cpu", torch.float32, tiny_config(), "tiny"
+        device, dtype, config, name = "cpu", torch.float32, adapter().tiny_thinker_config(), "tiny"
     else:
         if not torch.cuda.is_available():
             log("no CUDA GPU: the 7B benchmark needs one (use --tiny for the CPU smoke run)")

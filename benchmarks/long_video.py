@@ -8,7 +8,7 @@ Two measurements, one JSON object per line on stdout (``"bench": "long_video"``)
 
 * ``variant``: ``stock_nobudget`` (one processor call, frames sized without a total pixel budget:
   omnizip before issue 14), ``stock`` (one call, frames under qwen-omni-utils' default budget, now
-  the default) and ``chunked`` (:func:`omnizip_cli.preprocess.bounded_processor`, default budget);
+  the default) and ``chunked`` (:func:`omnizip_cli.models.preprocess.bounded_processor`, default budget);
   ``chunked_nobudget`` on request (``--variants``);
 * ``frame_px``, ``video_tokens``, ``peak_rss_bytes`` (the child's ``VmHWM``: everything it ever held,
   frames, interpreter and libraries included), ``base_rss_bytes`` (RSS before the call, frames
@@ -18,7 +18,7 @@ Two measurements, one JSON object per line on stdout (``"bench": "long_video"``)
   inputs) at each frame count;
 * ``kind: "target"``: 768 frames, ``chunked``: ``peak_rss_bytes <= 6 GB``.
 
-``kind: "saliency"``: :mod:`omnizip_cli.saliency` on random queries and keys of the real audio
+``kind: "saliency"``: :mod:`omnizip_cli.models.saliency` on random queries and keys of the real audio
 encoder's last layer (20 heads, head_dim 64, 50 frames per second) for ``--audio-seconds``:
 ``variant`` ``before`` (the global softmax at every length) and ``after`` (the recorder's rule:
 global up to 300 s, the encoder's 100-frame windows past it), ``scheme``, ``wall_s`` (median of
@@ -84,12 +84,11 @@ def child(frames: int, variant: str) -> dict[str, Any]:
     """One preprocessing measurement (run in a fresh process)."""
     import numpy as np
 
+    from omnizip_cli.models.preprocess import bounded_processor, check_fits, chunk_frames_for
     from omnizip_cli.models.prompts import media_messages
-    from omnizip_cli.models.qwen2_5_omni import CHAT_TEMPLATE, NAMED_SPECIAL_TOKENS, SPECIAL_TOKENS, build_processor
-    from omnizip_cli.models.tiny import build_tokenizer
-    from omnizip_cli.preprocess import bounded_processor, check_fits, chunk_frames_for
+    from omnizip_cli.models.qwen2_5_omni import ADAPTER
 
-    processor = build_processor(build_tokenizer(SPECIAL_TOKENS, NAMED_SPECIAL_TOKENS, CHAT_TEMPLATE))
+    processor = ADAPTER.tiny_processor()
     height, width = frame_size(frames, budget=not variant.endswith("_nobudget"))
     video = np.random.default_rng(0).integers(0, 256, (frames, height, width, 3), dtype=np.uint8)
     prompt = processor.apply_chat_template(media_messages("video", "What happens?", None), add_generation_prompt=True,
@@ -139,7 +138,7 @@ def run_child(frames: int, variant: str) -> dict[str, Any]:
 
 
 def preprocess(frame_counts: list[int], variants: list[str]) -> list[dict[str, Any]]:
-    from omnizip_cli.preprocess import available_bytes
+    from omnizip_cli.models.preprocess import available_bytes
 
     records = []
     for frames in frame_counts:
@@ -170,7 +169,7 @@ def preprocess(frame_counts: list[int], variants: list[str]) -> list[dict[str, A
 def saliency(seconds_list: list[float], repeats: int, threshold: int | None, before_max: float | None = None) -> None:
     import torch
 
-    from omnizip_cli.saliency import (
+    from omnizip_cli.models.saliency import (
         DEFAULT_QUERY_CHUNK,
         FALLBACK_WINDOW_FRAMES,
         GLOBAL_SALIENCY_MAX_FRAMES,

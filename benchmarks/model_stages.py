@@ -65,9 +65,9 @@ included; on the CPU the process's peak RSS instead):
   line comparing their outputs (Qwen3-Omni: the post-merger output and the deepstack features);
   ``audio_encoder`` stock and fast, likewise. Where a family's encoders have no fast path the
   ``fast`` runs are stock and the records say so (``fast_applied`` false, ``backend`` "none ...");
-* ``saliency``: the audio encoder with :class:`omnizip_cli.saliency.AudioSaliencyRecorder` minus
-  without it, plus ``token_scores`` (its cost over the plain encoder; Qwen3-Omni: the windowed
-  recorder and ``windowed_token_scores``, as its adapter);
+* ``saliency``: the last audio-encoder layer with the adapter's recorder
+  (:class:`omnizip_cli.models.saliency.AudioSaliencyRecorder`; Qwen3-Omni's windowed) minus
+  without it, plus the adapter's ``audio_token_scores`` (its cost over the plain encoder);
 * ``keep_plan`` (``build_keep_plan`` through the Session's ``keep_plan``, with the adapter's time
   groups) and ``prune`` (the adapter's ``prefill_inputs`` with the plan) at 45 % and 35 %
   retention of the audio + video tokens (``config_for_retention`` at this clip's token rates);
@@ -119,14 +119,12 @@ from benchmarks.thinker_configs import (  # noqa: E402  (after the sys.path set-
     next_position,
     prefill,
     prepared_prompt,
-    tiny_config,
 )
 
 BENCH = "model_stages"
 FAMILIES = ("qwen2.5", "qwen3")
 DEFAULT_SECONDS = (30, 60, 120, 300)
 TINY_SECONDS = (4,)
-AUDIO_TOKENS_PER_SECOND = 25  # Qwen2.5-Omni; Qwen3-Omni: 13 (the adapter's audio_tokens_per_second)
 MEL_FRAMES_PER_SECOND = 100
 DECODE_TOKENS = 32
 RETENTIONS = {"45": 0.45, "35": 0.35}
@@ -146,18 +144,9 @@ def family_of(config: Any) -> str:
 
 def family_audio_tokens_per_second(config: Any) -> int:
     """Nominal audio tokens per second of the family (25 Qwen2.5-Omni, 13 Qwen3-Omni), from its adapter."""
-    from omnizip_cli.models.qwen3_omni import ADAPTER as QWEN3
+    from omnizip_cli.models.registry import adapter_for_model_type
 
-    return int(QWEN3.audio_tokens_per_second) if family_of(config) == "qwen3" else AUDIO_TOKENS_PER_SECOND
-
-
-def build_family_model(config: Any, device: str, dtype: Any) -> Any:
-    """The random-weight thinker of ``config``'s family, built directly on ``device`` in ``dtype``."""
-    if family_of(config) == "qwen3":
-        from benchmarks.qwen3_configs import build_thinker
-
-        return build_thinker(config, device, dtype)
-    return build_model(config, device, dtype)
+    return int(adapter_for_model_type(config.model_type).audio_tokens_per_second)
 
 
 # ------------------------------------------------------------------------------------------ inputs
@@ -548,10 +537,8 @@ def run_clip(
 
     from omnizip_cli.compression import config_for_retention
     from omnizip_cli.models import encoder_attention as ea
-    from omnizip_cli.saliency import AudioSaliencyRecorder
 
     family = adapter(model)
-    qwen3 = family_of(model.config) == "qwen3"
     audio_rate = family_audio_tokens_per_second(model.config)
 
     thinker = model.model
@@ -614,21 +601,12 @@ def run_clip(
         finally:
             handle.remove()
 
-        if qwen3:  # as the adapter: per-window softmax, one score per post-CNN frame = audio token
-            from omnizip_cli.models.qwen3_omni import windowed_token_scores
+        feature_mask = tensors["feature_attention_mask"]
 
-            def last_layer_with_saliency() -> Any:
-                with AudioSaliencyRecorder(thinker.audio_tower, global_max_frames=0) as recorder:
-                    attention(**captured)
-                return windowed_token_scores(recorder.frame_scores, clip.audio_tokens)
-        else:
-            frame_lengths = [int(x) for x in thinker.audio_tower._get_feat_extract_output_lengths(
-                tensors["feature_attention_mask"].sum(-1))[0].tolist()]
-
-            def last_layer_with_saliency() -> Any:
-                with AudioSaliencyRecorder(thinker.audio_tower) as recorder:
-                    attention(**captured)
-                return recorder.token_scores(frame_lengths)
+        def last_layer_with_saliency() -> Any:  # the adapter's recorder and token scores
+            with family.saliency_recorder(thinker.audio_tower) as recorder:
+                attention(**captured)
+            return family.audio_token_scores(model, recorder, feature_mask, clip.audio_tokens)
 
         with fast():
             plain = timer.measure(lambda: attention(**captured))
@@ -638,10 +616,9 @@ def run_clip(
         )
         record("saliency", None, saliency, frames=int(captured["hidden_states"].shape[0]),
                last_layer_attention_median_s=plain.median, with_recorder_median_s=hooked.median,
-               method=("last audio layer's attention with the AudioSaliencyRecorder (windowed) + "
-                       "windowed_token_scores, minus the same module without it (fast attention in both)") if qwen3 else
-                      "last audio layer's attention with the AudioSaliencyRecorder + token_scores, minus the "
-                      "same module without it (fast attention in both)")
+               method=("last audio layer's attention with the adapter's saliency_recorder (an "
+                       "AudioSaliencyRecorder) + audio_token_scores, minus the same module without it (fast "
+                       "attention in both)"))
         del captured
 
         # --- the encoded prompt (fast encoders + saliency), keep plans, pruning
@@ -808,14 +785,14 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.family == "qwen3":
         from benchmarks.qwen3_configs import qwen3_omni_30b_a3b_thinker_config
-        from benchmarks.qwen3_configs import tiny_config as qwen3_tiny_config
+        from omnizip_cli.models.qwen3_omni import ADAPTER as QWEN3
 
         if args.tiny:
-            config, model_name, dtype = qwen3_tiny_config(), "tiny-qwen3", torch.float32
+            config, model_name, dtype = QWEN3.tiny_thinker_config(), "tiny-qwen3", torch.float32
         else:
             config, model_name, dtype = qwen3_omni_30b_a3b_thinker_config(), "qwen3-omni-30b-a3b-thinker", torch.bfloat16
     elif args.tiny:
-        config, model_name, dtype = tiny_config(), "tiny", torch.float32
+        config, model_name, dtype = adapter().tiny_thinker_config(), "tiny", torch.float32
     else:
         config, model_name, dtype = full_thinker_config(args.size), f"qwen2.5-omni-{args.size}-thinker", torch.bfloat16
     if device.startswith("cuda"):
@@ -824,7 +801,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.cuda.set_device(torch.device(device))
 
     started = time.perf_counter()
-    model = build_family_model(config, device, dtype)
+    model = build_model(config, device, dtype)
     timer = Timer(device, args.repeats)
     timer.sync()
     build_seconds = time.perf_counter() - started

@@ -80,12 +80,12 @@ def main(argv: list[str] | None = None) -> int:
     import transformers
 
     from benchmarks.session import benchmark_clip
-    from benchmarks.thinker_configs import tiny_processor
+    from omnizip_cli.models.qwen2_5_omni import ADAPTER
     from omnizip_cli.media import MediaOptions, load_media
 
     device = args.device or ("cuda:0" if torch.cuda.is_available() else "cpu")
     clip, generated_s = benchmark_clip(args.seconds, args.width, args.height, args.work_dir)
-    processor = tiny_processor()
+    processor = ADAPTER.tiny_processor()
     emit(dict(kind="setup", clip=str(clip), seconds=args.seconds, width=args.width, height=args.height,
               clip_generated_s=generated_s, device_path=device, repeats=args.repeats, cpu_count=os.cpu_count(),
               torch_threads=torch.get_num_threads(), torch=torch.__version__, transformers=transformers.__version__,

@@ -18,7 +18,8 @@ from __future__ import annotations
 
 from typing import Any
 
-#: Real Qwen3-Omni thinker token ids (spec §1).
+#: Real Qwen3-Omni thinker token ids (spec §1), under the keys of
+#: ``omnizip_cli.models.qwen_omni_thinker.TOKEN_ID_KEYS``.
 QWEN3_OMNI_TOKEN_IDS = dict(
     pad=151643, im_start=151644, im_end=151645, audio=151675, audio_start=151669, audio_end=151670,
     vision_start=151652, vision_end=151653, image=151655, video=151656, user=872,
@@ -26,10 +27,10 @@ QWEN3_OMNI_TOKEN_IDS = dict(
 
 
 def qwen3_omni_30b_a3b_thinker_config(*, tiny_encoders: bool = False) -> Any:
-    """``Qwen3OmniMoeThinkerConfig`` with the dimensions of the 30B-A3B hub checkpoints."""
-    from omnizip_cli.models.qwen3_omni import thinker_config_class
+    """``Qwen3OmniMoeThinkerConfig`` with the dimensions of the 30B-A3B hub checkpoints (built by the adapter)."""
+    from omnizip_cli.models.qwen3_omni import ADAPTER
+    from omnizip_cli.models.qwen_omni_thinker import ThinkerDims
 
-    ids = QWEN3_OMNI_TOKEN_IDS
     text = dict(
         vocab_size=152064,
         hidden_size=2048,
@@ -49,9 +50,6 @@ def qwen3_omni_30b_a3b_thinker_config(*, tiny_encoders: bool = False) -> Any:
         rope_parameters={"rope_type": "default", "rope_theta": 1e6, "mrope_section": [24, 20, 20],
                          "interleaved": True},
         tie_word_embeddings=False,
-        pad_token_id=ids["pad"],
-        eos_token_id=ids["im_end"],
-        bos_token_id=ids["im_start"],
     )
     audio = dict(
         num_mel_bins=128,
@@ -79,62 +77,16 @@ def qwen3_omni_30b_a3b_thinker_config(*, tiny_encoders: bool = False) -> Any:
         num_position_embeddings=2304,
         deepstack_visual_indexes=[0] if tiny_encoders else [8, 16, 24],
     )
-    return thinker_config_class()(
-        audio_config=audio,
-        vision_config=vision,
-        text_config=text,
-        audio_token_id=ids["audio"],
-        image_token_id=ids["image"],
-        video_token_id=ids["video"],
-        audio_start_token_id=ids["audio_start"],
-        audio_end_token_id=ids["audio_end"],
-        vision_start_token_id=ids["vision_start"],
-        vision_end_token_id=ids["vision_end"],
-        user_token_id=ids["user"],
-        position_id_per_seconds=13,
-        seconds_per_chunk=2,
-    )
-
-
-def build_thinker(config: Any, device: str, dtype: Any) -> Any:
-    """A random-weight ``Qwen3OmniMoeThinkerForConditionalGeneration`` of ``config`` (``device="meta"``: no memory).
-
-    Built directly on ``device`` in ``dtype`` (seeded, ``sdpa`` attention, the default dtype never
-    changed), in eval mode, with the generation config's end and pad ids from the text config.
-    """
-    import torch
-    from transformers.utils import logging as hf_logging
-
-    from omnizip_cli.models.qwen3_omni import thinker_class
-
-    verbosity = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()  # "unrecognized keys" in rope_parameters
-    try:
-        if device != "meta":
-            torch.manual_seed(0)
-        with torch.device(device):
-            model = thinker_class()._from_config(config, dtype=dtype, attn_implementation="sdpa")
-    finally:
-        hf_logging.set_verbosity(verbosity)
-    text = config.text_config
-    model.generation_config.eos_token_id = text.eos_token_id
-    model.generation_config.pad_token_id = text.pad_token_id
-    return model.eval()
-
-
-def tiny_config() -> Any:
-    """The tiny thinker configuration of ``--model tiny-qwen3`` (same special tokens as its tokenizer)."""
-    from omnizip_cli.models.qwen3_omni import CHAT_TEMPLATE, NAMED_SPECIAL_TOKENS, SPECIAL_TOKENS, tiny_thinker_config
-    from omnizip_cli.models.tiny import build_tokenizer
-
-    return tiny_thinker_config(build_tokenizer(SPECIAL_TOKENS, NAMED_SPECIAL_TOKENS, CHAT_TEMPLATE))
+    return ADAPTER.thinker_config(QWEN3_OMNI_TOKEN_IDS, ThinkerDims(text, audio, vision))
 
 
 def parameter_count(config: Any) -> dict[str, int]:
     """Parameters per part of the thinker, counted on the meta device."""
     import torch
 
-    model = build_thinker(config, "meta", torch.bfloat16)
+    from benchmarks.thinker_configs import build_model
+
+    model = build_model(config, "meta", torch.bfloat16)
     inner = model.model
     parts = {"language_model": inner.language_model, "audio": inner.audio_tower, "vision": inner.visual,
              "lm_head": model.lm_head}
@@ -144,4 +96,8 @@ def parameter_count(config: Any) -> dict[str, int]:
 
 
 if __name__ == "__main__":
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     print(parameter_count(qwen3_omni_30b_a3b_thinker_config()))

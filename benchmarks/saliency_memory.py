@@ -1,11 +1,11 @@
 """Peak memory and time of the audio saliency scores on a long clip (default: 300 s).
 
-Runs :func:`omnizip_cli.saliency.frame_attention_received` on random queries and keys of the real
+Runs :func:`omnizip_cli.models.saliency.frame_attention_received` on random queries and keys of the real
 Qwen2.5-Omni audio encoder's last layer (H = 20 heads, head_dim d = 64; T = 50 post-CNN frames per
 second, so T = 15,000 at 300 s) with the recorder's default chunking, and prints one JSON object per
 measurement (``"bench": "saliency_memory"``) on stdout, progress on stderr:
 
-* ``bound_bytes``: :func:`~omnizip_cli.saliency.attention_received_peak_bytes`, the stated bound;
+* ``bound_bytes``: :func:`~omnizip_cli.models.saliency.attention_received_peak_bytes`, the stated bound;
 * ``tracked_peak_bytes``: the peak of live tensor storage created during the call, tracked op by op
   with a ``TorchDispatchMode`` (every output storage is counted when it appears and released when
   it is freed; exact for what PyTorch allocates at the operator level);
@@ -49,7 +49,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from omnizip_cli.saliency import (  # noqa: E402
+from omnizip_cli.models.saliency import (  # noqa: E402
     DEFAULT_QUERY_CHUNK,
     attention_received_peak_bytes,
     default_head_chunk,

@@ -1,11 +1,14 @@
 """The Qwen2.5-Omni thinker architectures the benchmarks build with random weights (no download).
 
-Shared by ``model_stages.py``, ``decode_speed.py`` and ``session.py``, with the few model operations
-they time below the :class:`~omnizip_cli.generation.session.Session` (prefill onto a fresh cache, one
-decode step, the keep plan), written on the API of the model's adapter (found from the model's
-``model_type``: the same helpers drive the Qwen3-Omni thinker of ``qwen3_configs.py``). The 7B and 3B dimensions are those of the hub
-checkpoints' ``thinker_config`` (7B: 8.93 B parameters, 3B: 4.70 B; the smoke test checks them on
-the meta device).
+The dimensions are here; the configuration itself is built by the adapter
+(:meth:`~omnizip_cli.models.qwen_omni_thinker.QwenOmniThinkerLayout.thinker_config`, as the tiny
+checkpoint's). Shared by ``model_stages.py``, ``decode_speed.py`` and ``session.py``, with the few
+model operations they time below the :class:`~omnizip_cli.generation.session.Session` (building the
+random thinker, prefill onto a fresh cache, one decode step, the keep plan), written on the API of
+the model's adapter (found from the model's ``model_type``: the same helpers drive the Qwen3-Omni
+thinker of ``qwen3_configs.py``). The 7B and 3B dimensions are those of the hub checkpoints'
+``thinker_config`` (7B: 8.93 B parameters, 3B: 4.70 B; the smoke test checks them on the meta
+device).
 """
 
 from __future__ import annotations
@@ -41,26 +44,28 @@ CPU_SIZES: dict[str, dict[str, Any]] = {
         mrope_section=[8, 12, 12],  # head_dim 64
     ),
 }
-# Qwen2.5-Omni's special token ids (the hub checkpoints' thinker_config and tokenizer).
+# Qwen2.5-Omni's special token ids (the hub checkpoints' thinker_config and tokenizer), under the keys
+# of omnizip_cli.models.qwen_omni_thinker.TOKEN_ID_KEYS.
 QWEN_OMNI_TOKEN_IDS = dict(
-    pad=151643, im_start=151644, im_end=151645, audio=151646, audio_bos=151647, audio_eos=151648,
-    vision_bos=151652, vision_eos=151653, image=151655, video=151656, user=872,
+    pad=151643, im_start=151644, im_end=151645, audio=151646, audio_start=151647, audio_end=151648,
+    vision_start=151652, vision_end=151653, image=151655, video=151656, user=872,
 )
 
 
 def full_thinker_config(size: str, *, tiny_encoders: bool = False, token_ids: dict[str, int] | None = None) -> Any:
-    """``Qwen2_5OmniThinkerConfig`` with the real 7B or 3B dimensions.
+    """``Qwen2_5OmniThinkerConfig`` with the real 7B or 3B dimensions (built by the adapter).
 
     ``tiny_encoders=True`` keeps the language model full-size but shrinks the vision and audio
     encoders to one small layer each, for benchmarks that time only the language model.
     ``token_ids`` replaces the hub checkpoints' special token ids (same keys as
-    :data:`QWEN_OMNI_TOKEN_IDS`), e.g. with the tiny tokenizer's (:func:`tiny_token_ids`) so that the
-    stock processor around that tokenizer feeds the full-size model.
+    :data:`QWEN_OMNI_TOKEN_IDS`), e.g. with the tiny tokenizer's
+    (:func:`~omnizip_cli.models.qwen_omni_thinker.token_ids_of`) so that the stock processor around
+    that tokenizer feeds the full-size model.
     """
-    from transformers import Qwen2_5OmniThinkerConfig
+    from omnizip_cli.models.qwen2_5_omni import ADAPTER
+    from omnizip_cli.models.qwen_omni_thinker import ThinkerDims
 
     spec = SIZES[size] if size in SIZES else CPU_SIZES[size]
-    ids = {**QWEN_OMNI_TOKEN_IDS, **(token_ids or {})}
     text = dict(
         spec["text"],
         hidden_act="silu",
@@ -69,9 +74,6 @@ def full_thinker_config(size: str, *, tiny_encoders: bool = False, token_ids: di
         rope_parameters={"rope_type": "default", "rope_theta": 1e6, "mrope_section": spec.get("mrope_section", [16, 24, 24])},
         use_sliding_window=False,
         tie_word_embeddings=False,
-        pad_token_id=ids["pad"],
-        bos_token_id=ids["im_start"],
-        eos_token_id=ids["im_end"],
     )
     vision = dict(
         depth=32, hidden_size=1280, intermediate_size=3420, num_heads=16, hidden_act="silu", in_channels=3,
@@ -91,72 +93,32 @@ def full_thinker_config(size: str, *, tiny_encoders: bool = False, token_ids: di
             num_mel_bins=128, encoder_layers=1, encoder_attention_heads=2, encoder_ffn_dim=128, d_model=64,
             n_window=100, max_source_positions=1500, output_dim=spec["out_dim"],
         )
-    return Qwen2_5OmniThinkerConfig(
-        text_config=text,
-        vision_config=vision,
-        audio_config=audio,
-        audio_token_index=ids["audio"],
-        image_token_index=ids["image"],
-        video_token_index=ids["video"],
-        audio_start_token_id=ids["audio_bos"],
-        audio_end_token_id=ids["audio_eos"],
-        vision_start_token_id=ids["vision_bos"],
-        vision_end_token_id=ids["vision_eos"],
-        user_token_id=ids["user"],
-        position_id_per_seconds=25,
-        seconds_per_chunk=2,
-    )
-
-
-def tiny_token_ids(tokenizer: Any) -> dict[str, int]:
-    """The special token ids of ``tokenizer`` under the keys of :data:`QWEN_OMNI_TOKEN_IDS`."""
-    names = dict(
-        pad="<|endoftext|>", im_start="<|im_start|>", im_end="<|im_end|>", audio="<|AUDIO|>",
-        audio_bos="<|audio_bos|>", audio_eos="<|audio_eos|>", vision_bos="<|vision_bos|>",
-        vision_eos="<|vision_eos|>", image="<|IMAGE|>", video="<|VIDEO|>",
-    )
-    ids = {key: int(tokenizer.convert_tokens_to_ids(token)) for key, token in names.items()}
-    ids["user"] = int(tokenizer.convert_tokens_to_ids("user")) if "user" in tokenizer.get_vocab() else 0
-    return ids
-
-
-def tiny_processor() -> Any:
-    """The stock ``Qwen2_5OmniProcessor`` of ``--model tiny``: its tokenizer, the real Omni preprocessing values."""
-    from omnizip_cli.models.qwen2_5_omni import CHAT_TEMPLATE, NAMED_SPECIAL_TOKENS, SPECIAL_TOKENS, build_processor
-    from omnizip_cli.models.tiny import build_tokenizer
-
-    return build_processor(build_tokenizer(SPECIAL_TOKENS, NAMED_SPECIAL_TOKENS, CHAT_TEMPLATE))
-
-
-def tiny_config() -> Any:
-    """The tiny thinker configuration of ``--model tiny`` (same special tokens as its tokenizer)."""
-    from omnizip_cli.models.qwen2_5_omni import CHAT_TEMPLATE, NAMED_SPECIAL_TOKENS, SPECIAL_TOKENS, tiny_thinker_config
-    from omnizip_cli.models.tiny import build_tokenizer
-
-    return tiny_thinker_config(build_tokenizer(SPECIAL_TOKENS, NAMED_SPECIAL_TOKENS, CHAT_TEMPLATE))
+    return ADAPTER.thinker_config({**QWEN_OMNI_TOKEN_IDS, **(token_ids or {})}, ThinkerDims(text, audio, vision))
 
 
 def build_model(config: Any, device: str, dtype: Any) -> Any:
-    """Random-weight thinker built directly on ``device`` in ``dtype`` (never changes the default dtype)."""
+    """Random-weight thinker of ``config``'s family (Qwen2.5-Omni or Qwen3-Omni), built directly on
+    ``device`` in ``dtype`` (``device="meta"``: no memory), seeded, ``sdpa`` attention, in eval mode,
+    with the generation config's end and pad ids from the text config (never changes the default dtype)."""
     import torch
-    from transformers.models.qwen2_5_omni.modeling_qwen2_5_omni import Qwen2_5OmniThinkerForConditionalGeneration
     from transformers.utils import logging as hf_logging
 
+    from omnizip_cli.models.registry import adapter_for_model_type
+
+    thinker_class = adapter_for_model_type(config.model_type).classes().thinker
     verbosity = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()
+    hf_logging.set_verbosity_error()  # Qwen3-Omni: "unrecognized keys" in rope_parameters
     try:
-        torch.manual_seed(0)
+        if device != "meta":
+            torch.manual_seed(0)
         with torch.device(device):
-            model = Qwen2_5OmniThinkerForConditionalGeneration._from_config(
-                config, dtype=dtype, attn_implementation="sdpa"
-            )
+            model = thinker_class._from_config(config, dtype=dtype, attn_implementation="sdpa")
     finally:
         hf_logging.set_verbosity(verbosity)
-    model.eval()
-    eos = config.text_config.eos_token_id
-    model.generation_config.eos_token_id = eos
-    model.generation_config.pad_token_id = config.text_config.pad_token_id
-    return model
+    text = config.text_config
+    model.generation_config.eos_token_id = text.eos_token_id
+    model.generation_config.pad_token_id = text.pad_token_id
+    return model.eval()
 
 
 # ------------------------------------------------------------------------------------------ model operations
@@ -262,9 +224,12 @@ def random_loaded_model(size: str, device: str, dtype: Any, *, fast_encoders: bo
     from omnizip_cli.models import encoder_attention as ea
     from omnizip_cli.models.registry import LoadedModel
 
+    from omnizip_cli.models.qwen2_5_omni import ADAPTER
+    from omnizip_cli.models.qwen_omni_thinker import token_ids_of
+
     started = time.perf_counter()
-    processor = tiny_processor()
-    config = full_thinker_config(size, tiny_encoders=tiny_encoders, token_ids=tiny_token_ids(processor.tokenizer))
+    processor = ADAPTER.tiny_processor()
+    config = full_thinker_config(size, tiny_encoders=tiny_encoders, token_ids=token_ids_of(processor.tokenizer))
     model = build_model(config, device, dtype)
     modules = encoders(model)
     decision = ea.fast_attention_decision(modules)

@@ -178,8 +178,9 @@ class EarlyAudio:
         timer = StageTimer(device=loaded.device)
         encoding = loaded.adapter.encode_audio(loaded.model, prompt.tensors, record_saliency=self.record_saliency,
                                                timer=timer)
-        return _Done(features=prompt.tensors["input_features"], feature_mask=prompt.tensors["feature_attention_mask"],
-                     feature_call=recorder.call, encoding=encoding, timer=timer)
+        features, feature_mask = prompt.audio_features  # an audio-only prompt: never None
+        return _Done(features=features, feature_mask=feature_mask, feature_call=recorder.call, encoding=encoding,
+                     timer=timer)
 
     # ------------------------------------------------------------------------------ results
     def _result(self) -> _Done | None:
@@ -215,12 +216,12 @@ class EarlyAudio:
         done = self._result()
         if done is None:
             return None
-        features = prepared.tensors.get("input_features")
-        mask = prepared.tensors.get("feature_attention_mask")
+        audio = prepared.audio_features
         need_scores = self.record_saliency if record_saliency is None else record_saliency
-        if features is None or mask is None:
+        if audio is None:
             self.outcome = "not used: the prompt has no audio"
             return None
+        features, mask = audio
         if not (torch.equal(features.cpu(), done.features.cpu()) and torch.equal(mask.cpu(), done.feature_mask.cpu())):
             self.outcome = "not used: the final audio differs from the early one"
             return None

@@ -6,6 +6,8 @@ Public API::
 
     media = load_media("clip.mp4", MediaOptions(fps=2.0))
     media.frames        # [T, H, W, 3] uint8 RGB (T even, H and W multiples of 28) or None
+    # frames sized for a model whose video token covers 32 x 32 px (Qwen3-Omni) instead of 28:
+    media = load_media("clip.mp4", token_pixels=32)
     media.frame_times   # [T] seconds
     media.audio         # [N] float32, 16 kHz mono, or None
     media.summary       # MediaSummary (to_dict() for --json)

@@ -13,6 +13,8 @@ import numpy as np
 from omnizip_cli.errors import UsageError
 
 #: Qwen2.5-Omni's own video preprocessing defaults (qwen-omni-utils ``vision_process.py``).
+#: ``IMAGE_FACTOR``: the default frame-size factor (Qwen2.5-Omni's token, 28 px; a model's own is its
+#: adapter's ``VisionGeometry.token_pixels``, passed to :func:`load_media` as ``token_pixels``).
 IMAGE_FACTOR = 28
 FRAME_FACTOR = 2
 FPS = 2.0
@@ -169,7 +171,8 @@ class DecodedMedia:
     Attributes
     ----------
     frames:
-        ``[T, H, W, 3]`` uint8 RGB, ``T`` even, ``H`` and ``W`` multiples of 28; ``None`` for audio only.
+        ``[T, H, W, 3]`` uint8 RGB, ``T`` even, ``H`` and ``W`` multiples of the model's token size
+        (``token_pixels`` of :func:`load_media`: 28 by default); ``None`` for audio only.
     frame_times:
         ``[T]`` float64 seconds: presentation time of each sampled frame, from the file's start.
     audio:

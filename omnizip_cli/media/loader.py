@@ -34,7 +34,7 @@ import numpy as np
 from omnizip_cli.errors import MediaError
 from omnizip_cli.media import container as ct
 from omnizip_cli.media.audio import MIN_AUDIO_SECONDS, AudioResult, AudioSink, align_audio, load_audio_with_librosa
-from omnizip_cli.media.datatypes import AUDIO_SAMPLE_RATE, DecodedMedia, MediaOptions, MediaSummary
+from omnizip_cli.media.datatypes import AUDIO_SAMPLE_RATE, IMAGE_FACTOR, DecodedMedia, MediaOptions, MediaSummary
 from omnizip_cli.media.sizing import nearest_indices
 from omnizip_cli.media.video import VideoPlan, VideoResult, VideoSink, decoded_span, plan_video, scan_video
 
@@ -369,12 +369,15 @@ def _may_use_librosa(path: Path, error: MediaError, options: MediaOptions) -> bo
 
 # -- public entry point ---------------------------------------------------------------------------
 def load_media(path: str | os.PathLike, options: MediaOptions = MediaOptions(),  # noqa: B008 (frozen)
-               on_audio: Callable[[np.ndarray], None] | None = None) -> DecodedMedia:
-    """Decode ``path`` into sampled RGB frames and 16 kHz mono audio for Qwen2.5-Omni.
+               on_audio: Callable[[np.ndarray], None] | None = None, *,
+               token_pixels: int = IMAGE_FACTOR) -> DecodedMedia:
+    """Decode ``path`` into sampled RGB frames and 16 kHz mono audio for a Qwen omni model.
 
     Video frames are sampled at ``options.fps`` by presentation time (qwen-omni-utils' frame count
-    and even spacing, nearest decoded frame per target time), scaled with :func:`smart_resize` and
-    turned upright according to the rotation metadata. The audio track (or the audio file) is
+    and even spacing, nearest decoded frame per target time), scaled with :func:`smart_resize` to
+    sides that are multiples of ``token_pixels`` (the pixels one video token of the model covers:
+    its adapter's ``VisionGeometry.token_pixels``; default 28, Qwen2.5-Omni's) and turned upright
+    according to the rotation metadata. The audio track (or the audio file) is
     resampled to 16 kHz and averaged to mono, as float32. See the module docstring for damaged files.
 
     ``on_audio``: for a video with an audio track, called on the audio worker thread as soon as the
@@ -389,7 +392,7 @@ def load_media(path: str | os.PathLike, options: MediaOptions = MediaOptions(), 
         Missing, unreadable, not media, an image, no usable stream, undecodable codec, absurd
         dimensions, or nothing decodable (one-line message, exit code 1).
     """
-    return decode_media(plan_media(path, options), on_audio)
+    return decode_media(plan_media(path, options, token_pixels=token_pixels), on_audio)
 
 
 @dataclass(frozen=True)
@@ -404,9 +407,11 @@ class MediaPlan:
     fallback_error: MediaError | None = None
 
 
-def plan_media(path: str | os.PathLike, options: MediaOptions = MediaOptions()) -> MediaPlan:  # noqa: B008
+def plan_media(path: str | os.PathLike, options: MediaOptions = MediaOptions(),  # noqa: B008 (frozen)
+               *, token_pixels: int = IMAGE_FACTOR) -> MediaPlan:
     """The cheap first half of :func:`load_media`: the header, the streams and the video's sampling
-    plan (packet timestamps, no decoding). Most bad files fail here, with the same errors."""
+    plan (packet timestamps, no decoding; frame sides multiples of ``token_pixels``). Most bad files
+    fail here, with the same errors."""
     start = time.perf_counter()
     p = ct.check_path(path)
     try:
@@ -417,7 +422,7 @@ def plan_media(path: str | os.PathLike, options: MediaOptions = MediaOptions()) 
         raise
     plan = None
     if sel.video_index is not None:
-        plan = plan_video(scan_video(p, sel.video_index), sel.video_index, options, p)
+        plan = plan_video(scan_video(p, sel.video_index), sel.video_index, options, p, token_pixels)
     return MediaPlan(path=p, options=options, started=start, selection=sel, video=plan)
 
 

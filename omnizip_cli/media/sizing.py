@@ -1,6 +1,8 @@
 """Frame counts, sampling times and frame sizes, following Qwen2.5-Omni's qwen-omni-utils.
 
-Pure functions, no I/O.
+Frame sides are multiples of a size ``factor``: the pixels one LLM video token covers, the model's
+``VisionGeometry.token_pixels`` (28 for Qwen2.5-Omni, the default :data:`IMAGE_FACTOR`; 32 for
+Qwen3-Omni). Pure functions, no I/O.
 """
 
 from __future__ import annotations
@@ -125,9 +127,15 @@ def video_tokens(
 
 
 def output_size(
-    stored_height: int, stored_width: int, quarter_turns: int, min_pixels: int, max_pixels: float
+    stored_height: int,
+    stored_width: int,
+    quarter_turns: int,
+    min_pixels: int,
+    max_pixels: float,
+    factor: int = IMAGE_FACTOR,
 ) -> tuple[int, int]:
-    """Final ``(height, width)`` of a frame shown after ``quarter_turns`` 90-degree rotations."""
+    """Final ``(height, width)`` of a frame shown after ``quarter_turns`` 90-degree rotations, both
+    multiples of ``factor``."""
     if quarter_turns % 2:
         stored_height, stored_width = stored_width, stored_height
-    return smart_resize(stored_height, stored_width, IMAGE_FACTOR, min_pixels, max_pixels)
+    return smart_resize(stored_height, stored_width, factor, min_pixels, max_pixels)

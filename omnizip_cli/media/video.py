@@ -51,7 +51,7 @@ from omnizip_cli.media.container import (
     open_container,
     stream_rate,
 )
-from omnizip_cli.media.datatypes import MediaOptions
+from omnizip_cli.media.datatypes import IMAGE_FACTOR, MediaOptions
 
 logger = logging.getLogger(__name__)
 
@@ -99,6 +99,7 @@ class VideoPlan:
     time_base: Fraction
     start_s: float
     pixel_budget: float
+    token_pixels: int = IMAGE_FACTOR  # frame sides are multiples of it (the model's token, in pixels)
     gap_s: float = 0.0  # the largest jump between consecutive frame times, when it is a gap (else 0)
     gap_at_s: float = 0.0  # the time of the frame before that gap
 
@@ -170,8 +171,10 @@ def _largest_gap(times: np.ndarray, step: float) -> tuple[float, float]:
     return 0.0, 0.0
 
 
-def plan_video(scan: VideoScan, stream_index: int, options: MediaOptions, path: Path) -> VideoPlan:
-    """Turn a :class:`VideoScan` into a :class:`VideoPlan` for ``options``.
+def plan_video(scan: VideoScan, stream_index: int, options: MediaOptions, path: Path,
+               token_pixels: int = IMAGE_FACTOR) -> VideoPlan:
+    """Turn a :class:`VideoScan` into a :class:`VideoPlan` for ``options``, frame sides multiples of
+    ``token_pixels`` (the model's ``VisionGeometry.token_pixels``).
 
     Raises
     ------
@@ -214,6 +217,7 @@ def plan_video(scan: VideoScan, stream_index: int, options: MediaOptions, path: 
         time_base=scan.time_base,
         start_s=scan.start_s,
         pixel_budget=budget,
+        token_pixels=token_pixels,
         gap_s=gap,
         gap_at_s=gap_at,
     )
@@ -479,7 +483,8 @@ class VideoSink:
         if self._frames is None:
             width, height = self._source
             turns = (self._rotation // 90) % 4
-            self._size = sizing.output_size(height, width, turns, self._options.min_pixels, self._plan.pixel_budget)
+            self._size = sizing.output_size(height, width, turns, self._options.min_pixels, self._plan.pixel_budget,
+                                            self._plan.token_pixels)
             shrinking = self._size[0] * self._size[1] < width * height
             self._interpolation = DOWNSCALE_INTERPOLATION if shrinking else UPSCALE_INTERPOLATION
             self._frames = allocate_frames((self._plan.n_frames, *self._size, 3))

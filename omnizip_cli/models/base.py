@@ -207,6 +207,7 @@ class ModelAdapter(Protocol):
     model_types: tuple[str, ...]  # config.json model_type values this adapter loads
     tiny_name: str  # the --model name of this family's tiny random checkpoint
     audio_tokens_per_second: float  # nominal, for ratio solving without a clip
+    geometry: VisionGeometry  # its released checkpoints' vision geometry, known before a model is loaded
 
     def load(self, location: str, *, dtype: Any, attn_implementation: str, device: str,
              from_pretrained_kwargs: dict[str, Any], weight_kwargs: dict[str, Any]) -> tuple[Any, Any]:

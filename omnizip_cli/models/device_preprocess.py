@@ -11,7 +11,7 @@ encoder reads them.
 The switch (:func:`preprocess_device`): environment variable ``OMNIZIP_PREPROCESS_DEVICE``
 
 * ``auto`` (default): the model's CUDA device; on the CPU the stock processor over bounded chunks of
-  frames (:mod:`omnizip_cli.preprocess`: host memory bounded and checked first). The uint8-first
+  frames (:mod:`omnizip_cli.models.preprocess`: host memory bounded and checked first). The uint8-first
   order of the work below is also faster on the CPU (1.6x on a 60 s 720p clip, bitwise the same
   pixel values): ``OMNIZIP_PREPROCESS_DEVICE=cpu`` chooses it there, without the memory bound;
 * ``stock``: the stock processor path, unchanged;
@@ -30,7 +30,6 @@ import os
 from typing import Any
 
 ENV_VAR = "OMNIZIP_PREPROCESS_DEVICE"
-CHOICES = ("auto", "stock")
 
 
 def preprocess_device(model_device: Any, setting: str | None = None) -> str | None:
@@ -44,7 +43,7 @@ def preprocess_device(model_device: Any, setting: str | None = None) -> str | No
         device = str(model_device) if model_device is not None else "cpu"
         if device.startswith("cuda") and _cuda_available():
             return device
-        return None  # the CPU: the bounded, memory-checked chunked path (omnizip_cli.preprocess)
+        return None  # the CPU: the bounded, memory-checked chunked path (omnizip_cli.models.preprocess)
     if value == "stock":
         return None
     return value

@@ -2,23 +2,32 @@
 
 Spec: ``shared/docs/method-qwen3.md`` (transformers 5.23 layout, verified on a tiny random model).
 
+Everything both Qwen omni families do alike (loading, the processor call, encoding, the prefill,
+the thinker config and the tiny checkpoint) is
+:class:`~omnizip_cli.models.qwen_omni_thinker.QwenOmniThinkerLayout`'s; this module gives what is
+Qwen3-Omni's own.
+
 * **Loading**: the thinker (``Qwen3OmniMoeThinkerForConditionalGeneration``: audio tower, vision
   encoder with deepstack, MoE language model, ``lm_head``) from a full checkpoint
   (``model_type`` ``qwen3_omni_moe``, weights ``thinker.*``; transformers' conversion mapping strips
   the prefix, the ``talker.*`` and ``code2wav.*`` weights are ignored) and the stock
-  ``Qwen3OmniMoeProcessor``. Works for the Instruct and the Thinking checkpoints (thinker only).
+  ``Qwen3OmniMoeProcessor``, checked against each other (:func:`config_mismatch`). Works for the
+  Instruct and the Thinking checkpoints (thinker only).
 * **Prompt**: the processor on the question-independent prefix, with pre-decoded audio
   (``load_audio_from_video=True, audio_from_video_indices=[0]``; the feature extractor pads to the
   longest audio only, nothing is cut) and ``videos_kwargs`` with the sampling ``fps`` (without it the
-  processor silently assumes 1 fps, spec §8.3) and a ``size`` window. **Frame sizing**: the media
-  layer sizes frames to multiples of 28 px (Qwen2.5's token); Qwen3-Omni's token is 32 px (patch 16,
-  merge 2). We do not resize in the adapter: we pass the video processor a pixel window of exactly
-  the frame's own pixel count, so its ``smart_resize`` rounds height and width to multiples of 32
-  at (about) the same pixel count, within the media layer's pixel budget (the processor's default
-  window, 128..768 x 32 x 32, would upscale small clips). A 168 x 252 frame becomes 192 x 256.
+  processor silently assumes 1 fps, spec §8.3) and a ``size`` window of exactly the frame's own pixel
+  count (the processor's default window, 128..768 x 32 x 32, would upscale small clips), without
+  the processor's second per-frame cap (``cap_pixels_per_frame=False``: the media layer already
+  applied the whole-clip pixel budget). **Frame sizing**: Qwen3-Omni's token is 32 px (patch 16,
+  merge 2, :attr:`Qwen3OmniAdapter.geometry`). Frames the media layer sized to multiples of 32
+  (``token_pixels`` of :func:`~omnizip_cli.media.load_media`) pass unchanged; frames sized for
+  another factor (the media layer's default is 28, Qwen2.5-Omni's token) are rounded by the
+  processor's ``smart_resize`` to multiples of 32 at about the same pixel count: a 168 x 252 frame
+  becomes 192 x 256.
 * **Encoding**: the thinker's forward step by step, outside the model: token embeddings; audio
   features (``get_audio_features``) scattered at ``<|audio_pad|>`` while an
-  :class:`~omnizip_cli.saliency.AudioSaliencyRecorder` in **windowed** mode observes the last
+  :class:`~omnizip_cli.models.saliency.AudioSaliencyRecorder` in **windowed** mode observes the last
   audio-encoder layer (spec §4); video features (``get_video_features``) scattered at
   ``<|video_pad|>``, their **deepstack features** (one ``[N_v, D]`` tensor per
   ``deepstack_visual_indexes`` entry) kept in ``EncodedMedia.extras``; the **float** M-RoPE ids
@@ -62,19 +71,17 @@ Deviations and decisions (spec §5, §6)
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .base import AudioEncoding, EncodedMedia, PreparedPrompt, PrefillInputs
-from .qwen_omni_thinker import QwenOmniThinkerLayout, prepare_media_prompt
+from .base import EncodedMedia, VisionGeometry
+from .qwen_omni_thinker import FamilyClasses, QwenOmniThinkerLayout, ThinkerDims
 
 if TYPE_CHECKING:
     import torch
 
-    from ..compression import KeepPlan, OmniZipConfig
-    from ..measure import StageTimer
-    from ..saliency import AudioSaliencyRecorder
+    from ..compression import OmniZipConfig
     from ..media import DecodedMedia
+    from .saliency import AudioSaliencyRecorder
 
 SPECIAL_TOKENS = [
     "<|endoftext|>",
@@ -115,11 +122,27 @@ CHAT_TEMPLATE = (
     "{% elif 'text' in content %}{{ content['text'] }}{% endif %}{% endfor %}<|im_end|>\n"
     "{% endif %}{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
-#: Real Qwen3-Omni thinker values the config-class defaults get wrong (spec §1, §8.1).
+#: Real Qwen3-Omni thinker value the config-class default gets wrong (spec §1, §8.1).
 POSITION_ID_PER_SECONDS = 13
-SECONDS_PER_CHUNK = 2
 #: Grid steps per OmniZip time group (the authors' port: 1; see the module docstring).
 STEPS_PER_GROUP = 2
+
+
+#: The tiny random checkpoint's size (spec §7; ``vocab_size`` is the tiny tokenizer's): MoE text
+#: model (4 experts, top 2), deepstack after both vision layers, interleaved M-RoPE.
+TINY_DIMS = ThinkerDims(
+    text=dict(hidden_size=64, intermediate_size=128, moe_intermediate_size=32, num_experts=4, num_experts_per_tok=2,
+              num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, head_dim=16,
+              max_position_embeddings=32768,
+              rope_parameters={"rope_type": "default", "rope_theta": 1e6, "mrope_section": [2, 3, 3],
+                               "interleaved": True},
+              tie_word_embeddings=False),
+    audio=dict(num_mel_bins=128, encoder_layers=2, encoder_attention_heads=2, encoder_ffn_dim=64, d_model=32,
+               n_window=50, n_window_infer=800, downsample_hidden_size=8, output_dim=64),
+    vision=dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, patch_size=16, spatial_merge_size=2,
+                temporal_patch_size=2, out_hidden_size=64, num_position_embeddings=64,
+                deepstack_visual_indexes=[0, 1]),
+)
 
 
 class Qwen3OmniAdapter(QwenOmniThinkerLayout):
@@ -130,50 +153,35 @@ class Qwen3OmniAdapter(QwenOmniThinkerLayout):
     model_types = ("qwen3_omni_moe", "qwen3_omni_moe_thinker")
     tiny_name = "tiny-qwen3"
     audio_tokens_per_second = 13.0
+    geometry = VisionGeometry(patch_size=16, spatial_merge=2, temporal_patch=2)
+    position_id_per_seconds = POSITION_ID_PER_SECONDS
+    special_tokens = tuple(SPECIAL_TOKENS)
+    named_special_tokens = NAMED_SPECIAL_TOKENS
+    chat_template = CHAT_TEMPLATE
+    tiny_dims = TINY_DIMS
 
-    # ------------------------------------------------------------------------------ loading
-    def load(self, location: str, *, dtype: Any, attn_implementation: str, device: str,
-             from_pretrained_kwargs: dict[str, Any], weight_kwargs: dict[str, Any]) -> tuple[Any, Any]:
+    def classes(self) -> FamilyClasses:
         from transformers import Qwen3OmniMoeProcessor
-        from transformers.models.qwen3_omni_moe.modeling_qwen3_omni_moe import (
-            Qwen3OmniMoeThinkerForConditionalGeneration,
-        )
+        from transformers.models.qwen3_omni_moe import configuration_qwen3_omni_moe as config
+        from transformers.models.qwen3_omni_moe import modeling_qwen3_omni_moe as modeling
 
-        processor = Qwen3OmniMoeProcessor.from_pretrained(location, **from_pretrained_kwargs)
-        model = Qwen3OmniMoeThinkerForConditionalGeneration.from_pretrained(
-            location,
-            dtype=dtype,
-            attn_implementation=attn_implementation,
-            device_map=device if device != "cpu" else None,
-            **weight_kwargs,
-            **from_pretrained_kwargs,
-        )
-        problem = config_mismatch(model.config, processor)
-        if problem is not None:
-            raise ValueError(f"inconsistent Qwen3-Omni checkpoint: {problem}")
-        return model.eval(), processor
+        return FamilyClasses(thinker=modeling.Qwen3OmniMoeThinkerForConditionalGeneration,
+                             thinker_config=config.Qwen3OmniMoeThinkerConfig, processor=Qwen3OmniMoeProcessor,
+                             checkpoint=modeling.Qwen3OmniMoeForConditionalGeneration,
+                             checkpoint_config=config.Qwen3OmniMoeConfig)
 
-    # structure (token ids, vision geometry, text model, encoders): QwenOmniThinkerLayout
+    def checkpoint_problem(self, config: Any, processor: Any) -> str | None:
+        return config_mismatch(config, processor)
 
-    # ------------------------------------------------------------------------------ prompt
-    def prepare(self, processor: Any, media: DecodedMedia, system: str | None = None, *,
-                question: str | None = None, device: str | None = None) -> PreparedPrompt:
-        """The stock processor on the prefix (or, with ``question``, the whole one-turn prompt).
+    def processor_kwargs(self, processor: Any, media: DecodedMedia) -> tuple[dict[str, Any], dict[str, Any]]:
+        """No second per-frame pixel cap (the media layer applied the whole-clip budget); audio is
+        padded to the longest audio only, the feature extractor's own ``padding=True``."""
+        return {}, {"cap_pixels_per_frame": False}
 
-        Tensors: ``input_ids``/``attention_mask`` ``[1, P]``; with video ``pixel_values_videos``
-        ``[t*h*w, 3*2*16*16]``, ``video_grid_thw`` ``[1, 3]``, ``video_second_per_grid`` ``[1]``;
-        with audio ``input_features`` ``[1, 128, L_mel]`` and ``feature_attention_mask`` ``[1, L_mel]``.
-        """
-        # The size window lets the processor round H and W to multiples of 32 (Qwen3-Omni's token) at
-        # about the frame's own pixel count (see the module docstring); the media layer already applied
-        # the whole-clip pixel budget, so no second per-frame cap. Audio is not padded (``padding=True``).
-        return prepare_media_prompt(processor, media, system, question, device,
-                                    videos_kwargs={"cap_pixels_per_frame": False})
-
-    # ------------------------------------------------------------------------------ encoding
+    # ------------------------------------------------------------------------------ saliency
     def saliency_recorder(self, audio_tower: Any) -> AudioSaliencyRecorder:
         """global_max_frames=0: always the per-window softmax over the call's cu_seqlens (spec §4)."""
-        from ..saliency import AudioSaliencyRecorder
+        from .saliency import AudioSaliencyRecorder
 
         return AudioSaliencyRecorder(audio_tower, global_max_frames=0)
 
@@ -182,64 +190,30 @@ class Qwen3OmniAdapter(QwenOmniThinkerLayout):
         """The windowed saliency: one score per post-CNN frame, which is one per audio token."""
         return windowed_token_scores(recorder.frame_scores, num_tokens)
 
-    def encode(self, model: Any, prepared: PreparedPrompt, *, record_saliency: bool,
-               timer: StageTimer, audio: AudioEncoding | None = None) -> EncodedMedia:
-        """Embeddings ``[1, P, D]`` with audio/video scattered in, float positions ``[3, 1, P]``,
-        windowed audio saliency ``[N_a]``, and ``extras``: ``video_mask`` ``[1, P]`` bool and
-        ``deepstack`` (list of ``[N_v, D]``, one per deepstack layer) when there is video."""
+    # ------------------------------------------------------------------------------ deepstack
+    def video_extras(self, model: Any, output: Any, video_mask: torch.Tensor, tensors: dict[str, Any],
+                     dtype: torch.dtype) -> dict[str, Any]:
+        """``deepstack``: one ``[N_v, D]`` tensor per ``deepstack_visual_indexes`` entry (in ``dtype``);
+        ``video_mask`` ``[1, P]`` bool; and for :meth:`time_groups` the audio placeholder id, the
+        seconds per grid step and the time ids per second."""
         import torch
 
-        thinker = model.model
-        config = model.config
-        device = thinker.language_model.embed_tokens.weight.device
-        tensors = {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in prepared.tensors.items()}
-        input_ids = tensors["input_ids"]
-        attention_mask = tensors["attention_mask"]
-        extras: dict[str, Any] = {"audio_token_id": int(config.audio_token_id)}
-        with torch.no_grad():
-            embeds = thinker.get_input_embeddings()(input_ids)
-            audio_scores = None
-            feature_mask = tensors.get("feature_attention_mask")
-            if tensors.get("input_features") is not None:
-                embeds, audio_scores = self.embed_audio(model, tensors, embeds, record_saliency=record_saliency,
-                                                        timer=timer, audio=audio)
+        extras: dict[str, Any] = {
+            "audio_token_id": int(model.config.audio_token_id),
+            "video_mask": video_mask,
+            "deepstack": [torch.cat(tuple(layer), dim=0).to(dtype) for layer in output.deepstack_features],
+            "position_id_per_seconds": float(model.config.position_id_per_seconds),
+        }
+        seconds = tensors.get("video_second_per_grid")
+        if seconds is not None:
+            extras["second_per_grid"] = float(torch.as_tensor(seconds).reshape(-1)[0])
+        return extras
 
-            video_grid = tensors.get("video_grid_thw")
-            if tensors.get("pixel_values_videos") is not None:
-                with timer.stage("vision_encoder"):
-                    out = thinker.get_video_features(tensors["pixel_values_videos"], video_grid)
-                    video = torch.cat(out.pooler_output, dim=0)
-                    deepstack = [torch.cat(tuple(layer), dim=0).to(embeds.dtype) for layer in out.deepstack_features]
-                video_mask = input_ids == config.video_token_id
-                embeds = embeds.masked_scatter(video_mask.unsqueeze(-1), video.to(embeds.device, embeds.dtype))
-                extras["video_mask"] = video_mask
-                extras["deepstack"] = deepstack
-                seconds = tensors.get("video_second_per_grid")
-                if seconds is not None:
-                    extras["second_per_grid"] = float(torch.as_tensor(seconds).reshape(-1)[0])
-                extras["position_id_per_seconds"] = float(config.position_id_per_seconds)
+    def prefill_kwargs(self, encoded: EncodedMedia, keep: torch.Tensor | None) -> dict[str, Any]:
+        """``visual_pos_masks`` and the deepstack rows of the kept video tokens (:func:`deepstack_kwargs`)."""
+        return deepstack_kwargs(encoded.extras.get("video_mask"), encoded.extras.get("deepstack"), keep)
 
-            position_ids, _ = thinker.get_rope_index(
-                input_ids,
-                tensors.get("image_grid_thw"),
-                video_grid,
-                attention_mask,
-                prepared.use_audio_in_video,
-                feature_mask.sum(-1) if feature_mask is not None else None,
-                tensors.get("video_second_per_grid"),
-            )
-        grid = tuple(int(x) for x in video_grid[0].tolist()) if video_grid is not None else None
-        return EncodedMedia(
-            input_ids=input_ids,
-            embeds=embeds,
-            attention_mask=attention_mask,
-            position_ids=position_ids,
-            video_grid_thw=grid,  # type: ignore[arg-type]
-            audio_scores=audio_scores,
-            kind=prepared.kind,
-            extras=extras,
-        )
-
+    # ------------------------------------------------------------------------------ time groups
     def time_groups(self, encoded: EncodedMedia, config: OmniZipConfig) -> torch.Tensor | None:
         """``[P]`` long time group of every token for the keep plan (None: the plan's own runs).
 
@@ -260,55 +234,6 @@ class Qwen3OmniAdapter(QwenOmniThinkerLayout):
         start = times[media].min()
         groups = torch.floor((times - start) / width + 1e-3).long()
         return torch.where(media, groups, torch.zeros_like(groups))
-
-    def prefill_inputs(self, encoded: EncodedMedia, plan: KeepPlan | None) -> PrefillInputs:
-        """Everything (plan None) or the plan applied to embeddings ``[1, L', D]``, mask ``[1, L']``,
-        positions ``[3, 1, L']`` (original float values) and the deepstack rows (``lm_kwargs``)."""
-        video_mask = encoded.extras.get("video_mask")
-        deepstack = encoded.extras.get("deepstack")
-        if plan is None:
-            lm_kwargs = deepstack_kwargs(video_mask, deepstack, None)
-            return PrefillInputs(embeds=encoded.embeds, attention_mask=encoded.attention_mask,
-                                 position_ids=encoded.position_ids, lm_kwargs=lm_kwargs)
-        from ..compression import apply_keep_plan
-
-        keep = plan.keep.to(encoded.embeds.device)
-        return PrefillInputs(
-            embeds=apply_keep_plan(encoded.embeds[0], plan).unsqueeze(0),
-            attention_mask=encoded.attention_mask[:, keep],
-            position_ids=encoded.position_ids[:, :, keep],
-            kept=keep,
-            lm_kwargs=deepstack_kwargs(video_mask, deepstack, keep),
-        )
-
-    # ------------------------------------------------------------------------------ tiny
-    def build_tiny(self, path: Path) -> None:
-        """A tiny random Qwen3-Omni in the full hub layout (``thinker.*`` weights), processor included."""
-        import torch
-        from transformers import GenerationConfig
-        from transformers.models.qwen3_omni_moe.configuration_qwen3_omni_moe import Qwen3OmniMoeConfig
-        from transformers.models.qwen3_omni_moe.modeling_qwen3_omni_moe import Qwen3OmniMoeForConditionalGeneration
-        from transformers.utils import logging as hf_logging
-
-        from .tiny import build_tokenizer, seeded
-
-        verbosity = hf_logging.get_verbosity()
-        hf_logging.set_verbosity_error()  # "unrecognized keys" in rope_parameters, unused talker defaults
-        try:
-            tokenizer = build_tokenizer(SPECIAL_TOKENS, NAMED_SPECIAL_TOKENS, CHAT_TEMPLATE)
-            processor = build_processor(tokenizer)
-            thinker_config = tiny_thinker_config(tokenizer)
-            config = Qwen3OmniMoeConfig(thinker_config=thinker_config.to_dict(), enable_audio_output=False)
-            with seeded(0):
-                model = Qwen3OmniMoeForConditionalGeneration(config).to(torch.float32)
-        finally:
-            hf_logging.set_verbosity(verbosity)
-        text = thinker_config.text_config
-        model.generation_config = GenerationConfig(
-            eos_token_id=[text.eos_token_id, text.pad_token_id], pad_token_id=text.pad_token_id
-        )
-        model.save_pretrained(path)
-        processor.save_pretrained(path)
 
 
 def config_mismatch(config: Any, processor: Any) -> str | None:
@@ -367,131 +292,6 @@ def deepstack_kwargs(video_mask: torch.Tensor | None, deepstack: list[torch.Tens
         "deepstack_visual_embeds": [layer[kept_video] for layer in deepstack],
     }
 
-
-def build_processor(tokenizer: Any) -> Any:
-    """The stock ``Qwen3OmniMoeProcessor`` around a tokenizer, with Qwen3-Omni's preprocessing values
-    (Whisper features; image/video processors at patch 16, merge 2, temporal patch 2)."""
-    from transformers import (
-        Qwen2VLImageProcessor,
-        Qwen2VLVideoProcessor,
-        Qwen3OmniMoeProcessor,
-        WhisperFeatureExtractor,
-    )
-
-    feature_extractor = WhisperFeatureExtractor(
-        feature_size=128,
-        sampling_rate=16000,
-        hop_length=160,
-        n_fft=400,
-        chunk_length=300,
-        padding_value=0.0,
-        return_attention_mask=True,
-    )
-    image_processor = Qwen2VLImageProcessor(patch_size=16, merge_size=2, temporal_patch_size=2,
-                                            min_pixels=4 * 32 * 32, max_pixels=16384 * 32 * 32)
-    video_processor = Qwen2VLVideoProcessor(
-        patch_size=16,
-        merge_size=2,
-        temporal_patch_size=2,
-        size={"shortest_edge": 128 * 32 * 32, "longest_edge": 768 * 32 * 32},
-    )
-    return Qwen3OmniMoeProcessor(
-        image_processor=image_processor,
-        video_processor=video_processor,
-        feature_extractor=feature_extractor,
-        tokenizer=tokenizer,
-        chat_template=CHAT_TEMPLATE,
-    )
-
-
-def tiny_thinker_config(tokenizer: Any, hidden: int = 64, init: float = 0.2, n_window_infer: int = 800) -> Any:
-    """A ``Qwen3OmniMoeThinkerConfig`` small enough for CPU tests that runs every real code path (spec §7).
-
-    MoE text model (4 experts, top 2), deepstack after both text layers, real token-id fields set from
-    the tokenizer (the class defaults are wrong, spec §8.1), ``position_id_per_seconds`` 13.
-    ``n_window_infer`` (mel frames per audio attention window, /100 x 13 post-CNN frames) can be lowered
-    to get several saliency windows on a short clip.
-    """
-    from transformers.models.qwen3_omni_moe.configuration_qwen3_omni_moe import Qwen3OmniMoeThinkerConfig
-
-    ids = {token: tokenizer.convert_tokens_to_ids(token) for token in SPECIAL_TOKENS}
-    text = dict(
-        vocab_size=len(tokenizer),
-        hidden_size=hidden,
-        intermediate_size=2 * hidden,
-        moe_intermediate_size=32,
-        num_experts=4,
-        num_experts_per_tok=2,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        head_dim=16,
-        max_position_embeddings=32768,
-        rope_parameters={"rope_type": "default", "rope_theta": 1e6, "mrope_section": [2, 3, 3],
-                         "interleaved": True},
-        tie_word_embeddings=False,
-        pad_token_id=ids["<|endoftext|>"],
-        eos_token_id=ids["<|im_end|>"],
-        bos_token_id=ids["<|im_start|>"],
-        initializer_range=init,
-    )
-    audio = dict(
-        num_mel_bins=128,
-        encoder_layers=2,
-        encoder_attention_heads=2,
-        encoder_ffn_dim=64,
-        d_model=32,
-        n_window=50,
-        n_window_infer=n_window_infer,
-        downsample_hidden_size=8,
-        output_dim=hidden,
-        initializer_range=init,
-    )
-    vision = dict(
-        depth=2,
-        hidden_size=32,
-        intermediate_size=64,
-        num_heads=2,
-        patch_size=16,
-        spatial_merge_size=2,
-        temporal_patch_size=2,
-        out_hidden_size=hidden,
-        num_position_embeddings=64,
-        deepstack_visual_indexes=[0, 1],
-        initializer_range=init,
-    )
-    return Qwen3OmniMoeThinkerConfig(
-        audio_config=audio,
-        vision_config=vision,
-        text_config=text,
-        audio_token_id=ids["<|audio_pad|>"],
-        image_token_id=ids["<|image_pad|>"],
-        video_token_id=ids["<|video_pad|>"],
-        audio_start_token_id=ids["<|audio_start|>"],
-        audio_end_token_id=ids["<|audio_end|>"],
-        vision_start_token_id=ids["<|vision_start|>"],
-        vision_end_token_id=ids["<|vision_end|>"],
-        user_token_id=tokenizer.convert_tokens_to_ids("user") if "user" in tokenizer.get_vocab() else 0,
-        position_id_per_seconds=POSITION_ID_PER_SECONDS,
-        seconds_per_chunk=SECONDS_PER_CHUNK,
-        initializer_range=init,
-    )
-
-
-def thinker_config_class() -> Any:
-    """``Qwen3OmniMoeThinkerConfig`` (for benchmarks that build full-size architectures)."""
-    from transformers.models.qwen3_omni_moe.configuration_qwen3_omni_moe import Qwen3OmniMoeThinkerConfig
-
-    return Qwen3OmniMoeThinkerConfig
-
-
-def thinker_class() -> Any:
-    """``Qwen3OmniMoeThinkerForConditionalGeneration`` (for benchmarks)."""
-    from transformers.models.qwen3_omni_moe.modeling_qwen3_omni_moe import (
-        Qwen3OmniMoeThinkerForConditionalGeneration,
-    )
-
-    return Qwen3OmniMoeThinkerForConditionalGeneration
 
 
 ADAPTER = Qwen3OmniAdapter()

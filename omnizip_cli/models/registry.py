@@ -49,10 +49,6 @@ def supported_model_types() -> list[str]:
     return [t for a in adapters() for t in a.model_types]
 
 
-def tiny_names() -> list[str]:
-    return [a.tiny_name for a in adapters()]
-
-
 @dataclass(frozen=True)
 class ModelSpec:
     """What the user asked for, before anything heavy is imported."""

@@ -7,10 +7,9 @@ from typing import Any
 
 def tiny_processor() -> Any:
     """The stock ``Qwen2_5OmniProcessor`` around the tiny tokenizer (built in a second, no weights)."""
-    from omnizip_cli.models.qwen2_5_omni import CHAT_TEMPLATE, NAMED_SPECIAL_TOKENS, SPECIAL_TOKENS, build_processor
-    from omnizip_cli.models.tiny import build_tokenizer
+    from omnizip_cli.models.qwen2_5_omni import ADAPTER
 
-    return build_processor(build_tokenizer(SPECIAL_TOKENS, NAMED_SPECIAL_TOKENS, CHAT_TEMPLATE))
+    return ADAPTER.tiny_processor()
 
 
 def build_inputs(processor: Any, media: Any, question: str) -> Any:

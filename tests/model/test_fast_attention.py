@@ -232,7 +232,7 @@ def test_audio_saliency_pre_hook_still_works(thinker) -> None:
 
 
 def test_audio_saliency_recorder_under_fast_attention(thinker) -> None:
-    saliency = pytest.importorskip("omnizip_cli.saliency")
+    saliency = pytest.importorskip("omnizip_cli.models.saliency")
     _, _, features, mask = media(thinker, seconds=5)
     audio_tower = thinker.model.audio_tower
     frame_lengths = [int(x) for x in audio_tower._get_feat_extract_output_lengths(mask.sum(-1))[0].tolist()]

@@ -371,10 +371,7 @@ def test_decode_step_never_reads_the_device_on_the_host(attn) -> None:
     from transformers.models.qwen2_5_omni.modeling_qwen2_5_omni import Qwen2_5OmniThinkerForConditionalGeneration
 
     from omnizip_cli.generation.static_graph import StaticDecoder
-    from omnizip_cli.models.qwen2_5_omni import CHAT_TEMPLATE, NAMED_SPECIAL_TOKENS, SPECIAL_TOKENS, tiny_thinker_config
-    from omnizip_cli.models.tiny import build_tokenizer
-
-    config = tiny_thinker_config(build_tokenizer(SPECIAL_TOKENS, NAMED_SPECIAL_TOKENS, CHAT_TEMPLATE))
+    config = ADAPTER.tiny_thinker_config()
     with torch.device("meta"):
         model = Qwen2_5OmniThinkerForConditionalGeneration._from_config(config, attn_implementation=attn)
     model.eval()

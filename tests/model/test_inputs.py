@@ -65,3 +65,26 @@ def test_prefix_is_the_prompt_up_to_the_media_block(tiny_model) -> None:
         assert torch.equal(full.input_ids[:, :length], prefix.input_ids)
         tail = tiny_model.processor.tokenizer.decode(full.input_ids[0, length:].tolist())
         assert tail == "What is said?" + prefix.templates.question_suffix
+
+
+def test_frames_sized_to_the_models_token_reach_the_encoder_unchanged() -> None:
+    """Frames whose sides are multiples of the adapter's ``geometry.token_pixels`` (what the media
+    layer gives with that ``token_pixels``): the processor's size window resizes nothing, so the pixel
+    values are those of the processor with resizing switched off, bitwise, for both families."""
+    from omnizip_cli.models.qwen2_5_omni import ADAPTER as QWEN25
+    from omnizip_cli.models.qwen3_omni import ADAPTER as QWEN3
+
+    for adapter in (QWEN25, QWEN3):
+        token = adapter.geometry.token_pixels
+        processor = adapter.tiny_processor()
+        media = synthetic_media(4.0, None, height=6 * token, width=9 * token, seed=3)
+        ours = adapter.prepare(processor, media).tensors
+        pixels = media.frames.shape[1] * media.frames.shape[2]
+        _, family_kwargs = adapter.processor_kwargs(processor, media)
+        text = processor.apply_chat_template(media_messages("video", "Why?", None), add_generation_prompt=True,
+                                             tokenize=False)
+        plain = processor(text=[text], videos=[media.frames], return_tensors="pt",
+                          videos_kwargs={"size": {"shortest_edge": pixels, "longest_edge": pixels}, "fps": 2.0,
+                                         "do_sample_frames": False, "do_resize": False, **family_kwargs})
+        assert ours["video_grid_thw"].tolist() == [[4, 6 * 2, 9 * 2]], adapter.family  # 8 frames
+        assert torch.equal(ours["pixel_values_videos"], plain["pixel_values_videos"]), adapter.family

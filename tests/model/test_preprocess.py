@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from omnizip_cli.errors import OutOfMemory
-from omnizip_cli.preprocess import (
+from omnizip_cli.models.preprocess import (
     ChunkedVideoProcessor,
     bounded_processor,
     check_fits,

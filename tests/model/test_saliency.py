@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 import torch
 
-from omnizip_cli.saliency import (
+from omnizip_cli.models.saliency import (
     AudioSaliencyRecorder,
     attention_received_peak_bytes,
     default_head_chunk,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from omnizip_cli.saliency import (
+from omnizip_cli.models.saliency import (
     GLOBAL_SALIENCY_MAX_FRAMES,
     AudioSaliencyRecorder,
     frame_attention_received,

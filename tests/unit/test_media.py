@@ -843,3 +843,18 @@ def test_a_relative_name_with_a_colon_is_a_file(lib, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     media = load_media("clip:1.mp4")
     assert media.frames is not None and media.summary.path == "clip:1.mp4"
+
+
+def test_token_pixels_sizes_frames_for_the_models_token(lib):
+    """``token_pixels`` (the adapter's ``VisionGeometry.token_pixels``): sides are multiples of it,
+    within the same pixel bounds; the default is 28 (Qwen2.5-Omni), frame for frame."""
+    assert sizing.output_size(360, 640, 0, VIDEO_MIN_PIXELS, VIDEO_MAX_PIXELS, 32) == smart_resize(360, 640, 32)
+    assert smart_resize(360, 640, 32) == (352, 640)
+    path = lib.get("h264_aac.mp4")
+    default = load_media(path)
+    np.testing.assert_array_equal(default.frames, load_media(path, token_pixels=28).frames)
+    qwen3 = load_media(path, token_pixels=32)
+    h, w = qwen3.frames.shape[1:3]
+    assert h % 32 == 0 and w % 32 == 0 and VIDEO_MIN_PIXELS <= h * w <= VIDEO_MAX_PIXELS
+    assert qwen3.frames.shape[0] == default.frames.shape[0]
+    np.testing.assert_array_equal(qwen3.frame_times, default.frame_times)

@@ -14,7 +14,7 @@ LLM's audio tokens (25 per second) the way the encoder pools them (``AvgPool1d(2
 drop the last frame when the audio has an odd number of frames, then average consecutive pairs.
 Score ``i`` belongs to the ``i``-th ``<|AUDIO|>`` token of ``input_ids``.
 
-Deliberate choices (each one checked in ``tests/test_saliency.py``):
+Deliberate choices (each one checked in ``tests/model/test_saliency.py``):
 
 * **Global softmax, ignoring ``cu_seqlens``.** The encoder itself attends only inside 2-second
   windows (``n_window * 2`` mel frames = 100 post-CNN frames); the reference scores globally, over
@@ -58,7 +58,7 @@ How (no attention weights from transformers, no eager attention, no class patchi
 ``audio_tower.layers[-1].self_attn``. The hook only observes: it recomputes q/k from the hidden
 states it is handed and returns ``None``, so the module's inputs and its output are untouched, and it
 works whatever the attention implementation (``sdpa``, ``flash_attention_2``, ``eager``, or the fast
-varlen function of :mod:`omnizip_cli.fast_attention`).
+varlen function of :mod:`omnizip_cli.models.encoder_attention`).
 
 Memory: :func:`frame_attention_received` never builds the ``[H, T, T]`` matrix. It walks groups of
 ``head_chunk`` heads and blocks of ``query_chunk`` queries; each block holds its queries' scores

@@ -10,7 +10,7 @@ temporaries, instead of several copies of the output.
 
 Bitwise identical: the video processor's steps are per frame (resize, rescale, normalise) or per
 pair of frames (temporal patches of 2), and patchify orders the rows grid-step major, so chunks of
-an even number of frames give the same rows, in the same order, as one call (``tests/test_preprocess.py``
+an even number of frames give the same rows, in the same order, as one call (``tests/model/test_preprocess.py``
 checks ``torch.equal`` on ``pixel_values_videos``, ``video_grid_thw`` and ``video_second_per_grid``).
 
 Use::
@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from omnizip_cli.errors import OutOfMemory
+from ..errors import OutOfMemory
 
 __all__ = [
     "CHUNK_BYTES",
