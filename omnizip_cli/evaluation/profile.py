@@ -308,9 +308,15 @@ def run_profile(
     from ..generation.prefix import prompt_counts
     from ..media import load_media
 
+    from ..models.registry import token_pixels_before_loading
+
     progress = progress or (lambda _message: None)
-    progress(f"decoding {request.media_path.name} ...")
-    media = load_media(request.media_path, request.media)
+    token_pixels = loaded.adapter.vision_geometry(loaded.model).token_pixels if loaded is not None else \
+        token_pixels_before_loading(request.model.model, request.model.revision)
+    media = None
+    if token_pixels is not None:  # decode first: a bad file fails before the model load
+        progress(f"decoding {request.media_path.name} ...")
+        media = load_media(request.media_path, request.media, token_pixels=token_pixels)
     if loaded is None:
         progress(f"loading {request.model.model} ...")
         if load is None:
@@ -319,6 +325,10 @@ def run_profile(
             loaded = load_model(request.model)
         else:
             loaded = load()
+    own = loaded.adapter.vision_geometry(loaded.model).token_pixels
+    if media is None or own != token_pixels:  # frames sized for the model's own geometry
+        progress(f"decoding {request.media_path.name} ...")
+        media = load_media(request.media_path, request.media, token_pixels=own)
     shared = StageTimer(device=loaded.device)
     shared.add("media_decode", media.summary.decode_seconds)
     progress("running the processor ...")

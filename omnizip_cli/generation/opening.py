@@ -220,12 +220,13 @@ def load_model(spec: Any) -> LoadedModel:
     return load(spec if isinstance(spec, ModelSpec) else ModelSpec(model=str(spec)))
 
 
-def start_media(path: Path, options: MediaOptions) -> Callable[..., DecodedMedia]:
+def start_media(path: Path, options: MediaOptions, token_pixels: int) -> Callable[..., DecodedMedia]:
     """Check the file now (header, streams, video timestamps: most bad files fail here) and return
-    its decoding, ``decode(on_audio=None, cancel=None) -> DecodedMedia``, to run on a worker thread."""
+    its decoding, ``decode(on_audio=None, cancel=None) -> DecodedMedia``, to run on a worker thread.
+    Frame sides are multiples of ``token_pixels`` (the model's ``VisionGeometry.token_pixels``)."""
     from ..media import decode_media, plan_media
 
-    return functools.partial(decode_media, plan_media(path, options))
+    return functools.partial(decode_media, plan_media(path, options, token_pixels=token_pixels))
 
 
 def fresh_session(loaded: LoadedModel, media: DecodedMedia, options: OpenOptions, *, session_class: type[Session],
@@ -247,12 +248,14 @@ class _Decoding:
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="omnizip-decode")
         self.cancel = threading.Event()  # set when opening fails: the decode stops instead of finishing for nobody
         self.job: Future[DecodedMedia] | None = None
+        self.token_pixels: int | None = None  # the model's token size: known before or after its load
         self.start: float | None = None
         self.end: float | None = None
         self.rss: int | None = None
 
     def begin(self) -> None:
-        decode = start_media(self.path, self.options.media)  # the header checks: a bad file fails here
+        assert self.token_pixels is not None
+        decode = start_media(self.path, self.options.media, self.token_pixels)  # a bad file fails here
         if self.overlap:
             self.job = self.pool.submit(self._run, decode)
         else:
@@ -320,12 +323,15 @@ def open_session(
         early_audio = own_early = EarlyAudio(record_saliency=records_saliency(options.compression,
                                                                               options.record_saliency))
     decoding = _Decoding(path, options, early_audio, overlap) if path is not None else None
+    needs_load = isinstance(model, (str, ModelSpec))
     failed = True
     try:
+        if decoding is not None:
+            decoding.token_pixels = _token_pixels(model) if needs_load else \
+                model.adapter.vision_geometry(model.model).token_pixels
         if decoding is not None and (cache is None or content is None or not cache.has_content(content)):
             say(f"decoding {escape_control(str(path))} ...")
             decoding.begin()  # before the model load: a bad file fails first, and decoding overlaps the load
-        needs_load = isinstance(model, (str, ModelSpec))
         load_started = time.perf_counter()
         if needs_load:
             name = getattr(model, "model", model)
@@ -337,6 +343,12 @@ def open_session(
         load_ended = time.perf_counter()
         if early_audio is not None:
             early_audio.attach(loaded)
+        if decoding is not None:  # the loaded model's own geometry decides (released checkpoints: the same)
+            own = loaded.adapter.vision_geometry(loaded.model).token_pixels
+            if decoding.job is not None and own != decoding.token_pixels:  # a checkpoint of its own geometry
+                decoding.close(failed=True)
+                decoding = _Decoding(path, options, early_audio, overlap)  # type: ignore[arg-type]
+            decoding.token_pixels = own
         timer = StageTimer(device=loaded.device, on_stage=on_stage)
         if needs_load:
             timer.add("load_model", loaded.load_seconds)
@@ -389,6 +401,17 @@ def open_session(
                                            decoding.end if decoding else None)
     session.opened_at = started + load_excluded
     return session
+
+
+def _token_pixels(model: Any) -> int:
+    """The model's token size before it is loaded; where it cannot be known yet (a hub model not
+    downloaded), the media layer's default (Qwen2.5-Omni's 28), decoded again after the load when
+    the model's own differs."""
+    from ..media.datatypes import IMAGE_FACTOR
+    from ..models.registry import token_pixels_before_loading
+
+    known = token_pixels_before_loading(str(getattr(model, "model", model)), getattr(model, "revision", None))
+    return known if known is not None else IMAGE_FACTOR
 
 
 def _consult_cache(path: Path, options: OpenOptions, say: Callable[[str], None]) -> tuple[Any, str | None]:

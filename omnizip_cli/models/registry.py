@@ -192,6 +192,34 @@ def resolve_model_location(
     return location, False, adapter
 
 
+def token_pixels_before_loading(model: str, revision: str | None = None) -> int | None:
+    """The pixels one video token covers for ``--model``, known without loading it (the family's
+    :attr:`~.base.ModelAdapter.geometry`): from a tiny name, a local folder's ``config.json``, or a
+    hub id's config already in the local cache. None when it cannot be known yet (an unreadable
+    folder, a hub model not downloaded): the caller then sizes frames after the load."""
+    tiny = adapter_for_tiny_name(model)
+    if tiny is not None:
+        return tiny.geometry.token_pixels
+    config_file: Path | None = Path(model).expanduser() / "config.json"
+    if not config_file.is_file():
+        try:
+            from huggingface_hub import try_to_load_from_cache
+
+            cached = try_to_load_from_cache(model, "config.json", revision=revision)
+        except Exception:  # noqa: BLE001 - not a hub id, or no cache: unknown for now
+            cached = None
+        config_file = Path(cached) if isinstance(cached, str) else None
+    if config_file is None:
+        return None
+    try:
+        import json
+
+        adapter = adapter_for_model_type(json.loads(config_file.read_text()).get("model_type"))
+    except (OSError, ValueError, AttributeError):
+        return None
+    return adapter.geometry.token_pixels if adapter is not None else None
+
+
 def _adapter_for(model_type: Any, model: str) -> ModelAdapter:
     adapter = adapter_for_model_type(model_type)
     if adapter is None:

@@ -34,7 +34,9 @@ def _media() -> Any:
 
 
 def _loaded() -> Any:
-    return SimpleNamespace(device="cpu", load_seconds=0.5, warnings=[], context_length=1000)
+    geometry = SimpleNamespace(token_pixels=28)
+    return SimpleNamespace(device="cpu", load_seconds=0.5, warnings=[], context_length=1000, model=None,
+                           adapter=SimpleNamespace(vision_geometry=lambda model: geometry))
 
 
 def _open(start_media: Any, load_model: Any, opened: list[Any] | None = None) -> Any:
@@ -48,7 +50,8 @@ def _open(start_media: Any, load_model: Any, opened: list[Any] | None = None) ->
     patch.setattr(opening, "load_model", load_model)
     patch.setattr(opening, "fresh_session", fresh_session)
     try:
-        return Session.open("fake", TALKING, OpenOptions(compression=None, cache=False, max_prompt_tokens=100,
+        # "tiny": its token size is known before loading, so the decoding can start before the load
+        return Session.open("tiny", TALKING, OpenOptions(compression=None, cache=False, max_prompt_tokens=100,
                                                          question_reserve=10))
     finally:
         patch.undo()
@@ -71,7 +74,7 @@ def test_the_media_decodes_while_the_model_loads(monkeypatch: pytest.MonkeyPatch
 
     opened_with: list[Any] = []
     before = time.perf_counter()
-    opened = _open(lambda path, options: decode, load_model, opened_with)
+    opened = _open(lambda path, options, token_pixels: decode, load_model, opened_with)
     assert opened_with[0][0] is media
     assert opened_with[0][1]["early_audio"] is not None  # the audio may be encoded while the video decodes
     assert opened_with[0][1]["max_prompt_tokens"] == 100 and opened_with[0][1]["question_reserve"] == 10
@@ -81,7 +84,7 @@ def test_the_media_decodes_while_the_model_loads(monkeypatch: pytest.MonkeyPatch
 def test_a_bad_header_fails_before_the_model_load() -> None:
     loads: list[Any] = []
 
-    def start_media(path: Path, options: Any) -> Any:
+    def start_media(path: Path, options: Any, token_pixels: int) -> Any:
         raise MediaError("not a media file")
 
     with pytest.raises(MediaError, match="not a media file"):
@@ -101,7 +104,7 @@ def test_a_file_that_cannot_be_decoded_fails_after_the_load(monkeypatch: pytest.
         return _loaded()
 
     with pytest.raises(MediaError, match="no video frame"):
-        _open(lambda path, options: decode, load_model)
+        _open(lambda path, options, token_pixels: decode, load_model)
     assert len(loads) == 1
 
 
@@ -118,7 +121,7 @@ def test_a_failed_model_load_stops_the_decoding(monkeypatch: pytest.MonkeyPatch)
 
     started = time.perf_counter()
     with pytest.raises(RuntimeError, match="no such model"):
-        _open(lambda path, options: decode, load_model)
+        _open(lambda path, options, token_pixels: decode, load_model)
     assert seen["cancelled"] is True
     assert time.perf_counter() - started < WAIT / 2
 
@@ -161,7 +164,7 @@ def test_overlap_off_decodes_first_on_the_calling_thread(monkeypatch: pytest.Mon
 
     opened_with: list[Any] = []
     before = time.perf_counter()
-    opened = _open(lambda path, options: decode, load_model, opened_with)
+    opened = _open(lambda path, options, token_pixels: decode, load_model, opened_with)
     main = threading.current_thread().name
     assert events == [("decode", main), ("load", main)]
     assert opened_with[0][1]["early_audio"] is None

@@ -51,6 +51,9 @@ class FakeLoaded:
     load_seconds: float = 2.5
     context_length: int = 32768
     warnings: tuple[str, ...] = ("--model tiny: the weights are random, so the answer is meaningless",)
+    model: Any = None
+    adapter: Any = field(default_factory=lambda: SimpleNamespace(
+        vision_geometry=lambda model: SimpleNamespace(token_pixels=28)))
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -166,7 +169,7 @@ def install_fake_opening(monkeypatch: Any, session: Any, loaded: Any = None, med
         seen.update(kwargs, options=options, media=decoded_media)
         return session
 
-    monkeypatch.setattr(opening, "start_media", lambda path, options: lambda **kwargs: decoded)
+    monkeypatch.setattr(opening, "start_media", lambda path, options, token_pixels: lambda **kwargs: decoded)
     monkeypatch.setattr(opening, "load_model", lambda spec: loaded)
     monkeypatch.setattr(opening, "fresh_session", fresh_session)
     return seen
