@@ -21,7 +21,8 @@ Qwen3-Omni's own.
   the processor's second per-frame cap (``cap_pixels_per_frame=False``: the media layer already
   applied the whole-clip pixel budget). **Frame sizing**: Qwen3-Omni's token is 32 px (patch 16,
   merge 2, :attr:`Qwen3OmniAdapter.geometry`). Frames the media layer sized to multiples of 32
-  (``token_pixels`` of :func:`~omnizip_cli.media.load_media`) pass unchanged; frames sized for
+  (``token_pixels`` of :func:`~omnizip_cli.media.load_media`, which every opening passes from the
+  model's geometry: :mod:`omnizip_cli.generation.opening`) pass unchanged; frames sized for
   another factor (the media layer's default is 28, Qwen2.5-Omni's token) are rounded by the
   processor's ``smart_resize`` to multiples of 32 at about the same pixel count: a 168 x 252 frame
   becomes 192 x 256.
