@@ -172,7 +172,7 @@ class Qwen3OmniAdapter(QwenOmniThinkerLayout):
                              checkpoint_config=config.Qwen3OmniMoeConfig)
 
     def checkpoint_problem(self, config: Any, processor: Any) -> str | None:
-        return config_mismatch(config, processor)
+        return config_mismatch(config, processor) or super().checkpoint_problem(config, processor)
 
     def processor_kwargs(self, processor: Any, media: DecodedMedia) -> tuple[dict[str, Any], dict[str, Any]]:
         """No second per-frame pixel cap (the media layer applied the whole-clip budget); audio is

@@ -168,8 +168,9 @@ class QwenOmniThinkerLayout:
         return model.eval(), processor
 
     def checkpoint_problem(self, config: Any, processor: Any) -> str | None:
-        """Why the thinker config and the processor would silently disagree, or None (default: never)."""
-        return None
+        """Why the thinker config and the processor would silently disagree, or None: by default, a
+        text model whose KV cache would not be a full one (:func:`sliding_window_problem`)."""
+        return sliding_window_problem(config.get_text_config())
 
     # ------------------------------------------------------------------------------ prompt
     def processor_kwargs(self, processor: Any, media: DecodedMedia) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -465,3 +466,27 @@ class QwenOmniThinkerLayout:
         )
         model.save_pretrained(path)
         processor.save_pretrained(path)
+
+
+def sliding_window_problem(text_config: Any) -> str | None:
+    """Why a text config cannot run on omnizip's prefix cache, or None.
+
+    ``DynamicCache(config=...)`` makes sliding-window layers from ``layer_types`` (or, without them,
+    from ``sliding_window``). omnizip prefills the media prefix first and each question onto it, and
+    cuts the cache back between questions: with a window the question would see only the last
+    window of the prefix (stock ``generate`` prefills the whole prompt in one pass, with full
+    attention where the family's attention ignores the window, as Qwen3-Omni's does), and the cut
+    would fail. Such a checkpoint is refused rather than answered differently from stock.
+    """
+    layer_types = getattr(text_config, "layer_types", None)
+    window = getattr(text_config, "sliding_window", None)
+    if layer_types is not None:
+        sliding = sorted({t for t in layer_types if t != "full_attention"})
+        if sliding:
+            return (f"its text layers include {', '.join(sliding)} layers, which omnizip's prefix cache does not "
+                    "support (a full-attention text model is needed)")
+        return None
+    if window is not None:
+        return (f"its text config sets sliding_window {window}: the cache would keep only a window of the prompt "
+                "while the model attends to all of it (set sliding_window to null in config.json)")
+    return None

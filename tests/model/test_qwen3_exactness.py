@@ -395,3 +395,43 @@ def test_cuda_graph_decoder_and_fast_encoders_on_the_moe_thinker(media) -> None:
     ours = Session.open(fast, media["av"], compression="45", decoder="eager").answer(QUESTIONS[0], GREEDY)
     theirs = Session.open(stock, media["av"], compression="45", decoder="eager").answer(QUESTIONS[0], GREEDY)
     assert ours.token_ids == theirs.token_ids
+
+
+def test_a_sliding_window_text_config_is_refused_not_answered_differently(tiny_qwen3, tmp_path) -> None:
+    """transformers' own Qwen3-Omni MoE test configuration sets ``sliding_window`` 50: the cache would
+    keep only 50 prefix tokens for the question while stock attends to all of them. Refused, one line."""
+    import copy
+    import json
+    import shutil
+
+    from omnizip_cli import load_model
+    from omnizip_cli.errors import ModelLoadError
+    from omnizip_cli.models.qwen_omni_thinker import sliding_window_problem
+
+    text = copy.deepcopy(tiny_qwen3.model.config.get_text_config())
+    assert sliding_window_problem(text) is None
+    text.sliding_window = 50
+    assert "sliding_window 50" in sliding_window_problem(text)
+    text.layer_types = ["full_attention", "sliding_attention"]
+    assert "sliding_attention" in sliding_window_problem(text)
+
+    from omnizip_cli.integrity import MANIFEST_NAME
+
+    folder = tmp_path / "qwen3-sliding"
+    shutil.copytree(tiny_qwen3.path, folder)
+    (folder / MANIFEST_NAME).unlink(missing_ok=True)  # a folder of the user's own, edited by hand
+    config = json.loads((folder / "config.json").read_text())
+
+    def set_window(node: object) -> int:
+        found = 0
+        if isinstance(node, dict):
+            if "text_config" in node and isinstance(node["text_config"], dict):
+                node["text_config"]["sliding_window"] = 50
+                found += 1
+            found += sum(set_window(value) for value in node.values())
+        return found
+
+    assert set_window(config) >= 1
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ModelLoadError, match="sliding_window 50"):
+        load_model(str(folder), device="cpu", dtype="float32")
