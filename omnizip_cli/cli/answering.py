@@ -25,11 +25,28 @@ if TYPE_CHECKING:
     from .options import OutputOptions
 
 
+def is_valid_text(text: str) -> bool:
+    """False for text holding bytes that were not valid UTF-8 (Python keeps them as lone surrogates:
+    command-line arguments, and stdin read with ``surrogateescape``)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def check_text(text: str | None, what: str) -> None:
+    """Exit 2 with one line when ``text`` is not valid UTF-8 (the tokenizer would fail on it)."""
+    if text is not None and not is_valid_text(text):
+        raise UsageError(f"{what} is not valid UTF-8")
+
+
 def check_questions(questions: list[str]) -> list[str]:
-    """At least one question, none empty (exit 2 otherwise)."""
+    """At least one question, none empty, all valid UTF-8 (exit 2 otherwise)."""
     if not questions:
         raise UsageError("give at least one QUESTION")
     for index, question in enumerate(questions, 1):
+        check_text(question, f"question {index}")
         if not question.strip():
             raise UsageError(f"question {index} is empty")
     return questions
@@ -72,6 +89,14 @@ class Answering:
         """A line on stderr, unless ``-q``."""
         if not self.output.quiet:
             self.console.print(message, markup=False, highlight=False, soft_wrap=True)
+
+    def refuse(self, message: str) -> None:
+        """A line on stderr saying why an input was not acted on (even with ``-q``)."""
+        from ..terminal import escape_control
+
+        self.spinner.stop()
+        self.console.print(f"refused: {escape_control(message)}", style="yellow", markup=False, highlight=False,
+                           soft_wrap=True)
 
     def open(self, video: Path, model: ModelSpec, options: OpenOptions) -> Session:
         """Open ``video`` through the library's one path, with this command's progress and warnings."""

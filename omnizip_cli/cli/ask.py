@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from .answering import Answering, check_questions, open_options, request_config
+from .answering import Answering, check_questions, check_text, open_options, request_config
 from .app import app
 from .options import (
     COMPRESSION,
@@ -62,6 +62,7 @@ def ask(
 ) -> None:
     """Answer QUESTION(s) about VIDEO; answers stream to stdout, the report goes to stderr."""
     check_questions(questions)
+    check_text(system, "--system")
     if keep_map is not None:
         check_output_file(keep_map, "--keep-map")
     check_prompt_budget(max_prompt_tokens)

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from .answering import Answering, open_options, request_config
+from .answering import Answering, check_text, is_valid_text, open_options, request_config
 from .app import app
 from .options import (
     COMPRESSION,
@@ -185,6 +185,17 @@ def read_questions(interactive: bool, signals: _PromptSignals | None = None) -> 
                 yield line.strip()
 
 
+def _undecodable_as_surrogates() -> None:
+    """Read stdin keeping bytes that are not UTF-8 (as lone surrogates), so that such a line is
+    refused on its own instead of ending the chat with a decoding error."""
+    reconfigure = getattr(sys.stdin, "reconfigure", None)
+    if reconfigure is not None:
+        try:
+            reconfigure(errors="surrogateescape")
+        except (ValueError, OSError):  # not a text stream we may change: leave it
+            pass
+
+
 @app.command()
 @with_options(MODEL, MEDIA, COMPRESSION, GENERATION, OUTPUT)
 def chat(
@@ -200,6 +211,7 @@ def chat(
 ) -> None:
     """Chat about VIDEO: one question per line (a prompt on a terminal, else stdin); /reset, /stats, /quit."""
     check_prompt_budget(max_prompt_tokens)
+    check_text(system, "--system")
     run_chat(video, model=model, media_options=media, compression=compression, generation=generation,
              output=output, system=system, max_prompt_tokens=max_prompt_tokens, use_cache=not no_cache)
 
@@ -220,6 +232,7 @@ def run_chat(
     """Open the session, then answer line after line (see the module docstring)."""
     if interactive is None:
         interactive = sys.stdin is not None and sys.stdin.isatty()
+    _undecodable_as_surrogates()
     answering = Answering.start(output, warnings_with_json=True)
     # ask's prompt budget (so both share cache entries); the questions are not known: a fixed reserve.
     options = open_options(media=media_options, compression=compression, generation=generation, system=system,
@@ -281,6 +294,9 @@ def _converse(session: Any, answering: Answering, *, questions: Any, generation:
                 note("(no answer yet)")
             else:
                 print_report(answering.console, last)
+            continue
+        if not is_valid_text(question):
+            answering.refuse("that line is not valid UTF-8: not asked")
             continue
         word = command.split()[0]
         if word.startswith("/") and word[1:].isalpha():  # "/foo", "/reset now": a mistyped command, not a question

@@ -355,6 +355,11 @@ def open_session(
             timer.record_memory("load_model")
             for message in loaded.warnings:
                 note(message)
+        if options.max_new_tokens is not None and options.max_new_tokens >= loaded.context_length:
+            from ..errors import UsageError
+
+            raise UsageError(f"--max-new-tokens {options.max_new_tokens} is not below the model's context of "
+                             f"{loaded.context_length} tokens (the prompt needs room too)")
         budget, reserve = options.prompt_budget(loaded)
 
         def media() -> DecodedMedia:
@@ -468,13 +473,15 @@ def _store(cache: Any, content: str, loaded: LoadedModel, options: OpenOptions, 
     stages = {name: timer.seconds(name) for name in SETUP_STAGES if name in timer.stages}
     waited = sum(seconds for name, seconds in stages.items() if not timer.stages[name].overlapped)
     built = prefix_to_entry(session.prefix, setup_seconds=waited, stage_seconds=stages)
-    stored = None
+    stored, why = None, "not cacheable"
     if built is not None:
         try:
             stored = cache.store(key, *built, replace=replace)
+            why = "larger than OMNIZIP_CACHE_MAX_BYTES"
         except Exception as exc:  # noqa: BLE001 - a full disk (OSError, SafetensorError...) must not fail the question
             lines = str(exc).strip().splitlines()
             reason = getattr(exc, "strerror", None) or (lines[0] if lines else type(exc).__name__)
+            why = f"write failed: {reason}"
             note(f"the prefix cache could not be written ({reason}): {cache.root}")
     session.origin = PrefixOrigin(source="fresh", cached=True, path=str(stored) if stored is not None else None,
-                                  stored=stored is not None)
+                                  stored=stored is not None, not_stored=None if stored is not None else why)

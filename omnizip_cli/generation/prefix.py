@@ -112,13 +112,15 @@ class PrefixOrigin:
     cache). ``cached``: whether the disk cache was consulted at all (False: ``cache=False`` or off).
     For ``disk``: the entry's ``path``, ``entry_bytes``, ``load_seconds`` (the read) and
     ``saved_seconds`` (the set-up stages that the entry's build waited for, per stage in
-    ``stage_seconds``). For ``fresh``: whether the entry was ``stored`` and where.
+    ``stage_seconds``). For ``fresh``: whether the entry was ``stored`` and where, or why not
+    (``not_stored``).
     """
 
     source: str = "fresh"
     cached: bool = False
     path: str | None = None
     stored: bool = False
+    not_stored: str | None = None
     entry_bytes: int | None = None
     load_seconds: float | None = None
     saved_seconds: float | None = None
@@ -132,7 +134,7 @@ class PrefixOrigin:
             return {"source": "disk", "path": self.path, "entry_bytes": self.entry_bytes,
                     "load_seconds": self.load_seconds, "saved_seconds": self.saved_seconds,
                     "stage_seconds": dict(self.stage_seconds)}
-        return {"source": "fresh", "path": self.path, "stored": self.stored}
+        return {"source": "fresh", "path": self.path, "stored": self.stored, "not_stored": self.not_stored}
 
 
 def prompt_counts(loaded: LoadedModel, prepared: PreparedPrompt) -> PromptCounts:

@@ -184,7 +184,7 @@ def prefix_cache_line(cache: dict[str, Any]) -> str:
                 f"{cache['saved_seconds']:.3f} s of media decode, preprocessing, encoders and keep plan")
     if cache.get("stored"):
         return "Prefix cache: stored; the next run on this video with these settings skips its set-up"
-    return "Prefix cache: not stored (larger than OMNIZIP_CACHE_MAX_BYTES)"
+    return f"Prefix cache: not stored ({cache.get('not_stored') or 'larger than OMNIZIP_CACHE_MAX_BYTES'})"
 
 
 def print_report(console: Console, payload: dict[str, Any]) -> None:

@@ -74,3 +74,22 @@ def test_a_bad_cap_is_a_one_line_error(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OMNIZIP_CACHE_MAX_BYTES", "lots")
     result = CliRunner().invoke(app, ["cache", "info"])
     assert result.exit_code == 2 and result.stderr.startswith("error: OMNIZIP_CACHE_MAX_BYTES must be a size")
+
+
+def test_a_failed_cache_write_is_a_warning_and_the_answer_is_given(cache_on: Path, monkeypatch: pytest.MonkeyPatch
+                                                                     ) -> None:
+    """A full disk while the entry is written (safetensors raises its own error, not an OSError)."""
+    import safetensors.torch
+    from safetensors import SafetensorError
+
+    def full_disk(*args: Any, **kwargs: Any) -> None:
+        raise SafetensorError("Error while serializing: IoError(Os { code: 28, kind: StorageFull, "
+                              "message: \"No space left on device\" })")
+
+    monkeypatch.setattr(safetensors.torch, "save_file", full_disk)
+    data = json.loads(run("ask", TALKING, "What is said?", *FAST, "--json").stdout)
+    assert data["answer"] and data["prefix_cache"]["stored"] is False
+    assert data["prefix_cache"]["not_stored"].startswith("write failed: Error while serializing")
+    assert any("could not be written" in w and "No space left" in w for w in data["warnings"])
+    report = run("ask", TALKING, "What is said?", *FAST).stderr
+    assert "not stored (write failed" in report and "larger than" not in report

@@ -128,3 +128,16 @@ def test_ctrl_c_during_an_answer_stops_only_that_answer(fake: InterruptingSessio
 def test_no_questions_is_fine(fake: InterruptingSession) -> None:
     result = chat(TALKING, "--model", "tiny", input="")
     assert result.exit_code == 0 and result.stdout == "" and fake.asked == []
+
+
+def test_a_line_that_is_not_utf8_is_refused_and_the_chat_goes_on(fake: InterruptingSession) -> None:
+    result = CliRunner().invoke(app, ["chat", str(TALKING), "--model", "tiny"], input=b"q1\n\xff\xfebad\nq2\n",
+                                catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert [q for q, _ in fake.asked] == ["q1", "q2"]
+    assert "refused: that line is not valid UTF-8" in result.stderr
+
+
+def test_a_system_prompt_that_is_not_utf8_is_a_usage_error(fake: InterruptingSession) -> None:
+    result = chat(TALKING, "--model", "tiny", "--system", "be \udcff brief", input="q1\n")
+    assert result.exit_code == 2 and "--system is not valid UTF-8" in result.stderr

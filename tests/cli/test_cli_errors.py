@@ -277,3 +277,15 @@ def test_debug_shows_the_traceback_in_a_real_process(tmp_path: Path) -> None:
     assert proc.stdout == ""
     assert "Traceback (most recent call last)" in proc.stderr
     assert "MediaError: no such file" in proc.stderr
+
+
+def test_max_new_tokens_beyond_the_context_is_refused_before_the_media_work(
+        monkeypatch: pytest.MonkeyPatch, tiny_model: Any) -> None:
+    """Not an allocator error after decoding and encoding: exit 2 right after the model load."""
+    import omnizip_cli.generation.opening
+    from omnizip_cli.models.qwen2_5_omni import Qwen25OmniAdapter
+
+    monkeypatch.setattr(omnizip_cli.generation.opening, "load_model", lambda spec: tiny_model)
+    monkeypatch.setattr(Qwen25OmniAdapter, "encode", _raise(AssertionError("the encoders ran")))
+    one_line_error(ask(TALKING, "q", *FAST, "--max-new-tokens", "10000000000"), 2,
+                   "--max-new-tokens 10000000000 is not below the model's context")

@@ -74,3 +74,8 @@ def test_bad_values_fail_before_any_work(fake: FakeSession, args: list[str], mes
     result = run(*args)
     assert result.exit_code == 2 and message in result.stderr
     assert fake.asked == []
+
+
+def test_a_question_that_is_not_utf8_is_a_usage_error(fake: FakeSession) -> None:
+    result = CliRunner().invoke(app, ["ask", "clip.mp4", "fine", "caf\udce9?"])
+    assert result.exit_code == 2 and "question 2 is not valid UTF-8" in result.stderr and not fake.asked
