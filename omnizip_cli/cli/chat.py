@@ -256,6 +256,7 @@ def _converse(session: Any, answering: Answering, *, questions: Any, generation:
     """The question loop of :func:`run_chat`."""
     from ..report.ask_view import print_report
     from ..report.payload import answer_payload
+    from ..generation import PromptTooLong
     from ..terminal import escape_control
     from .signals import Terminated, finish_partial_lines, write_stdout
 
@@ -305,6 +306,9 @@ def _converse(session: Any, answering: Answering, *, questions: Any, generation:
         answer = conversation.ask(question, generation)
         try:
             stats = answering.stream(answer, to_stdout=not output.json_output)
+        except PromptTooLong as exc:  # nothing was computed: the conversation is as it was
+            answering.refuse(f"{_shortened(question)}: {exc.one_line()}")
+            continue
         except KeyboardInterrupt as exc:
             if isinstance(exc, Terminated):
                 raise
@@ -320,3 +324,10 @@ def _converse(session: Any, answering: Answering, *, questions: Any, generation:
             write_stdout(json.dumps(last) + "\n")
         else:
             write_stdout("\n")
+
+
+def _shortened(question: str, limit: int = 60) -> str:
+    """The question as a refusal names it: its start, and its length when it is long."""
+    if len(question) <= limit:
+        return repr(question)
+    return f"{question[:limit]!r}... ({len(question):,} characters)"

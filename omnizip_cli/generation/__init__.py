@@ -5,7 +5,7 @@ from .conversation import Conversation
 from .opening import EncodedVideo, OpenOptions
 from .prefix import PreparedPrefix, PrefixOrigin
 from .sampling import GenerationOptions
-from .session import Session, SessionBusy
+from .session import PromptTooLong, Session, SessionBusy
 from .stream import AnswerStats, GenerationChunk, collect, stream_generate
 
 __all__ = [
@@ -17,6 +17,7 @@ __all__ = [
     "OpenOptions",
     "PreparedPrefix",
     "PrefixOrigin",
+    "PromptTooLong",
     "Session",
     "SessionBusy",
     "collect",

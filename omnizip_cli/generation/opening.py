@@ -405,6 +405,7 @@ def open_session(
     load_excluded = exclusive_load_seconds(load_started, load_ended, decoding.start if decoding else None,
                                            decoding.end if decoding else None)
     session.opened_at = started + load_excluded
+    session.max_prompt_tokens = budget
     return session
 
 

@@ -60,6 +60,11 @@ class SessionBusy(OmnizipError):
     """A second answer was started on a Session while one is still streaming on the same thread."""
 
 
+class PromptTooLong(OmnizipError):
+    """A question (or a conversation with its next question) does not fit the prompt budget or the
+    model's context; nothing was computed and the session is unchanged."""
+
+
 class Session:
     """One video (or audio file) ready for questions. See the module docstring.
 
@@ -87,6 +92,7 @@ class Session:
         self.timer = timer or StageTimer(device=loaded.device)
         self.origin = origin or PrefixOrigin()
         self.opened_at = opened_at
+        self.max_prompt_tokens: int | None = None  # the budget it was opened with (set by the opening)
         self.warnings: list[str] = []
         self._warn = warn
         self.text = loaded.adapter.text_model(loaded.model)
@@ -250,7 +256,7 @@ class Session:
             started = time.perf_counter()
             if origin is None:
                 origin = self.opened_at if self._answers == 0 and self.opened_at is not None else started
-            self._check_context(self.prefill.length + len(turn))
+            self._check_prompt(len(turn))
             timer = StageTimer(device=self.loaded.device)
             with timer.stage("prefill"), torch.no_grad():
                 step = self.kv.prefill_turn(turn)
@@ -287,6 +293,23 @@ class Session:
                 yield
             finally:
                 self._owner = None
+
+    def _check_prompt(self, turn_tokens: int) -> None:
+        """Refuse a turn that does not fit (:class:`PromptTooLong`); warn (once) when the media prefix
+        alone already exceeds the model's context (opened without a budget)."""
+        prefix, total = self.prefill.length, self.prefill.length + turn_tokens
+        budget = self.max_prompt_tokens
+        if budget is not None and total > budget and prefix < budget:
+            raise PromptTooLong(
+                f"the prompt would have {total} tokens ({turn_tokens} of question and conversation after a "
+                f"{prefix}-token video prefix), more than --max-prompt-tokens {budget}",
+                hint="ask a shorter question, or /reset the conversation (chat)")
+        if total > self.context_length and prefix < self.context_length:
+            raise PromptTooLong(
+                f"the prompt would have {total} tokens ({turn_tokens} of question and conversation after a "
+                f"{prefix}-token video prefix), more than the model's context of {self.context_length}",
+                hint="ask a shorter question, or /reset the conversation (chat)")
+        self._check_context(total)
 
     def _check_context(self, prompt_tokens: int) -> None:
         limit = self.context_length

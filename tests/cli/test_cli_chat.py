@@ -141,3 +141,29 @@ def test_a_line_that_is_not_utf8_is_refused_and_the_chat_goes_on(fake: Interrupt
 def test_a_system_prompt_that_is_not_utf8_is_a_usage_error(fake: InterruptingSession) -> None:
     result = chat(TALKING, "--model", "tiny", "--system", "be \udcff brief", input="q1\n")
     assert result.exit_code == 2 and "--system is not valid UTF-8" in result.stderr
+
+
+def test_a_question_longer_than_the_budget_is_refused_and_the_chat_goes_on(tiny_in_cli: Any) -> None:
+    """Not a prefill growing past the machine's memory: one line naming the question, then the next one."""
+    huge = "why " * 25_000
+    result = chat(TALKING, *FAST, "--json", input=f"What is said?\n{huge}\nAnd then?\n")
+    assert result.exit_code == 0, result.output
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [p["question"] for p in lines] == ["What is said?", "And then?"]
+    assert [p["turn"] for p in lines] == [1, 2]  # the refused line left the conversation as it was
+    refusal = next(line for line in result.stderr.splitlines() if line.startswith("refused:"))
+    assert "'why why" in refusal and "99,999 characters" in refusal and "--max-prompt-tokens" in refusal
+
+
+def test_a_conversation_that_outgrows_the_budget_is_refused_until_reset(tiny_in_cli: Any) -> None:
+    session_prefix = Session.open(tiny_in_cli, load_media(TALKING, MEDIA), compression=CompressionSetting.from_options(),
+                                  max_prompt_tokens=100_000, question_reserve=128)
+    budget = session_prefix.prefill.length + 128 + 40  # the prefix, chat's question reserve, and a little room
+    questions = "\n".join(f"Question {i}, tell me more?" for i in range(6))
+    result = chat(TALKING, *FAST, "--json", "--max-prompt-tokens", budget, input=f"{questions}\n/reset\nAgain?\n")
+    assert result.exit_code == 0, result.output
+    answered = [json.loads(line) for line in result.stdout.splitlines()]
+    assert any("conversation" in line and "/reset" in line for line in result.stderr.splitlines()
+               if line.startswith("refused:"))
+    assert all(p["tokens"]["prefill"] <= budget for p in answered)
+    assert answered[-1]["question"] == "Again?" and answered[-1]["turn"] == 1
