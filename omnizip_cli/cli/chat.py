@@ -13,7 +13,8 @@ is answered from the media prefix alone; the next ones continue the conversation
 * Commands: ``/reset`` forgets the conversation (the video and its prefilled prefix stay),
   ``/stats`` prints the last answer's figures, ``/help``, ``/quit`` (or end of input: Ctrl-D).
 * Ctrl-C during an answer stops that answer (the conversation keeps only complete turns) and the
-  chat goes on; Ctrl-C at the prompt asks for a second one, which leaves (exit code 130).
+  chat goes on; a second Ctrl-C within a second leaves (exit code 130), piped or on a terminal;
+  Ctrl-C at the prompt asks for a second one, which leaves.
   SIGTERM/SIGHUP end the chat as usual (143/129).
 """
 
@@ -64,6 +65,8 @@ class _PromptInterrupt(Exception):
     """Ctrl-C at the prompt (not during an answer)."""
 
 
+#: A Ctrl-C this soon after one that stopped an answer leaves the chat (130).
+DOUBLE_CTRL_C_S = 1.0
 #: How often, and for how long, a signal at the prompt wakes the main thread (see _PromptSignals).
 WAKE_INTERVAL_S = 0.05
 WAKE_FOR_S = 2.0
@@ -267,6 +270,7 @@ def _converse(session: Any, answering: Answering, *, questions: Any, generation:
     first_question = True
     lines = questions()
     interrupted_at_prompt = False
+    last_stop: float | None = None  # when Ctrl-C last stopped an answer
     while True:
         try:
             question = next(lines)
@@ -312,9 +316,13 @@ def _converse(session: Any, answering: Answering, *, questions: Any, generation:
         except KeyboardInterrupt as exc:
             if isinstance(exc, Terminated):
                 raise
+            now = time.monotonic()
+            if last_stop is not None and now - last_stop < DOUBLE_CTRL_C_S:
+                raise  # a second Ctrl-C within a second leaves (130), piped or on a terminal
+            last_stop = now
             answer.close()  # the conversation keeps only complete turns
             finish_partial_lines()
-            note("(answer stopped; the conversation keeps the turns before it)")
+            note("(answer stopped; the conversation keeps the turns before it; Ctrl-C again to leave)")
             continue
         last = answer_payload(session, stats, question=question, config=config, include_setup=first_question)
         last["warnings"] = list(answering.warnings)

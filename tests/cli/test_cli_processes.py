@@ -60,7 +60,7 @@ def test_a_closed_stdout_is_one_line_and_exit_1(tiny_cache: Path) -> None:
 ])
 def test_termination_signals_are_handled_like_ctrl_c(tiny_model, tiny_cache: Path, signum: int, code: int,
                                                      message: str) -> None:
-    process = subprocess.Popen(omnizip("ask", str(TALKING), "What is said?", *FAST, "--max-new-tokens", "100000",
+    process = subprocess.Popen(omnizip("ask", str(TALKING), "What is said?", *FAST, "--max-new-tokens", "30000",
                                        "--temperature", "1", "--seed", "1", tiny_cache=tiny_cache),
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env(tiny_cache))
     first = _wait_for_output(process)
@@ -72,7 +72,7 @@ def test_termination_signals_are_handled_like_ctrl_c(tiny_model, tiny_cache: Pat
 
 
 def test_ctrl_c_twice_gives_130_and_no_traceback(tiny_model, tiny_cache: Path) -> None:
-    process = subprocess.Popen(omnizip("ask", str(TALKING), "What is said?", *FAST, "--max-new-tokens", "100000",
+    process = subprocess.Popen(omnizip("ask", str(TALKING), "What is said?", *FAST, "--max-new-tokens", "30000",
                                        "--temperature", "1", "--seed", "1", tiny_cache=tiny_cache),
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env(tiny_cache))
     _wait_for_output(process)
@@ -120,3 +120,25 @@ def _quote(text: str) -> str:
     import shlex
 
     return shlex.quote(text)
+
+
+def test_piped_chat_leaves_on_a_second_ctrl_c_within_a_second(tiny_model, tiny_cache: Path) -> None:
+    """One Ctrl-C stops an answer and the chat goes on; a second one right after leaves with 130."""
+    questions = "".join(f"Question {i}?\n" for i in range(20)).encode()
+    process = subprocess.Popen(omnizip("chat", str(TALKING), *FAST, "--no-cache", "--max-new-tokens", "30000",
+                                       "--temperature", "1", "--seed", "1", tiny_cache=tiny_cache),
+                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               env=env(tiny_cache))
+    assert process.stdin is not None
+    process.stdin.write(questions)
+    process.stdin.close()
+    process.stdin = None  # written and closed: communicate() must not flush it
+    _wait_for_output(process)
+    process.send_signal(signal.SIGINT)
+    time.sleep(0.3)
+    if process.poll() is None:
+        process.send_signal(signal.SIGINT)
+    _, raw = process.communicate(timeout=60)
+    err = raw.decode()
+    assert process.returncode == 130, err
+    assert "Traceback" not in err
