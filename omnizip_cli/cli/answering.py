@@ -25,6 +25,10 @@ if TYPE_CHECKING:
     from .options import OutputOptions
 
 
+#: Tokens reserved for a question that is not known when the video is opened (``chat``, ``keep-map``).
+CHAT_QUESTION_RESERVE = 128
+
+
 def is_valid_text(text: str) -> bool:
     """False for text holding bytes that were not valid UTF-8 (Python keeps them as lone surrogates:
     command-line arguments, and stdin read with ``surrogateescape``)."""

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from .answering import Answering, check_text, is_valid_text, open_options, request_config
+from .answering import CHAT_QUESTION_RESERVE, Answering, check_text, is_valid_text, open_options, request_config
 from .app import app
 from .options import (
     COMPRESSION,
@@ -56,8 +56,6 @@ if TYPE_CHECKING:
     from ..models import ModelSpec
 
 PROMPT = "> "
-#: Tokens reserved for a chat question when fitting the prompt budget (its questions are not known up front).
-CHAT_QUESTION_RESERVE = 128
 HELP = "/reset forgets the conversation, /stats shows the last answer's figures, /quit leaves (or Ctrl-D)"
 
 

@@ -186,7 +186,11 @@ def _generation(*, max_new_tokens: int, temperature: float, seed: int | None) ->
     return GenerationOptions(max_new_tokens=max_new_tokens, temperature=temperature, seed=seed)
 
 
-def generation_group(max_new_tokens: int = 256) -> OptionGroup:
+#: ``--max-new-tokens`` of ask and chat.
+DEFAULT_MAX_NEW_TOKENS = 256
+
+
+def generation_group(max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS) -> OptionGroup:
     return OptionGroup("generation", (
         _option("max_new_tokens", Annotated[int, typer.Option(help="At most this many answer tokens.")],
                 max_new_tokens),

@@ -436,17 +436,23 @@ def _consult_cache(path: Path, options: OpenOptions, say: Callable[[str], None])
     return cache, content_hash(path)
 
 
+def _cache_key(content: str, loaded: LoadedModel, options: OpenOptions) -> Any:
+    """The prefix cache's key of this file under this model and these options."""
+    from .prefix_cache import make_key
+
+    return make_key(content, loaded, media_options=options.media, compression=options.compression,
+                    system=options.system, revision=options.revision)
+
+
 def _from_cache(cache: Any, content: str, loaded: LoadedModel, path: Path | None, options: OpenOptions,
                 budget: int | None, reserve: int, timer: StageTimer, note: Callable[[str], None],
                 session_class: type[Session]) -> tuple[Session | None, bool]:
     """A session on the cached prefix when a valid entry exists (None: a miss), and whether an entry
     was found but is unusable for this request (a fresh build then replaces it)."""
     from .prefix import refit_cached
-    from .prefix_cache import make_key, prefix_from_entry
+    from .prefix_cache import prefix_from_entry
 
-    key = make_key(content, loaded, media_options=options.media, compression=options.compression,
-                   system=options.system, max_prompt_tokens=budget, revision=options.revision)
-    cached = cache.load(key, loaded.device)
+    cached = cache.load(_cache_key(content, loaded, options), loaded.device)
     if cached is None:
         return None, False
     prefix = prefix_from_entry(cached, media_path=path)
@@ -466,10 +472,9 @@ def _from_cache(cache: Any, content: str, loaded: LoadedModel, path: Path | None
 def _store(cache: Any, content: str, loaded: LoadedModel, options: OpenOptions, budget: int | None, reserve: int,
            session: Session, note: Callable[[str], None], *, replace: bool) -> None:
     """Write the fresh session's prefix to the cache (a failure is a warning, never an error)."""
-    from .prefix_cache import SETUP_STAGES, make_key, prefix_to_entry
+    from .prefix_cache import SETUP_STAGES, prefix_to_entry
 
-    key = make_key(content, loaded, media_options=options.media, compression=options.compression,
-                   system=options.system, max_prompt_tokens=budget, revision=options.revision)
+    key = _cache_key(content, loaded, options)
     timer = session.timer
     stages = {name: timer.seconds(name) for name in SETUP_STAGES if name in timer.stages}
     waited = sum(seconds for name, seconds in stages.items() if not timer.stages[name].overlapped)

@@ -227,7 +227,8 @@ def refit_cached(
     max_prompt_tokens: int | None,
     question_reserve: int,
 ) -> ContextFit | None | bool:
-    """Replay the budget rule on a prefix read from disk, for this request's question reserve.
+    """Replay the budget rule on a prefix read from disk, for this request's budget and question
+    reserve (neither is in the cache key: they change the prefix only through the setting they choose).
 
     Returns the fit a fresh open would decide (None: no budget, or a fixed config that fits), or
     False when a fresh open would build another prefix (another setting, or a plan the entry's build
@@ -235,8 +236,9 @@ def refit_cached(
     """
     from ..compression import ContextTooLong, fit_budget
 
-    if max_prompt_tokens is None:
-        return None
+    stored = prefix.context_fit.setting if prefix.context_fit is not None else None
+    if max_prompt_tokens is None:  # no budget: only a prefix planned with the asked setting itself will do
+        return None if prefix.context_fit is None or not prefix.context_fit.changed else False
 
     class _Unplanned(Exception):
         pass
@@ -252,7 +254,6 @@ def refit_cached(
                          reserve=question_reserve, kept_length=kept_length)
     except (_Unplanned, ContextTooLong):
         return False
-    stored = prefix.context_fit.setting if prefix.context_fit is not None else None
     chosen = fit.setting if fit is not None else None
     if canonical(chosen) != canonical(stored):
         return False

@@ -23,8 +23,11 @@ Never pickle: tensors are safetensors, everything else JSON.
 file can never hit a stale entry; hashing runs at about 1 GB/s), the model (name, resolved path,
 revision, family, dtype, device kind, attention implementation, encoder attention path), torch and
 transformers versions, the media options, the compression setting as asked (with the file and the
-media options it determines the resolved config), the system prompt, the prompt-token budget and
-the package version. The folder is named ``<content hash[:16]>-<key hash[:24]>``.
+media options it determines the resolved config), the system prompt and the package version. Not the
+prompt budget or the question reserve: they change the prefix only through the setting the budget
+rule chooses, which is replayed on the entry (:func:`~.prefix.refit_cached`; a request that would
+build another prefix rebuilds and replaces it), so that ``--max-new-tokens 8`` then ``16`` share one
+entry. The folder is named ``<content hash[:16]>-<key hash[:24]>``.
 
 **Writes are atomic**: an entry is built in a ``.tmp-*`` folder of the cache, its manifest last,
 then renamed into place under an exclusive lock (``.lock``); when another process got there first,
@@ -140,7 +143,6 @@ def make_key(
     media_options: Any,
     compression: Any,
     system: str | None,
-    max_prompt_tokens: int | None,
     revision: str | None = None,
 ) -> CacheKey:
     """The key of a video's prefix under a model and setting (see the module docstring)."""
@@ -161,7 +163,6 @@ def make_key(
         "media": jsonable(media_options.to_dict() if hasattr(media_options, "to_dict") else media_options),
         "compression": compression_key(compression),
         "system": system,
-        "max_prompt_tokens": max_prompt_tokens,
     }
     digest = hashlib.sha256(canonical(fields).encode()).hexdigest()
     return CacheKey(content=content, digest=digest, fields=fields)

@@ -93,3 +93,13 @@ def test_a_failed_cache_write_is_a_warning_and_the_answer_is_given(cache_on: Pat
     assert any("could not be written" in w and "No space left" in w for w in data["warnings"])
     report = run("ask", TALKING, "What is said?", *FAST).stderr
     assert "not stored (write failed" in report and "larger than" not in report
+
+
+def test_changing_only_max_new_tokens_still_reads_the_prefix_from_disk(cache_on: Path) -> None:
+    """The default prompt budget follows --max-new-tokens, but the prefix does not change: one entry."""
+    first = json.loads(run("ask", TALKING, "What is said?", *FAST, "--json").stdout)
+    assert first["prefix_cache"]["stored"] is True
+    again = json.loads(run("ask", TALKING, "What is said?", *FAST, "--max-new-tokens", "12", "--json").stdout)
+    assert again["generation"]["prefix_source"] == "disk"
+    assert again["config"]["generation"]["max_new_tokens"] == 12
+    assert again["answer"].startswith(first["answer"])  # greedy: the first 6 tokens are the same

@@ -44,3 +44,35 @@ def test_keep_map_of_a_real_sample_with_the_tiny_model(tiny_model, tmp_path: Pat
             assert np.abs(inner - dimmed(expected)).max() <= 1
     path = save_keep_map(image, tmp_path / "talking-keep-map.png")
     assert path.stat().st_size < 300_000
+
+
+def test_keep_map_draws_the_plan_ask_gets_under_the_same_budget(tiny_model, tmp_path: Path, monkeypatch) -> None:
+    """A video that the prompt budget re-fits is drawn as re-fitted (not the preset's plan), with the warning."""
+    import json
+
+    from typer.testing import CliRunner
+
+    import omnizip_cli.generation.opening
+    from omnizip_cli.cli import app
+
+    monkeypatch.setattr(omnizip_cli.generation.opening, "load_model", lambda spec: tiny_model)
+    talking = str(ROOT / "samples" / "talking.mp4")
+    fast = ["--model", "tiny", "--device", "cpu", "--fps", "2", "--max-frames", "8", "--min-pixels",
+            str(64 * 28 * 28), "--max-pixels", str(96 * 28 * 28), "--json"]
+
+    def keep_map(*extra: str) -> dict:
+        result = CliRunner().invoke(app, ["keep-map", talking, "-o", str(tmp_path / "map.png"), *fast, *extra])
+        assert result.exit_code == 0, result.output
+        return json.loads(result.stdout)
+
+    preset = keep_map()
+    refit = keep_map("--max-prompt-tokens", "380")
+    assert refit["tokens"]["total"]["after"] + 128 <= 380 < preset["tokens"]["total"]["after"] + 128
+    # the same budget and reserve through the library: the plan ask's opening builds
+    from omnizip_cli.generation import OpenOptions, Session
+    from omnizip_cli.media import MediaOptions
+
+    session = Session.open(tiny_model, talking, OpenOptions(
+        media=MediaOptions(fps=2, max_frames=8, min_pixels=64 * 28 * 28, max_pixels=96 * 28 * 28),
+        max_prompt_tokens=380, question_reserve=128, cache=False))
+    assert session.context_fit.changed and session.tokens.total.after == refit["tokens"]["total"]["after"]

@@ -140,7 +140,7 @@ def test_a_half_written_or_corrupt_entry_is_never_read(tiny_model, tmp_path) -> 
 
 
 def _tiny_entry(cache: PrefixCache, loaded: Any, name: str, size: int) -> Path:
-    key = make_key(name * 64, loaded, media_options=MEDIA, compression=None, system=None, max_prompt_tokens=None)
+    key = make_key(name * 64, loaded, media_options=MEDIA, compression=None, system=None)
     stored = cache.store(key, {"x": torch.zeros(size // 4)}, {"note": name})
     assert stored is not None
     return stored
@@ -158,8 +158,8 @@ def test_least_recently_used_entries_are_evicted(tiny_model, tmp_path) -> None:
     assert [e.folder for e in cache.entries()] == [b, c]
     assert cache.info()["bytes"] <= 250_000
     cache.max_bytes = 50_000  # an entry larger than the cap is not stored at all
-    assert cache.store(make_key("d" * 64, tiny_model, media_options=MEDIA, compression=None, system=None,
-                                max_prompt_tokens=None), {"x": torch.zeros(25_000)}, {}) is None
+    assert cache.store(make_key("d" * 64, tiny_model, media_options=MEDIA, compression=None, system=None),
+                       {"x": torch.zeros(25_000)}, {}) is None
     assert cache.clear()[0] == 2 and cache.entries() == []
 
 
