@@ -1,5 +1,7 @@
 """Audio: decode with PyAV, resample to 16 kHz, average the channels to mono (as librosa does).
 
+Any channel count works (8, 16... channels: the resampler writes one packed plane, see :class:`Resampler`).
+
 librosa is only a fallback for standalone audio files PyAV cannot read, and is imported lazily (its
 first resample costs seconds of numba compilation, so even then it only reads the samples and PyAV
 resamples them).
@@ -53,7 +55,13 @@ class AudioResult:
 
 
 class Resampler:
-    """Planar float32 at 16 kHz, channels kept, then averaged to mono.
+    """Packed float32 at 16 kHz, channels kept, then averaged to mono.
+
+    The resampler's output is *packed* (``flt``: one plane, channels interleaved) rather than
+    planar: PyAV's ``to_ndarray()`` reads past the end of an ``AVFrame``'s 8 built-in data pointers,
+    so a planar frame of 8 or more channels crashed the process (a segfault, issue 29). One plane
+    works for any channel count (FFmpeg's resampler takes up to 64). The average is the same as
+    before: for 1 and 2 channels bit for bit (the same float32 sum, divided by the count).
 
     A new ``av.AudioResampler`` is set up when the input layout, format or rate changes mid-stream.
     """
@@ -68,7 +76,7 @@ class Resampler:
         if self._resampler is not None and key != self._key:
             drained = self.drain()
         if self._resampler is None:
-            self._resampler = av.AudioResampler(format="fltp", layout=frame.layout, rate=AUDIO_SAMPLE_RATE)
+            self._resampler = av.AudioResampler(format="flt", layout=frame.layout, rate=AUDIO_SAMPLE_RATE)
             self._key = key
         return drained
 
@@ -76,8 +84,12 @@ class Resampler:
     def _mono(frames: list[av.AudioFrame]) -> list[np.ndarray]:
         out = []
         for frame in frames:
-            planes = frame.to_ndarray()  # [channels, samples] float32
-            out.append(planes[0] if planes.shape[0] == 1 else planes.mean(axis=0, dtype=np.float32))
+            channels = frame.layout.nb_channels
+            packed = frame.to_ndarray()  # [1, samples * channels] float32, interleaved
+            if channels <= 1:
+                out.append(packed[0])
+            else:
+                out.append(packed.reshape(-1, channels).mean(axis=1, dtype=np.float32))
         return out
 
     def resample(self, frame: av.AudioFrame) -> list[np.ndarray]:

@@ -56,6 +56,97 @@ class UnreadableFile(MediaError):
 _URL_RE = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]+):/")
 _URL_HINT = "download it first (e.g. curl -LO URL, or yt-dlp URL) and pass the local file"
 
+#: FFmpeg protocols that read other inputs through one name (``concat:a.mp4|b.mp4``,
+#: ``subfile:...``, ``pipe:0``...). ``open_container`` never lets FFmpeg see a protocol (it opens the
+#: absolute path), but such a name is refused with its own message rather than "no such file".
+_FFMPEG_PROTOCOLS = frozenset(
+    {"async", "cache", "concat", "concatf", "crypto", "data", "fd", "hls", "md5", "pipe", "subfile", "tee"}
+)
+_PROTOCOL_RE = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]+):")
+#: FFmpeg demuxers that read other files (or network streams) named inside the input: a playlist's
+#: bytes do not change when the files it names do, so its hash cannot key the prefix cache.
+_INDIRECT_FORMATS = {
+    "concat": "an FFmpeg concat list",
+    "hls": "an HLS playlist",
+    "applehttp": "an HLS playlist",
+    "dash": "a DASH manifest",
+    "imf": "an IMF composition playlist",
+    "sdp": "an SDP session description",
+    "rtsp": "an RTSP session description",
+    "avisynth": "an AviSynth script",
+    "vapoursynth": "a VapourSynth script",
+}
+#: File extensions of playlists and scripts, refused without opening them.
+_INDIRECT_EXTENSIONS = {
+    ".m3u8": "an HLS playlist",
+    ".m3u": "an M3U playlist",
+    ".ffconcat": "an FFmpeg concat list",
+    ".ffcat": "an FFmpeg concat list",
+    ".mpd": "a DASH manifest",
+    ".sdp": "an SDP session description",
+    ".pls": "a PLS playlist",
+    ".xspf": "an XSPF playlist",
+    ".avs": "an AviSynth script",
+    ".vpy": "a VapourSynth script",
+}
+#: Bytes read from the start of a file to recognise a playlist by its content.
+_SNIFF_BYTES = 4096
+_CONCAT_LINE_RE = re.compile(rb"^\s*(ffconcat\s+version|file\s+\S)")
+_INDIRECT_HINTS = {
+    "an FFmpeg concat list": "join the files first, e.g. ffmpeg -f concat -safe 0 -i LIST -c copy OUT.mkv",
+    "an HLS playlist": "download or join its segments first, e.g. ffmpeg -i LIST.m3u8 -c copy OUT.mkv",
+}
+_INDIRECT_HINT = "pass the media file itself (one local file), or join what the list names into one file first"
+
+
+def ffmpeg_protocol(path: str | os.PathLike) -> str | None:
+    """The FFmpeg protocol ``path`` starts with (``"concat"`` for ``concat:a.mp4|b.mp4``), or None."""
+    match = _PROTOCOL_RE.match(os.fsdecode(os.fspath(path)))
+    if match and match.group(1).lower() in _FFMPEG_PROTOCOLS:
+        return match.group(1).lower()
+    return None
+
+
+def indirect_kind(path: Path, head: bytes) -> str | None:
+    """What kind of indirect input ``path`` is (``"an HLS playlist"``...), from its extension or its
+    first bytes ``head``; None for anything else.
+
+    Recognised by content too (a playlist renamed ``.mp4``): ``#EXTM3U`` (HLS/M3U), a concat list
+    (``ffconcat version``, or a first line ``file NAME``), ``[playlist]`` (PLS), an XML DASH manifest
+    (``<MPD``), XSPF playlist (``<playlist``) or IMF composition playlist, and an SDP description
+    (``v=0`` then ``o=``/``s=``/``m=`` lines).
+    """
+    by_extension = _INDIRECT_EXTENSIONS.get(path.suffix.lower())
+    if by_extension is not None:
+        return by_extension
+    text = head.removeprefix(b"\xef\xbb\xbf").lstrip()
+    if text.startswith(b"#EXTM3U"):
+        return "an HLS playlist" if b"#EXT-X-" in text else "an M3U playlist"
+    first = next((line for line in text.splitlines() if line.strip() and not line.lstrip().startswith(b"#")), b"")
+    if _CONCAT_LINE_RE.match(first):
+        return "an FFmpeg concat list"
+    if text[:10].lower() == b"[playlist]":
+        return "a PLS playlist"
+    if text.startswith(b"<"):
+        if b"<MPD" in text:
+            return "a DASH manifest"
+        if b"CompositionPlaylist" in text:
+            return "an IMF composition playlist"
+        if b"<playlist" in text and b"xspf" in text:
+            return "an XSPF playlist"
+    if text.startswith(b"v=0") and re.search(rb"[\r\n](o|s|m)=", text[:512]):
+        return "an SDP session description"
+    return None
+
+
+def indirect_input_error(path: str | os.PathLike, kind: str) -> MediaError:
+    """The one-line refusal of a playlist (or another input that names other files)."""
+    return MediaError(
+        f"{os.fsdecode(os.fspath(path))} is {kind}: omnizip reads one media file, not a list of other files"
+        " (the files it names are not checked, so a cached answer could be stale)",
+        hint=_INDIRECT_HINTS.get(kind, _INDIRECT_HINT),
+    )
+
 
 def url_scheme(path: str | os.PathLike) -> str | None:
     """The URL scheme ``path`` starts with (``"http"``, ``"s3"``...), or ``None`` for a plain path.
@@ -81,14 +172,26 @@ def check_path(path: str | os.PathLike) -> Path:
     ``s3://``, ``file://``...) and is not an existing local path is rejected with a "download it
     first" hint: only local files are read.
 
+    Playlists and other inputs that name other files (an HLS ``.m3u8``, an FFmpeg concat list,
+    a DASH manifest..., see :func:`indirect_kind`) and FFmpeg protocol names (``concat:a|b``) are
+    refused too: omnizip keys its prefix cache on the bytes of the one file it is given.
+
     Raises
     ------
     MediaError
-        A URL, missing, a broken symlink, a symlink loop, a parent folder that cannot be searched,
-        a directory, not a regular file, unreadable, or empty (always one line, exit code 1).
+        A URL, an FFmpeg protocol, missing, a broken symlink, a symlink loop, a parent folder that
+        cannot be searched, a directory, not a regular file, unreadable, empty, or a playlist
+        (always one line, exit code 1).
     """
     text = os.fsdecode(os.fspath(path))
     p = Path(text)
+    protocol = ffmpeg_protocol(text)
+    if protocol is not None and not os.path.lexists(text):
+        hint = "pass the path of one local media file"
+        if protocol.startswith("concat"):
+            hint = "join the parts into one file first, e.g. ffmpeg -i 'concat:A|B' -c copy OUT.mkv, and pass that"
+        raise MediaError(f"{text} is an FFmpeg protocol input ({protocol}:), not a file: omnizip reads one local"
+                         " media file", hint=hint)
     scheme = url_scheme(text)
     if scheme is not None and not os.path.lexists(text):
         if scheme == "file":
@@ -116,13 +219,16 @@ def check_path(path: str | os.PathLike) -> Path:
         raise MediaError(f"{p} is not a regular file")
     try:
         with open(p, "rb") as handle:
-            head = handle.read(1)
+            head = handle.read(_SNIFF_BYTES)
     except PermissionError:
         raise MediaError(f"cannot read {p}: permission denied") from None
     except OSError as exc:
         raise MediaError(f"cannot read {p}: {one_line(exc.strerror or exc)}") from None
     if not head:
         raise MediaError(f"{p} is empty (0 bytes)")
+    kind = indirect_kind(p, head)
+    if kind is not None:
+        raise indirect_input_error(p, kind)
     return p
 
 
@@ -156,6 +262,9 @@ def open_container(path: Path) -> av.container.InputContainer:
             raise images_error(path)
         if format_name(container) in _TEXT_FORMATS:
             raise UnreadableFile(f"cannot read {path}: it is a text file, not a video or audio file")
+        kind = next((_INDIRECT_FORMATS[n] for n in container.format.name.split(",") if n in _INDIRECT_FORMATS), None)
+        if kind is not None:  # a playlist check_path did not recognise (it sniffs the usual ones)
+            raise indirect_input_error(path, kind)
     except BaseException:
         container.close()
         raise
@@ -261,6 +370,28 @@ def stream_duration(stream: av.stream.Stream) -> float | None:
     if stream.duration is None or stream.time_base is None:
         return None
     return float(stream.duration * stream.time_base)
+
+
+_MATROSKA_DURATION_RE = re.compile(r"^(\d+):(\d{2}):(\d{2}(?:\.\d+)?)$")
+
+
+def stream_end(stream: av.stream.Stream, file_start_s: float) -> float | None:
+    """Where the header says ``stream`` ends, in seconds from the file's start (None: not said).
+
+    From the stream's start time and duration (MP4, MOV...), else from Matroska's per-track
+    ``DURATION`` tag (FFmpeg writes the track's end time there; other muxers its length, which
+    only makes the end look earlier: never a false "truncated").
+    """
+    time_base = stream.time_base
+    if stream.duration is not None and time_base:
+        start = float(stream.start_time * time_base) if stream.start_time is not None else file_start_s
+        return start + float(stream.duration * time_base) - file_start_s
+    tag = (stream.metadata or {}).get("DURATION") or (stream.metadata or {}).get("duration")
+    match = _MATROSKA_DURATION_RE.match(str(tag).strip()) if tag else None
+    if match is None:
+        return None
+    hours, minutes, seconds = match.groups()
+    return int(hours) * 3600 + int(minutes) * 60 + float(seconds) - file_start_s
 
 
 def container_duration(container: av.container.InputContainer) -> float | None:

@@ -11,8 +11,9 @@ Usability rule for damaged files: packets that fail to decode are skipped, and a
 stream early; either way what decoded is kept, with a warning in ``summary.warnings``, as long as
 at least one video frame decoded (for a file with a video track) or at least 0.1 s of audio decoded
 (for an audio-only file). Otherwise :class:`MediaError`. Audio shorter than 0.1 s beside a usable
-video is dropped with a warning. A file that decodes to clearly less than its header announces
-(a truncated download) gets a warning too.
+video is dropped with a warning. A file whose decoded streams end clearly before the header says
+they do (a truncated download) gets a warning too (end times are compared, so a video that starts
+after its audio is not "truncated"). With several audio tracks, the one used is named in a warning.
 """
 
 from __future__ import annotations
@@ -34,8 +35,15 @@ import numpy as np
 from omnizip_cli.errors import MediaError
 from omnizip_cli.media import container as ct
 from omnizip_cli.media.audio import MIN_AUDIO_SECONDS, AudioResult, AudioSink, align_audio, load_audio_with_librosa
-from omnizip_cli.media.datatypes import AUDIO_SAMPLE_RATE, IMAGE_FACTOR, DecodedMedia, MediaOptions, MediaSummary
-from omnizip_cli.media.sizing import nearest_indices
+from omnizip_cli.media.datatypes import (
+    AUDIO_SAMPLE_RATE,
+    FRAME_FACTOR,
+    IMAGE_FACTOR,
+    DecodedMedia,
+    MediaOptions,
+    MediaSummary,
+)
+from omnizip_cli.media.sizing import floor_by_factor, nearest_indices
 from omnizip_cli.media.video import VideoPlan, VideoResult, VideoSink, decoded_span, plan_video, scan_video
 
 logger = logging.getLogger(__name__)
@@ -62,6 +70,9 @@ class _Selection:
     audio_rate_in: int | None
     audio_channels_in: int | None
     header_duration: float | None
+    video_end_s: float | None = None  # where the header says the chosen video stream ends (None: not said)
+    audio_end_s: float | None = None  # the same for the chosen audio stream
+    notes: tuple[str, ...] = ()  # warnings from the header (which audio track is used)
 
 
 @dataclass(frozen=True)
@@ -91,6 +102,8 @@ def _select(path: Path, options: MediaOptions) -> _Selection:
         if audio is not None:
             ct.require_decoder(audio, path)
         actx = audio_any.codec_context if audio_any is not None else None
+        file_start = ct.container_start(container)
+        notes = (note,) if audio is not None and (note := _audio_track_note(container, audio)) else ()
         return _Selection(
             container=ct.format_name(container),
             video_index=video.index if video is not None else None,
@@ -100,7 +113,31 @@ def _select(path: Path, options: MediaOptions) -> _Selection:
             audio_rate_in=(actx.sample_rate or None) if actx is not None else None,
             audio_channels_in=(actx.layout.nb_channels or None) if actx is not None else None,
             header_duration=ct.container_duration(container),
+            video_end_s=ct.stream_end(video, file_start) if video is not None else None,
+            audio_end_s=ct.stream_end(audio, file_start) if audio is not None else None,
+            notes=notes,
         )
+
+
+def _audio_track_note(container: av.container.InputContainer, chosen: av.stream.Stream) -> str | None:
+    """With several audio tracks, which one is used and why (only one is ever decoded); else None."""
+    tracks = [s for s in container.streams if s.type == "audio" and not ct.is_cover_art(s)]
+    if len(tracks) < 2:
+        return None
+    position = tracks.index(chosen) + 1
+    language = chosen.metadata.get("language") if chosen.metadata else None
+    details = ", ".join(x for x in (ct.codec_name(chosen), language if language not in (None, "und") else None) if x)
+    if ct.is_default(chosen):
+        why = "the one marked default"
+    elif tracks[0] is not chosen:
+        why = "the first one this FFmpeg can decode"
+    else:
+        why = "the first (none is marked default)"
+    others = "the other one is ignored" if len(tracks) == 2 else f"the other {len(tracks) - 1} are ignored"
+    return (
+        f"the file has {len(tracks)} audio tracks: only audio track {position} of {len(tracks)}"
+        f" (stream #{chosen.index}{', ' + details if details else ''}) is used, {why}; {others}"
+    )
 
 
 # -- decoding -------------------------------------------------------------------------------------
@@ -237,12 +274,25 @@ def _video_warnings(result: VideoResult, plan: VideoPlan, options: MediaOptions)
             f" the {plan.duration_s:.1f} s duration includes that gap, and frames sampled by time"
             " repeat the frames around it"
         )
-    if plan.duration_s * options.fps > options.max_frames + 1 and plan.available > plan.n_frames:
+    capped = plan.n_frames >= floor_by_factor(options.max_frames, FRAME_FACTOR)
+    if capped and plan.duration_s * options.fps > options.max_frames + 1 and plan.available > plan.n_frames:
+        # Only when --max-frames is what limits the count (not the frames the file has), and with
+        # the rate said so that it is never "0.00 fps".
         warnings.append(
-            f"--max-frames {options.max_frames} caps the sampling at {plan.fps_used:.2f} fps"
-            f" instead of {options.fps:g} over {plan.duration_s:.1f} s of video"
+            f"--max-frames {options.max_frames} caps the sampling at {plan.n_frames} frames,"
+            f" {_rate_text(plan.fps_used)} instead of {options.fps:g} fps, over {_human_seconds(plan.duration_s)}"
+            " of video"
         )
     return warnings
+
+
+def _rate_text(fps: float) -> str:
+    """``2.5`` -> ``"2.50 fps"``; slow rates as the interval (``"one frame every 23.4 s"``), never 0.00 fps."""
+    if fps >= 0.1:
+        return f"{fps:.2f} fps"
+    if fps <= 0:
+        return "no frame rate"
+    return f"one frame every {_human_seconds(1.0 / fps)}"
 
 
 def _usable_audio(result: AudioResult, has_video: bool, path: Path, read_error: str | None) -> np.ndarray | None:
@@ -310,12 +360,39 @@ def _final_audio(audio: AudioResult, first_frame_s: float | None, has_video: boo
     return _FinalAudio(audio_out, offset, truncated, warnings)
 
 
-def _completeness_warning(decoded_s: float, header_s: float | None, read_error: str | None) -> str | None:
-    header = f" of the {header_s:.1f} s the header announces" if header_s else ""
+def _expected_end(sel: _Selection, decoded_video: bool, decoded_audio: bool) -> float | None:
+    """Where the header says the decoded streams end, in seconds from the file's start.
+
+    The end of each decoded stream where the header gives it (a stream that starts late, or a
+    longer track that was not decoded, then never looks like a truncation); else the file's
+    duration."""
+    ends = [end for used, end in ((decoded_video, sel.video_end_s), (decoded_audio, sel.audio_end_s)) if used]
+    if ends and all(end is not None for end in ends):
+        return max(ends)
+    return sel.header_duration
+
+
+def _decoded_end(video: VideoResult | None, plan: VideoPlan | None, audio: AudioResult | None) -> float:
+    """Where the decoded streams end, in seconds from the file's start (the same time line)."""
+    ends = [0.0]
+    if video is not None and video.last_t is not None and plan is not None:
+        ends.append(video.last_t + plan.step_s)
+    if audio is not None:
+        ends.append((audio.start_s or 0.0) + audio.total_seconds)
+    return max(ends)
+
+
+def _completeness_warning(decoded_end: float, header_end: float | None, read_error: str | None) -> str | None:
+    """A warning when the file is damaged or ends (on its time line) clearly before its header says.
+
+    Ends are compared, not lengths: a video that starts 3 s after its audio is 3 s shorter than the
+    file, not truncated."""
+    header = f" of the {header_end:.1f} s the header announces" if header_end else ""
     if read_error:
-        return f"the file is damaged or ends early ({read_error}); using the {decoded_s:.1f} s decoded{header}"
-    if header_s and decoded_s < _TRUNCATION_SHARE * header_s and header_s - decoded_s > 0.5:
-        return f"the file looks truncated: only {decoded_s:.1f} s decoded{header}"
+        return (f"the file is damaged or ends early ({read_error}); using what decoded, up to {decoded_end:.1f} s"
+                f"{header}")
+    if header_end and decoded_end < _TRUNCATION_SHARE * header_end and header_end - decoded_end > 0.5:
+        return f"the file looks truncated: what decoded ends at {decoded_end:.1f} s{header}"
     return None
 
 
@@ -458,8 +535,11 @@ def _assemble(
         final = _final_audio(audio, aligned_to, video is not None, path, decoded.read_error, options)
         audio_out, offset, truncated = final.audio, final.offset, final.truncated
         warnings += final.warnings
+    warnings += sel.notes
     decoded_s = max(video_span, audio.total_seconds if audio is not None else 0.0)
-    if (note := _completeness_warning(decoded_s, sel.header_duration, decoded.read_error)) is not None:
+    expected_end = _expected_end(sel, video is not None, audio is not None)
+    note = _completeness_warning(_decoded_end(video, plan, audio), expected_end, decoded.read_error)
+    if note is not None:
         warnings.insert(0, note)
     frames = video.frames if video is not None else None
     kind = "audio" if frames is None else ("video+audio" if audio_out is not None else "video")

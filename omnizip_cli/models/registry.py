@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -175,21 +176,47 @@ def resolve_model_location(
     if tiny is not None:
         return str(ensure_tiny_checkpoint(tiny)), True, tiny
     path = Path(model).expanduser()
-    looks_local = path.exists() or model.startswith((".", "/", "~")) or model.count("/") > 1
+    kind = _local_kind(path, model)
+    looks_local = kind is not None or model.startswith((".", "/", "~")) or model.count("/") > 1
     if looks_local:
-        if not path.exists():
+        if kind is None:
             raise ModelLoadError(f"model folder {model} does not exist")
-        if not path.is_dir():
+        if kind != "dir":
             raise ModelLoadError(f"--model {model} is a file, not a checkpoint folder")
         # config.json must be a JSON object (checked first, so a folder of another model type is named
         # as such); then cheap completeness checks (safetensors headers and sizes, shards,
         # tokenizer/preprocessor files) and the pickle refusal, one line each.
-        config = read_config(path, model)
-        adapter = _adapter_for(config.get("model_type"), model)
-        check_checkpoint_folder(path, allow_pickle=allow_pickle, label=model)
+        try:
+            config = read_config(path, model)
+            adapter = _adapter_for(config.get("model_type"), model)
+            check_checkpoint_folder(path, allow_pickle=allow_pickle, label=model)
+        except PermissionError as exc:  # e.g. a sub-folder or the folder's listing is not readable
+            raise ModelLoadError(f"cannot read the model folder {model}: permission denied ({exc.filename})") from None
         return str(path), is_tiny_checkpoint(path), adapter
     location, adapter = _check_hub_model(model, offline=offline, revision=revision)
     return location, False, adapter
+
+
+def _local_kind(path: Path, model: str) -> str | None:
+    """``"dir"``, ``"file"`` or None (nothing there) for a ``--model`` path; a path that cannot be
+    looked at is one :class:`ModelLoadError` line, not a ``PermissionError``."""
+    import errno
+    import stat
+
+    try:
+        mode = os.stat(path).st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except PermissionError:
+        raise ModelLoadError(f"cannot access the model folder {model}: permission denied (on a folder of the path)",
+                             hint="check the permissions of the folders on the path") from None
+    except OSError as exc:
+        if exc.errno in (errno.ENAMETOOLONG, errno.ELOOP, errno.EINVAL):
+            return None  # not a usable path: maybe a hub id
+        raise ModelLoadError(f"cannot access the model folder {model}: {exc.strerror or exc}") from None
+    except ValueError:  # an embedded NUL: not a path
+        return None
+    return "dir" if stat.S_ISDIR(mode) else "file"
 
 
 def token_pixels_before_loading(model: str, revision: str | None = None) -> int | None:
@@ -201,7 +228,11 @@ def token_pixels_before_loading(model: str, revision: str | None = None) -> int 
     if tiny is not None:
         return tiny.geometry.token_pixels
     config_file: Path | None = Path(model).expanduser() / "config.json"
-    if not config_file.is_file():
+    try:
+        is_file = config_file.is_file()
+    except (OSError, ValueError):  # a folder that cannot be entered: the load says so, in one line
+        return None
+    if not is_file:
         try:
             from huggingface_hub import try_to_load_from_cache
 
@@ -273,15 +304,7 @@ def load_model(spec: ModelSpec) -> LoadedModel:
     except torch.OutOfMemoryError:
         raise
     except pickle.UnpicklingError as exc:  # weights_only=True refused a pickle
-        reason = next(
-            (line.strip() for line in str(exc).splitlines() if "WeightsUnpickler error" in line),
-            "it holds objects other than tensors",
-        )
-        raise ModelLoadError(
-            f"cannot load the {adapter.display_name} thinker from {spec.model}: torch's safe loader "
-            f"(weights_only=True) refused its pickle weights: {reason[:200]}",
-            hint="such a file can run code when loaded: do not use it unless you trust its source",
-        ) from exc
+        raise pickle_refusal(adapter.display_name, spec.model, location, exc) from exc
     except (OSError, ValueError, KeyError, TypeError, SafetensorError) as exc:
         first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         hint = None
@@ -311,6 +334,38 @@ def load_model(spec: ModelSpec) -> LoadedModel:
         fast_encoder_attention=fast,
         encoder_attention_note=note,
         fast_decoder=spec.fast_decoder,
+    )
+
+
+#: What torch's weights-only unpickler names in its refusals: an object's class or function.
+_REFUSED_GLOBAL_RE = re.compile(r"GLOBAL ([\w.]+)")
+_REFUSED_CALL_RE = re.compile(r"unrecognized function ([\w.<> ]+?)(?: which|$)")
+
+
+def pickle_refusal(family: str, model: str, location: str, exc: BaseException) -> ModelLoadError:
+    """The one-line error for pickle weights that torch's ``weights_only=True`` loader refused.
+
+    In omnizip's words rather than torch's (whose message asks to "file an issue" or to allowlist
+    the global, which would run the file's code): the file holds objects that are not plain tensors,
+    so it is refused even with ``--trust-pickle-weights``; naming what it refers to, when torch says.
+    """
+    from .. import integrity
+
+    text = str(exc)
+    match = _REFUSED_GLOBAL_RE.search(text) or _REFUSED_CALL_RE.search(text)
+    refers = f" (it refers to {match.group(1).strip()[:80]})" if match else ""
+    files = "its pickle weights"
+    try:
+        kind, names = integrity.weight_files(Path(location))
+        if kind == "pickle" and names:
+            files = ", ".join(names[:3]) + (" ..." if len(names) > 3 else "")
+    except OSError:
+        pass
+    return ModelLoadError(
+        f"cannot load the {family} thinker from {model}: {files} holds objects that are not plain tensors{refers},"
+        " so it is refused even with --trust-pickle-weights",
+        hint="convert the checkpoint to safetensors (only if you trust its source: converting runs its code),"
+             " or use a safetensors release of it",
     )
 
 

@@ -44,11 +44,48 @@ BPE_VOCAB_SIZE = 400
 
 
 def default_cache_dir() -> Path:
-    """Where built artefacts are cached: ``$OMNIZIP_CACHE``, else ``$XDG_CACHE_HOME/omnizip``."""
+    """Where built artefacts are cached: ``$OMNIZIP_CACHE``, else ``$XDG_CACHE_HOME/omnizip``.
+
+    Raises
+    ------
+    UsageError
+        The folder is a file, or a file stands where one of its parent folders should be (exit
+        code 2, as for a bad ``OMNIZIP_CACHE_MAX_BYTES``): one line naming the variable, instead of
+        "File exists" or "Not a directory" when something is first written there.
+    """
     if env := os.environ.get("OMNIZIP_CACHE"):
-        return Path(env).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base).expanduser() / "omnizip"
+        folder, source = Path(env).expanduser(), f"OMNIZIP_CACHE={env}"
+    else:
+        xdg = os.environ.get("XDG_CACHE_HOME")
+        base = xdg or Path.home() / ".cache"
+        folder = Path(base).expanduser() / "omnizip"
+        source = f"the cache folder {folder} (from XDG_CACHE_HOME={xdg})" if xdg else f"the cache folder {folder}"
+    problem = cache_dir_problem(folder)
+    if problem is not None:
+        from ..errors import UsageError
+
+        raise UsageError(
+            f"{source} {problem}",
+            hint="set OMNIZIP_CACHE to a folder (it is created if missing), or unset it for ~/.cache/omnizip",
+        )
+    return folder
+
+
+def cache_dir_problem(folder: Path) -> str | None:
+    """Why ``folder`` cannot be a cache folder because of a file in the way (None: a folder, or nothing yet).
+
+    Only a file where a folder must be is a problem here; permissions and a full disk are found
+    (and said) where something is written.
+    """
+    try:
+        mode = os.stat(folder).st_mode
+    except NotADirectoryError:
+        return "is not a usable folder: a part of its path is a file"
+    except (OSError, ValueError):
+        return None  # missing (created later) or not searchable (said when it is used)
+    import stat
+
+    return None if stat.S_ISDIR(mode) else "is a file, not a folder"
 
 
 def tiny_model_dir(adapter: ModelAdapter, cache_dir: Path | None = None) -> Path:
@@ -222,10 +259,10 @@ def ensure_tiny_checkpoint(adapter: ModelAdapter, cache_dir: Path | None = None)
     from ..filelock import exclusive_lock
 
     path = tiny_model_dir(adapter, cache_dir)
-    if tiny_checkpoint_problem(path) is None:
-        return path
     log = logging.getLogger(__name__)
     try:
+        if tiny_checkpoint_problem(path) is None:
+            return path
         with exclusive_lock(
             tiny_lock_path(path), on_wait=lambda: log.info("waiting for another process to build %s", path)
         ):
@@ -236,8 +273,15 @@ def ensure_tiny_checkpoint(adapter: ModelAdapter, cache_dir: Path | None = None)
                 log.warning("the cached tiny checkpoint %s is incomplete or corrupt (%s): rebuilding it", path, problem)
             _build_locked(adapter, path)
     except OSError as exc:  # a read-only or full cache folder: one line, not a traceback
+        problem = cache_dir_problem(path.parent)
+        if problem is not None:  # a file in the way ("File exists", "Not a directory")
+            reason = f"{path.parent} {problem}"
+        elif isinstance(exc, PermissionError):
+            reason = f"permission denied on {exc.filename or path.parent}"
+        else:
+            reason = f"{exc.strerror or exc}"
         raise ModelLoadError(
-            f"cannot build the tiny checkpoint in {path.parent}: {exc.strerror or exc}",
+            f"cannot build the tiny checkpoint in {path.parent}: {reason}",
             hint="set OMNIZIP_CACHE to a writable folder with a few MB free",
         ) from exc
     return path

@@ -130,10 +130,17 @@ def _encode_audio(container: av.container.OutputContainer, stream, track: AudioT
     data = track.samples()
     chunk = 4096
     first = int(round(track.start_s * track.sample_rate))
+    # PyAV's from_ndarray cannot fill a planar frame of 8 or more channels (it has 8 data pointers):
+    # such tracks are written from packed (interleaved) samples, which the encoder converts exactly.
+    packed = track.channels >= 8
     for start in range(0, data.shape[1], chunk):
-        frame = av.AudioFrame.from_ndarray(
-            np.ascontiguousarray(data[:, start : start + chunk]), format="fltp", layout=track.layout
-        )
+        block = data[:, start : start + chunk]
+        if packed:
+            frame = av.AudioFrame.from_ndarray(
+                np.ascontiguousarray(block.T.reshape(1, -1)), format="flt", layout=track.layout
+            )
+        else:
+            frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(block), format="fltp", layout=track.layout)
         frame.sample_rate = track.sample_rate
         frame.pts = first + start
         frame.time_base = Fraction(1, track.sample_rate)

@@ -267,3 +267,172 @@ def test_malicious_pickle_is_refused_even_when_pickles_are_allowed(real_like_fol
     line = _one_line_error(real_like_folder, allow_pickle=True)
     assert line.startswith("cannot load the Qwen2.5-Omni thinker from")
     assert not marker.exists()
+
+
+# --- Issue 29, item 16: a refused pickle is explained in omnizip's words, not torch's.
+
+
+def _with_raw_pickle(folder: Path, pickle_bytes: bytes) -> None:
+    """Replace the pickle stream of ``pytorch_model.bin`` (a torch zip) by ``pickle_bytes``."""
+    import io
+    import zipfile
+
+    source = (folder / "pytorch_model.bin").read_bytes()
+    out = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(source)) as zin, zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as zout:
+        for item in zin.infolist():
+            data = zin.read(item.filename)
+            zout.writestr(item, pickle_bytes if item.filename.endswith("/data.pkl") else data)
+    (folder / "pytorch_model.bin").write_bytes(out.getvalue())
+
+
+@pytest.mark.parametrize(
+    ("payload", "refers_to"),
+    [
+        ("object", "it refers to getattr"),  # a class whose __reduce__ runs code: "Unsupported global"
+        (b"\x80\x02cos\nsystem\nX\x02\x00\x00\x00ls\x85R.", "it refers to os.system"),  # a blocked module
+        (b"\x80\x02I1\n.", None),  # an opcode torch's loader does not take: its message says "file an issue"
+    ],
+    ids=["global", "blocked-module", "opcode"],
+)
+def test_refused_pickle_is_explained_in_our_words(real_like_folder: Path, tmp_path: Path, payload: object,
+                                                  refers_to: str | None) -> None:
+    weights = _to_pickle_folder(real_like_folder)
+    if payload == "object":
+        weights["payload"] = _Payload(tmp_path / "pwned")  # type: ignore[assignment]
+        torch.save(weights, real_like_folder / "pytorch_model.bin")
+    else:
+        _with_raw_pickle(real_like_folder, payload)  # type: ignore[arg-type]
+    line = _one_line_error(real_like_folder, allow_pickle=True)
+    assert line.startswith(
+        f"cannot load the Qwen2.5-Omni thinker from {real_like_folder}: pytorch_model.bin holds objects that are"
+        " not plain tensors"
+    ), line
+    assert "so it is refused even with --trust-pickle-weights. Hint: convert the checkpoint to safetensors" in line
+    if refers_to is not None:
+        assert f"({refers_to})" in line
+    for torch_words in ("file an issue", "torch.serialization", "WeightsUnpickler", "weights_only", "\\x1b"):
+        assert torch_words not in line, line
+    assert not (tmp_path / "pwned").exists()
+
+
+# --- Issue 29, item 15 (model part): folders that cannot be entered, and OMNIZIP_CACHE set to a file.
+
+
+def _unprivileged_prefix() -> list[str]:
+    """A prefix that runs a child without root's permission override (``unshare --user``), else ``[]``."""
+    import os
+    import shutil
+    import subprocess
+
+    if os.geteuid() != 0:
+        return ["env"]
+    unshare = shutil.which("unshare")
+    if unshare is None or subprocess.run([unshare, "--user", "true"], capture_output=True, timeout=30).returncode:
+        return []
+    return [unshare, "--user"]
+
+
+def _deny_under(monkeypatch: pytest.MonkeyPatch, folder: Path) -> None:
+    """Simulate a folder the user cannot enter: ``os.stat`` of anything below it is refused."""
+    import os
+
+    real_stat = os.stat
+
+    def stat(path, *args, **kwargs):  # noqa: ANN001, ANN202
+        if os.fspath(path).startswith(str(folder) + os.sep):
+            raise PermissionError(13, "Permission denied", os.fspath(path))
+        return real_stat(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "stat", stat)
+
+
+def test_model_folder_that_cannot_be_entered_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from omnizip_cli.models.registry import token_pixels_before_loading
+
+    locked = tmp_path / "locked"
+    (locked / "ckpt").mkdir(parents=True)
+    _deny_under(monkeypatch, locked)
+    model = str(locked / "ckpt")
+    assert token_pixels_before_loading(model) is None  # not known yet; the load says why
+    with pytest.raises(ModelLoadError) as info:
+        resolve_model_location(model)
+    assert info.value.one_line() == (
+        f"cannot access the model folder {model}: permission denied (on a folder of the path)."
+        " Hint: check the permissions of the folders on the path"
+    )
+
+
+def test_model_folder_that_cannot_be_entered_in_a_real_process(tmp_path: Path) -> None:
+    """``omnizip ask`` with ``--model`` in a folder the user cannot enter: one line, exit code 1."""
+    import os
+    import subprocess
+    import sys
+
+    try:
+        from tests.helpers.media_factory import VideoSpec, write_media
+    except ImportError:
+        from media_factory import VideoSpec, write_media  # type: ignore[no-redef]
+
+    prefix = _unprivileged_prefix()
+    if not prefix:
+        pytest.skip("no way to run a child without root's permission override here (unshare --user)")
+    clip = write_media(tmp_path / "clip.mp4", VideoSpec(seconds=1.0))
+    locked = tmp_path / "locked"
+    (locked / "ckpt").mkdir(parents=True)
+    locked.chmod(0)
+    repo = Path(__file__).resolve().parents[2]
+    try:
+        result = subprocess.run(
+            [*prefix, sys.executable, "-m", "omnizip_cli", "ask", str(clip), "What?", "--model", str(locked / "ckpt"),
+             "--no-cache"],
+            cwd=repo, env={**os.environ, "PYTHONPATH": str(repo)}, capture_output=True, text=True, timeout=300,
+        )
+    finally:
+        locked.chmod(0o755)
+    assert result.returncode == 1, result.stderr[-2000:]
+    assert f"error: cannot access the model folder {locked / 'ckpt'}: permission denied" in result.stderr, \
+        result.stderr[-2000:]
+    assert "PermissionError" not in result.stderr
+
+
+@pytest.mark.parametrize("below", [False, True], ids=["file", "below-a-file"])
+def test_omnizip_cache_that_is_a_file_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                  below: bool) -> None:
+    from omnizip_cli.models.tiny import default_cache_dir, ensure_tiny_checkpoint
+
+    file = tmp_path / "cache-file"
+    file.write_text("not a folder")
+    value = str(file / "sub") if below else str(file)
+    monkeypatch.setenv("OMNIZIP_CACHE", value)
+    problem = "is not a usable folder: a part of its path is a file" if below else "is a file, not a folder"
+    for call in (default_cache_dir, lambda: ensure_tiny_checkpoint(ADAPTER)):
+        with pytest.raises(UsageError) as info:
+            call()
+        assert info.value.exit_code == 2
+        assert info.value.one_line().startswith(f"OMNIZIP_CACHE={value} {problem}. Hint: set OMNIZIP_CACHE to a")
+        assert "File exists" not in info.value.one_line()
+
+
+def test_omnizip_cache_that_is_a_file_in_a_real_process(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    try:
+        from tests.helpers.media_factory import VideoSpec, write_media
+    except ImportError:
+        from media_factory import VideoSpec, write_media  # type: ignore[no-redef]
+
+    clip = write_media(tmp_path / "clip.mp4", VideoSpec(seconds=1.0))
+    file = tmp_path / "cache-file"
+    file.write_text("not a folder")
+    repo = Path(__file__).resolve().parents[2]
+    result = subprocess.run(
+        [sys.executable, "-m", "omnizip_cli", "ask", str(clip), "What?", "--model", "tiny"],
+        cwd=repo, env={**os.environ, "PYTHONPATH": str(repo), "OMNIZIP_CACHE": str(file)},
+        capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert f"error: OMNIZIP_CACHE={file} is a file, not a folder" in result.stderr, result.stderr[-2000:]
+    assert "File exists" not in result.stderr
