@@ -10,7 +10,7 @@ import typer
 
 from ..errors import UsageError
 from .app import app, prepare_environment
-from .options import GREEDY_32, MEDIA, MODEL, OUTPUT, OutputOptions, Preset, SystemOpt, with_options
+from .options import GREEDY_32, MEDIA, MODEL, OUTPUT, OutputOptions, Preset, SystemOpt, out_folder, with_options
 from .signals import write_stdout
 
 if TYPE_CHECKING:
@@ -50,7 +50,8 @@ def profile(
     system: SystemOpt = None,
     out: Annotated[
         Path | None,
-        typer.Option("--out", "-o", help="Write metrics.json, config.json and timings.png into this folder."),
+        typer.Option("--out", "-o", help="Write metrics.json, config.json and timings.png into this folder (new, "
+                     "empty, or written by profile before).", parser=out_folder, metavar="DIR"),
     ] = None,
 ) -> None:
     """Measure the full path against compression settings on VIDEO, side by side (greedy answers)."""

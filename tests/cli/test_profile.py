@@ -273,7 +273,17 @@ def test_flops_formula_matches_the_7b_figures_in_the_performance_notes() -> None
     assert big["total"] == big["linear"] + big["attention"] + big["lm_head"]
 
 
-# ----------------------------------------------------------------------------- issue 29: escapes
+# ----------------------------------------------------------------------------- issue 29: --out, escapes
+def test_out_refuses_a_folder_of_the_users_files_before_any_work(clip: Path, tmp_path: Path) -> None:
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "metrics.json").write_text('{"mine": 1}')
+    result = invoke(["profile", str(clip), "-m", "tiny", "--out", str(mine)])
+    assert result.exit_code == 2
+    assert "not an omnizip results folder" in result.stderr
+    assert (mine / "metrics.json").read_text() == '{"mine": 1}'
+
+
 def test_report_shows_the_file_model_and_answer_escaped_and_not_as_markup(profiled) -> None:
     import copy
     import io
