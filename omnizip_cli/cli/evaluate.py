@@ -1,7 +1,14 @@
-"""``omnizip evaluate DATASET --out DIR``: accuracy of the full model vs OmniZip settings over a dataset."""
+"""``omnizip evaluate DATASET --out DIR``: accuracy of the full model vs OmniZip settings over a dataset.
+
+Output: the results folder's path on stdout (escaped when stdout is a terminal), or with ``--json``
+the metrics as one JSON object and nothing on stderr; ``-q`` leaves only warnings and errors on
+stderr. ``--out`` is checked before any work (see :func:`omnizip_cli.evaluation.command.run_evaluate`).
+"""
 
 from __future__ import annotations
 
+import json
+import sys
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -9,7 +16,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from .app import app, prepare_environment
-from .options import MEDIA, MODEL, OUTPUT, OutputOptions, SystemOpt, with_options
+from .options import MEDIA, MODEL, OUTPUT, OutputOptions, SystemOpt, out_folder, with_options
 from .signals import write_stdout
 
 if TYPE_CHECKING:
@@ -23,7 +30,7 @@ def evaluate(
     dataset: Annotated[Path, typer.Argument(help="Manifest (JSONL/CSV) or a benchmark's annotation file.",
                                             show_default=False)],
     out: Annotated[Path, typer.Option("--out", "-o", help="Results folder (resumed when it exists).",
-                                      show_default=False)],
+                                      show_default=False, parser=out_folder, metavar="DIR")],
     model: ModelSpec,
     media: MediaOptions,
     output: OutputOptions,
@@ -61,12 +68,24 @@ def evaluate(
                               layout=layout, video_dir=video_dir, workers=workers, ray_address=ray_address,
                               gpus_per_worker=gpus, overwrite=overwrite)
     console = make_console(no_color=output.no_color)
-    run_evaluate(options, description, factory, console=console,
-                 show_progress=console.is_terminal and not output.quiet and not output.json_output)
-    if output.json_output:
-        write_stdout((out / "metrics.json").read_text())
+    silent = output.quiet or output.json_output
+    result = run_evaluate(options, description, factory, console=console,
+                          show_progress=console.is_terminal and not silent,
+                          report=not silent, warnings=not output.json_output)
+    if output.json_output:  # the content of the folder's metrics.json (ASCII: safe on a terminal)
+        write_stdout(json.dumps(result.metrics, indent=2) + "\n")
     else:
-        write_stdout(f"{out}\n")
+        write_stdout(f"{_shown_path(out)}\n")
+
+
+def _shown_path(path: Path) -> str:
+    """``path`` as printed on stdout: as is for a pipe (scripts get the real name), with terminal
+    controls escaped on a terminal (:func:`omnizip_cli.terminal.escape_control`)."""
+    from ..terminal import escape_control
+
+    text = str(path)
+    stdout = sys.stdout
+    return escape_control(text) if stdout is not None and stdout.isatty() else text
 
 
 def _cuda_gpus() -> float:

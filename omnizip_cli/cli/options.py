@@ -263,6 +263,18 @@ def check_output_file(path: Path, option: str) -> None:
     except OSError as exc:
         raise UsageError(f"{option} {path} cannot be written: {exc.strerror or exc}") from exc
 
+
+def out_folder(text: str) -> Path:
+    """The parser of a results folder option (``evaluate --out``, ``profile --out``).
+
+    An empty or blank value is a usage error: ``Path("")`` would be the current folder, which the
+    user did not ask for (``.`` says so explicitly).
+    """
+    if not text.strip():
+        raise typer.BadParameter("is empty: give a folder (or . for the current one)")
+    return Path(text)
+
+
 MaxPromptOpt = Annotated[int | None, typer.Option(
     "--max-prompt-tokens",
     help="Token budget of the prompt (default: the model's context minus --max-new-tokens). When the "

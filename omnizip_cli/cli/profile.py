@@ -10,7 +10,7 @@ import typer
 
 from ..errors import UsageError
 from .app import app, prepare_environment
-from .options import GREEDY_32, MEDIA, MODEL, OUTPUT, OutputOptions, Preset, SystemOpt, with_options
+from .options import GREEDY_32, MEDIA, MODEL, OUTPUT, OutputOptions, Preset, SystemOpt, out_folder, with_options
 from .signals import write_stdout
 
 if TYPE_CHECKING:
@@ -50,13 +50,17 @@ def profile(
     system: SystemOpt = None,
     out: Annotated[
         Path | None,
-        typer.Option("--out", "-o", help="Write metrics.json, config.json and timings.png into this folder."),
+        typer.Option("--out", "-o", help="Write metrics.json, config.json and timings.png into this folder (new, "
+                     "empty, or written by profile before).", parser=out_folder, metavar="DIR"),
     ] = None,
 ) -> None:
     """Measure the full path against compression settings on VIDEO, side by side (greedy answers)."""
+    from rich.text import Text
+
     from ..evaluation.profile import ProfileRequest, build_settings, check_out_dir, run_profile, write_outputs
     from ..report import make_console
     from ..report.profile_view import print_profile_report
+    from ..terminal import escape_control
 
     if question is not None and question_arg is not None and question != question_arg:
         raise UsageError("give the question once: as QUESTION or as --question")
@@ -79,7 +83,8 @@ def profile(
     console = make_console(no_color=output.no_color)
     if console.is_terminal and not output.quiet and not output.json_output:
         with console.status("profiling ...", spinner="dots") as status:
-            payload = run_profile(request, progress=lambda message: status.update(message))
+            # the messages name the file and the model: escaped, and never read as markup
+            payload = run_profile(request, progress=lambda message: status.update(Text(escape_control(message))))
     else:
         payload = run_profile(request)
     paths = write_outputs(payload, out) if out is not None else {}
@@ -88,4 +93,5 @@ def profile(
     elif not output.quiet:
         print_profile_report(console, payload)
         if paths:
-            console.print(f"wrote {', '.join(str(p) for p in paths.values())}", markup=False)
+            console.print(f"wrote {', '.join(escape_control(str(p)) for p in paths.values())}", markup=False,
+                          highlight=False)

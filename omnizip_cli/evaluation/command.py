@@ -4,7 +4,9 @@ The CLI parses its options into :class:`EvaluateOptions`, describes the model (:
 everything that changes answers, recorded in ``config.json``), builds a picklable answerer
 factory, and calls :func:`run_evaluate`. This module renders the progress bar (Rich, on terminals
 only, on stderr), prints the summary table to stderr and returns the result; only the path of the
-results folder is for stdout (the CLI prints it).
+results folder is for stdout (the CLI prints it). Text from the user's files (the manifest's name,
+categories, ids in the warnings, the ``--out`` path) is shown through
+:func:`omnizip_cli.terminal.escape_control` and never read as Rich markup.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any
 from omnizip_cli.evaluation.datasets import load_dataset
 from omnizip_cli.evaluation.protocol import AnswererFactory, parse_settings
 from omnizip_cli.evaluation.runner import EvaluationRequest, EvaluationResult, Progress, run_evaluation
+from omnizip_cli.report.results_folder import METRICS
 
 __all__ = ["EvaluateOptions", "run_evaluate"]
 
@@ -46,25 +49,36 @@ class EvaluateOptions:
 
 
 def run_evaluate(options: EvaluateOptions, model: dict[str, Any], factory: AnswererFactory,
-                 console: Any | None = None, show_progress: bool | None = None) -> EvaluationResult:
+                 console: Any | None = None, show_progress: bool | None = None, *,
+                 report: bool = True, warnings: bool = True) -> EvaluationResult:
     """Load the dataset, run (or resume) the evaluation with a progress bar, print the summary.
 
     ``console`` defaults to a Rich console on stderr; the progress bar shows on terminals unless
-    ``show_progress`` says otherwise. Bad rows are announced before the run. Errors are
-    :class:`omnizip_cli.errors.OmnizipError` subclasses (``UsageError`` for bad options, a
-    different run in ``--out``, a missing dataset).
+    ``show_progress`` says otherwise. Bad rows are announced before the run unless ``warnings``
+    is False (``--json``: they are in ``metrics.json``); the summary table and the closing line
+    are printed unless ``report`` is False (``-q``, ``--json``). ``--out`` is checked (a folder
+    that can be written, not a file) before the dataset is read. Errors are
+    :class:`omnizip_cli.errors.OmnizipError` subclasses (``UsageError`` for bad options, an
+    ``--out`` that cannot be written or holds a different run or other files, a folder that
+    another evaluation is writing, a missing or unreadable dataset).
     """
     from rich.console import Console
+    from rich.text import Text
 
     from omnizip_cli.evaluation.summary import print_summary
+    from omnizip_cli.report.results_folder import ResultsFolder
+    from omnizip_cli.terminal import escape_control
 
     console = console or Console(stderr=True)
     settings = parse_settings(options.settings, options.retentions)
+    ResultsFolder(options.out).check_writable()  # before any work: a run is too long to lose at the end
     dataset = load_dataset(options.dataset, layout=options.layout, video_dir=options.video_dir)
-    if dataset.problems:
+    if dataset.problems and warnings:
         first = dataset.problems[0]
-        console.print(f"[yellow]warning:[/] {len(dataset.problems)} rows of {dataset.path.name} skipped "
-                      f"(first: {first}); all are listed in metrics.json")
+        console.print(Text.assemble(
+            ("warning:", "yellow"),
+            f" {len(dataset.problems)} rows of {escape_control(dataset.path.name)} skipped "
+            f"(first: {escape_control(str(first))}); all are listed in {METRICS}"), soft_wrap=True)
     request = EvaluationRequest(dataset=dataset, settings=settings, out=options.out, model=model,
                                 options=options.options, overwrite=options.overwrite, workers=options.workers,
                                 ray_address=options.ray_address, gpus_per_worker=options.gpus_per_worker,
@@ -75,10 +89,11 @@ def run_evaluate(options: EvaluateOptions, model: dict[str, Any], factory: Answe
     else:
         with _Bar(console) as bar:
             result = run_evaluation(request, factory, progress=bar.update)
-    print_summary(result.metrics, console)
-    resumed = f", {result.resumed} from an earlier run" if result.resumed else ""
-    console.print(f"{result.answered} answers in {result.elapsed_seconds:.1f} s{resumed}; "
-                  f"results in {options.out}")
+    if report:
+        print_summary(result.metrics, console)
+        resumed = f", {result.resumed} from an earlier run" if result.resumed else ""
+        console.print(f"{result.answered} answers in {result.elapsed_seconds:.1f} s{resumed}; "
+                      f"results in {escape_control(str(options.out))}", markup=False, highlight=False)
     return result
 
 

@@ -7,6 +7,13 @@ stops the loading. A missing video is not checked here: the runner reports it pe
 
 Layouts
 -------
+Text files are UTF-8; a byte-order mark selects UTF-8, UTF-16 or UTF-32 instead. Other encodings
+(and UTF-16 without its mark) are refused with one line. A CSV's delimiter is a comma, a semicolon
+or a tab, whichever splits the header into the most columns; a header that none of them splits is
+refused, naming the three. A ``.parquet`` file that is not one (no ``PAR1`` magic) or cannot be
+read is one line too. Videos given as URLs (``https://...``, ``s3://...``) are bad rows: nothing is
+downloaded.
+
 ``manifest`` (``.jsonl``, ``.json`` array, or ``.csv`` with a header), one item per row:
 
 * ``video`` (required): the video path, relative to the manifest's folder (or to ``video_dir``);
@@ -43,7 +50,9 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
+import os
 import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -57,6 +66,18 @@ __all__ = ["LAYOUTS", "Dataset", "Item", "RowProblem", "load_dataset", "option_l
 LAYOUTS = ("auto", "manifest", "videomme", "worldsense", "avut")
 LETTERS = "ABCDEFGHIJ"
 _LETTER_PREFIX = re.compile(r"^\s*\(?([A-Ja-j])\s*[\.\):]\s*")
+#: ``scheme://`` at the start of a video path (two letters at least: ``C://`` is a drive).
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+://")
+#: A dataset path that is a URL (``pathlib`` makes ``https://`` into ``https:/``).
+_URL_PATH = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:/")
+URL_PROBLEM = "URLs are not supported in manifests: download the file first"
+#: The CSV delimiters recognised, in order of preference when they split a header alike.
+CSV_DELIMITERS = (",", ";", "\t")
+#: Byte-order marks, longest first (UTF-32 LE starts like UTF-16 LE).
+_BOMS = (
+    (b"\xff\xfe\x00\x00", "utf-32-le", "UTF-32"), (b"\x00\x00\xfe\xff", "utf-32-be", "UTF-32"),
+    (b"\xef\xbb\xbf", "utf-8", "UTF-8"), (b"\xff\xfe", "utf-16-le", "UTF-16"), (b"\xfe\xff", "utf-16-be", "UTF-16"),
+)
 
 
 def option_letter(index: int) -> str:
@@ -148,6 +169,8 @@ def load_dataset(path: str | Path, layout: str = "auto", video_dir: str | Path |
     Raises :class:`UsageError` for a missing or unrecognised file or layout and for a missing
     video folder; rows that cannot be used are returned in :attr:`Dataset.problems`.
     """
+    if _URL_PATH.match(str(path)) and not Path(path).exists():
+        raise UsageError(f"{path}: URLs are not supported: download the file first")
     path = Path(path)
     if layout not in LAYOUTS:
         raise UsageError(f"unknown dataset layout {layout!r} (choose from {', '.join(LAYOUTS)})")
@@ -209,29 +232,87 @@ def _guess_layout(rows: Any) -> str:
 # ---------------------------------------------------------------------------------- file readers
 
 
+def _read_bytes(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise UsageError(f"cannot read {path}: {exc.strerror or exc}") from None
+
+
+def _read_text(path: Path) -> str:
+    """The file's text: UTF-8, or the encoding its byte-order mark names (the mark removed).
+
+    Raises :class:`UsageError` for bytes that are not text in that encoding, and for NUL
+    characters (UTF-16 without a mark decodes as UTF-8 with a NUL after every ASCII letter).
+    """
+    data = _read_bytes(path)
+    encoding, label, start = "utf-8", "UTF-8", 0
+    for bom, codec, name in _BOMS:
+        if data.startswith(bom):
+            encoding, label, start = codec, name, len(bom)
+            break
+    try:
+        text = data[start:].decode(encoding)
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"{path} is not {label} text "
+                         f"(byte {exc.start + start}: {exc.object[exc.start:exc.start + 1]!r})",
+                         hint="save it as UTF-8") from None
+    if "\x00" in text:
+        raise UsageError(f"{path} holds NUL characters (UTF-16 without a byte-order mark)",
+                         hint="save it as UTF-8 (or as UTF-16 with its byte-order mark)")
+    return text
+
+
+def _lines(text: str) -> io.StringIO:
+    """The lines of ``text`` as reading a file gives them: split at ``\\n``, ``\\r\\n`` or ``\\r`` only
+    (a JSON string may hold a raw U+2028, which ``str.splitlines`` would split at)."""
+    return io.StringIO(text, newline=None)
+
+
 def _read_jsonl(path: Path) -> list[Any]:
     rows: list[Any] = []
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as exc:
-                rows.append(_Unparsed(number, f"not JSON ({exc.msg})"))
+    for number, line in enumerate(_lines(_read_text(path)), start=1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError as exc:
+            rows.append(_Unparsed(number, f"not JSON ({exc.msg})"))
     return rows
 
 
 def _read_json(path: Path) -> Any:
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(_read_text(path))
     except json.JSONDecodeError as exc:
         raise UsageError(f"{path} is not valid JSON: {exc.msg} at line {exc.lineno}") from None
 
 
 def _read_csv(path: Path) -> list[Any]:
-    with path.open(encoding="utf-8", newline="") as handle:
-        return [dict(row) for row in csv.DictReader(handle)]
+    text = _read_text(path)
+    delimiter = _csv_delimiter(path, text)
+    reader = csv.DictReader(io.StringIO(text, newline=""), delimiter=delimiter)
+    try:
+        return [dict(row) for row in reader]
+    except csv.Error as exc:
+        raise UsageError(f"{path} is not a readable CSV file: {exc} (line {reader.line_num})") from None
+
+
+def _csv_delimiter(path: Path, text: str) -> str:
+    """The delimiter of :data:`CSV_DELIMITERS` that splits the header into the most columns.
+
+    An empty file gets a comma (no rows); a header that none of them splits into at least two
+    columns (``video|question|answer``) raises :class:`UsageError` saying which are expected.
+    """
+    header = next((line.rstrip("\n") for line in _lines(text) if line.strip()), "")
+    if not header:
+        return ","
+    columns = {d: len(next(csv.reader([header], delimiter=d), [])) for d in CSV_DELIMITERS}
+    best = max(CSV_DELIMITERS, key=lambda d: columns[d])  # the first of equals: a comma
+    if columns[best] < 2:
+        raise UsageError(f"{path}: the header {header[:60]!r} is one column: expected comma, semicolon or tab "
+                         "separated columns (video, question, answer, ...)")
+    return best
 
 
 def _read_parquet(path: Path) -> list[dict[str, Any]]:
@@ -241,7 +322,22 @@ def _read_parquet(path: Path) -> list[dict[str, Any]]:
         raise EnvironmentProblem(
             f"reading {path.name} needs pyarrow", hint='pip install pyarrow (or "omnizip[datasets]")'
         ) from None
-    return pq.read_table(path).to_pylist()
+    import pyarrow as pa
+
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(4)
+            handle.seek(max(handle.seek(0, os.SEEK_END) - 4, 0))
+            tail = handle.read(4)
+    except OSError as exc:
+        raise UsageError(f"cannot read {path}: {exc.strerror or exc}") from None
+    if head != b"PAR1" or tail != b"PAR1":
+        raise UsageError(f"{path} is not a parquet file (no PAR1 magic bytes)")
+    try:
+        return pq.read_table(path).to_pylist()
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        reason = " ".join(str(exc).split())[:200] or type(exc).__name__
+        raise UsageError(f"{path} is not a readable parquet file: {reason}") from None
 
 
 @dataclass(frozen=True)
@@ -344,6 +440,7 @@ def _manifest(path: Path, rows: Any, video_dir: Path | None) -> tuple[list[Item]
             question = _text(row, "question")
             answer = _text(row, "answer")
             assert video is not None and question is not None and answer is not None
+            _local(video)
             raw = row.get("options")
             if isinstance(raw, str):
                 raw = _options_from_text(raw)
@@ -359,6 +456,12 @@ def _manifest(path: Path, rows: Any, video_dir: Path | None) -> tuple[list[Item]
         except _BadRow as exc:
             problems.append(RowProblem(number, str(exc)))
     return items, problems
+
+
+def _local(video: str) -> None:
+    """Refuse (as a bad row) a video given as a URL: it would read as a missing local file."""
+    if _URL.match(video):
+        raise _BadRow(URL_PROBLEM)
 
 
 def _options_from_text(text: str) -> list[Any] | None:
@@ -463,6 +566,7 @@ def _avut(path: Path, rows: Any, video_dir: Path | None) -> tuple[list[Item], li
                 raise _BadRow("not an object")
             video_path = _text(row, "video_path")
             assert video_path is not None
+            _local(video_path)
             raw = [row[f"option_{letter}"] for letter in LETTERS[:6] if row.get(f"option_{letter}") is not None]
             options = _clean_options(raw)
             if not options:

@@ -52,6 +52,8 @@ if TYPE_CHECKING:
     from ..models import LoadedModel, ModelSpec
     from ..models.base import PreparedPrompt
 
+#: The kind of results ``profile --out`` writes (``"command"`` in its config.json, ``"kind"`` in its metrics.json).
+KIND = "profile"
 #: Stages timed once per run, in order (what the chart stacks after the shared stages).
 RUN_STAGES = ("audio_encoder", "vision_encoder", "saliency", "keep_plan", "prefill", "decode")
 #: The figures summarised per setting.
@@ -381,7 +383,7 @@ def run_profile(
     config = resolved_config(request, loaded, settings, memory, audio_tokens, video_tokens)
     return {
         "schema_version": SCHEMA_VERSION,
-        "kind": "profile",
+        "kind": KIND,
         "question": request.question,
         "media": media.summary.to_dict(),
         "model": loaded.describe(),
@@ -464,7 +466,7 @@ def resolved_config(
     """The configuration actually run (``config.json`` of ``--out``)."""
     return {
         "schema_version": SCHEMA_VERSION,
-        "command": "profile",
+        "command": KIND,
         "media_path": str(request.media_path),
         "question": request.question,
         "system": request.system,
@@ -490,10 +492,15 @@ def _resolved(setting: CompressionSetting, audio_tokens: int, video_tokens: int)
 # ----------------------------------------------------------------------------- output
 def check_out_dir(out_dir: Path) -> None:
     """Fail before any work when ``out_dir`` cannot take the results: an existing file, a folder that
-    cannot be created or written (``/proc/...``, read-only). The folder is created now."""
+    cannot be created or written (``/proc/...``, read-only), or a folder that profile did not write
+    (the user's own files, an evaluation's results), whose ``metrics.json`` and ``config.json``
+    would be overwritten. A missing or empty folder is fine (created now), and so is one an earlier
+    ``profile --out`` wrote. Raises :class:`UsageError`."""
     from ..report.results_folder import ResultsFolder
 
-    ResultsFolder(out_dir).check_writable()
+    folder = ResultsFolder(out_dir)
+    folder.check_writable()
+    folder.check_owned(KIND)
 
 
 def write_outputs(payload: dict[str, Any], out_dir: Path) -> dict[str, Path]:

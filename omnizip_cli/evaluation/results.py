@@ -28,8 +28,10 @@ from omnizip_cli.evaluation.protocol import Setting
 from omnizip_cli.report.results_folder import ACCURACY_CHART as CHART
 from omnizip_cli.report.results_folder import CONFIG, METRICS, PREDICTIONS, ResultsFolder
 
-__all__ = ["CONFIG", "METRICS", "PREDICTIONS", "CHART", "EvaluationFolder", "compute_metrics"]
+__all__ = ["CONFIG", "METRICS", "PREDICTIONS", "CHART", "KIND", "EvaluationFolder", "compute_metrics"]
 
+#: The ``kind`` in an evaluation's config.json (how ``--out`` folders are recognised).
+KIND = "evaluate"
 #: The parts of config.json that must match for a run to resume.
 _MATCHED = ("model", "settings", "dataset", "options")
 _START_OVER = "pass --overwrite to start over"
@@ -44,10 +46,17 @@ class EvaluationFolder(ResultsFolder):
         A new or empty folder gets ``config.json``. A folder holding a run with the same model,
         settings, dataset and options resumes: its predictions are returned. A different run
         raises :class:`UsageError` naming what differs, unless ``overwrite`` (which deletes the old
-        results first). A folder holding other files but no ``config.json`` is refused too.
+        results first). A folder holding ``predictions.jsonl`` but no ``config.json``, or a
+        ``config.json`` that is not JSON, is refused unless ``overwrite``; a folder of other files,
+        or of another command's results, is refused even with ``overwrite``
+        (:meth:`~omnizip_cli.report.results_folder.ResultsFolder.check_owned`): those files are not
+        an evaluation's to delete.
         """
         self.create()
         config_path = self.path / CONFIG
+        damaged = _is_broken_json(config_path) or ((self.path / PREDICTIONS).exists() and not config_path.exists())
+        if not damaged:
+            self.check_owned(KIND)
         if overwrite:
             self.remove(CONFIG, PREDICTIONS, METRICS, CHART)
         if config_path.exists():
@@ -82,6 +91,17 @@ class EvaluationFolder(ResultsFolder):
     def write_metrics(self, metrics: Mapping[str, Any]) -> Path:
         """Write ``metrics.json`` and return its path."""
         return self.write_json(METRICS, metrics)
+
+
+def _is_broken_json(path: Path) -> bool:
+    """True for an existing file that does not parse as JSON (an evaluation's config.json, torn)."""
+    try:
+        json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return False
+    except (OSError, ValueError):
+        return True
+    return False
 
 
 def _parse_record(raw: bytes) -> tuple[tuple[str, str], dict[str, Any]] | None:

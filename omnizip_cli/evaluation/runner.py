@@ -18,7 +18,7 @@ from omnizip_cli.errors import UsageError
 from omnizip_cli.evaluation.datasets import Dataset
 from omnizip_cli.evaluation.jobs import answer_job, plan_jobs
 from omnizip_cli.evaluation.protocol import AnswererFactory, Setting
-from omnizip_cli.evaluation.results import CHART, EvaluationFolder, compute_metrics
+from omnizip_cli.evaluation.results import CHART, KIND, EvaluationFolder, compute_metrics
 from omnizip_cli.evaluation.scoring import PROMPT_VERSION
 
 __all__ = [
@@ -80,8 +80,9 @@ class EvaluationRequest:
     cpus_per_worker: float = 1.0
 
     def config(self) -> dict[str, Any]:
-        """The content of ``config.json``."""
+        """The content of ``config.json`` (``kind`` marks the folder as an evaluation's)."""
         return {
+            "kind": KIND,
             "omnizip_version": __version__,
             "model": self.model,
             "settings": [s.to_dict() for s in self.settings],
@@ -108,16 +109,28 @@ def run_evaluation(request: EvaluationRequest, factory: AnswererFactory,
                    progress: ProgressCallback | None = None) -> EvaluationResult:
     """Run (or resume) an evaluation and write the results folder; see :mod:`.results`.
 
-    Raises :class:`UsageError` for bad options or a folder holding a different run. The answerer
-    is built (the model loaded) only when something is left to do.
+    Raises :class:`UsageError` for bad options, an ``out`` that cannot be written, a folder
+    holding a different run or other files, or a folder that another evaluation is writing (it
+    holds the folder's lock for the whole run, so two runs never append the same answers). The
+    answerer is built (the model loaded) only when something is left to do.
     """
     if not request.settings:
         raise UsageError("no settings to evaluate")
     if request.workers < 1:
         raise UsageError(f"--workers must be at least 1, got {request.workers}")
     if not request.dataset.items:
-        raise UsageError(f"{request.dataset.path} has no usable items ({len(request.dataset.problems)} bad rows)")
+        problems = request.dataset.problems
+        first = f"; first: {problems[0]}" if problems else ""
+        raise UsageError(f"{request.dataset.path} has no usable items ({len(problems)} bad rows{first})")
     folder = EvaluationFolder(request.out)
+    folder.check_writable()
+    with folder.lock(KIND):
+        return _run_locked(request, factory, folder, progress)
+
+
+def _run_locked(request: EvaluationRequest, factory: AnswererFactory, folder: EvaluationFolder,
+                progress: ProgressCallback | None) -> EvaluationResult:
+    """:func:`run_evaluation` once the folder is checked and locked."""
     records = folder.prepare(request.config(), overwrite=request.overwrite)
     jobs = plan_jobs(request.dataset, request.settings, records)
     total = len(request.dataset.items) * len(request.settings)

@@ -2,7 +2,8 @@
 
 Both render ``metrics.json`` only (:func:`omnizip_cli.evaluation.results.compute_metrics`), so a
 finished folder can be redrawn without rerunning anything. Rich and Pillow are imported inside the
-functions.
+functions. Text that comes from the dataset (its name, the categories) reaches the terminal through
+:func:`omnizip_cli.terminal.escape_control`, as Rich ``Text`` (never parsed as markup).
 """
 
 from __future__ import annotations
@@ -43,20 +44,22 @@ def summary_rows(metrics: Mapping[str, Any]) -> list[dict[str, str]]:
 
 def print_summary(metrics: Mapping[str, Any], console: Any | None = None) -> None:
     """Print the summary table (and the per-category accuracy when there are categories) to
-    ``console`` (default: a Rich console on stderr). Fits 80 columns."""
+    ``console`` (default: a Rich console on stderr). Fits 80 columns. The dataset's name, the
+    settings' labels and the categories are shown escaped (:func:`_shown`)."""
     from rich import box
     from rich.console import Console
     from rich.table import Table
 
     console = console or Console(stderr=True)
     data = metrics["dataset"]
-    table = Table(title=f"{data['name']}: {data['items']} questions on {data['videos']} videos",
+    title = _shown(f"{data['name']}: {data['items']} questions on {data['videos']} videos", style="table.title")
+    table = Table(title=title,
                   title_justify="left", box=box.SIMPLE_HEAD, padding=(0, 1), collapse_padding=True, pad_edge=False)
     headers = ["setting", "n", "acc", "kept", "agree", "A/V", "TTFT", "x full", "tok/s", "mem", "err"]
     for name in headers:
         table.add_column(name, justify="left" if name == "setting" else "right", no_wrap=True)
     for row in summary_rows(metrics):
-        table.add_row(*row.values())
+        table.add_row(*(_shown(cell) for cell in row.values()))
     console.print(table)
     console.print("n: answered; acc: accuracy; kept: acc / full's acc on the same items; agree: same answer as "
                   "full; A/V: audio+video tokens kept; TTFT: median time to first token (x full: speed-up); "
@@ -67,16 +70,25 @@ def print_summary(metrics: Mapping[str, Any], console: Any | None = None) -> Non
         per = Table(title="accuracy by category (answered items)", title_justify="left", box=box.SIMPLE_HEAD)
         per.add_column("category")
         for m in settings.values():
-            per.add_column(m.get("label", "?"), justify="right")
+            per.add_column(_shown(str(m.get("label", "?"))), justify="right")
         for name in categories:
             cells = []
             for m in settings.values():
                 entry = (m.get("by_category") or {}).get(name)
                 cells.append("-" if entry is None else f"{_pct(entry['accuracy'])} ({entry['items']})")
-            per.add_row(name, *cells)
+            per.add_row(_shown(name), *cells)
         console.print(per)
     if data.get("bad_rows"):
         console.print(f"[yellow]{data['bad_rows']} dataset rows skipped[/] (see metrics.json: dataset.problems)")
+
+
+def _shown(text: str, style: str = "") -> Any:
+    """``text`` as a Rich ``Text``: terminal controls escaped (``\\x1b[2J``), ``[...]`` not markup."""
+    from rich.text import Text
+
+    from omnizip_cli.terminal import escape_control
+
+    return Text(escape_control(text), style=style)
 
 
 def format_progress(progress: Any) -> str:

@@ -1,4 +1,9 @@
-"""The side-by-side table of ``omnizip profile`` on stderr (Rich), rendering its JSON object."""
+"""The side-by-side table of ``omnizip profile`` on stderr (Rich), rendering its JSON object.
+
+Text that is not ours (the file's name, the model's id or path, the answers) is shown through
+:func:`omnizip_cli.terminal.escape_control` as Rich ``Text``, so it can neither drive the terminal
+nor be read as Rich markup (an answer holding ``[/]`` would otherwise stop the report).
+"""
 
 from __future__ import annotations
 
@@ -61,23 +66,33 @@ def _short(text: str, width: int = 40) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
+def _answer_text(column: dict[str, Any]) -> Any:
+    """The answer's first words as Rich ``Text``, escaped (``(empty)`` for none)."""
+    from rich.text import Text
+
+    return Text(escape_control(_short(column["answer"]["text"], 24)) or "(empty)")
+
+
 def render_table(payload: dict[str, Any]) -> Any:
     """The side-by-side Rich table: one column per setting, one row per figure."""
     from rich.table import Table
+    from rich.text import Text
 
     columns = payload["settings"]
     repeats = payload["repeats"]
-    title = (
-        f"omnizip profile: {escape_control(Path(payload['media']['path']).name)}, {payload['model']['model']} on "
+    title = Text(
+        f"omnizip profile: {escape_control(Path(payload['media']['path']).name)}, "
+        f"{escape_control(str(payload['model']['model']))} on "
         f"{payload['model']['device']} ({payload['model']['dtype']}); median of {repeats} run"
-        f"{'s' if repeats != 1 else ''} [min–max]"
+        f"{'s' if repeats != 1 else ''} [min–max]",
+        style="table.title",
     )
     table = Table(title=title, title_justify="left", show_lines=False)
     table.add_column("figure", style="bold", no_wrap=True)
     for column in columns:
         table.add_column(column["label"], justify="right")
 
-    def row(name: str, cell: Callable[[dict[str, Any]], str]) -> None:
+    def row(name: str, cell: Callable[[dict[str, Any]], Any]) -> None:
         table.add_row(name, *[cell(c) for c in columns])
 
     def tokens(modality: str) -> Callable[[dict[str, Any]], str]:
@@ -130,7 +145,7 @@ def render_table(payload: dict[str, Any]) -> Any:
         row("memory saved", saved)
         row("FLOPs vs full", lambda c: f"{c['vs_full']['flops_ratio']:.2f}" if c["vs_full"] else "1.00")
         row("answer vs full", _answer_cell)
-    row("answer", lambda c: _short(c["answer"]["text"], 24) or "(empty)")
+    row("answer", _answer_text)
     return table
 
 

@@ -13,13 +13,22 @@ What each command puts in its folder: ``profile`` (:func:`omnizip_cli.evaluation
 writes ``metrics.json``, ``config.json`` and ``timings.png``; ``evaluate``
 (:class:`omnizip_cli.evaluation.results.EvaluationFolder`) writes ``config.json``,
 ``predictions.jsonl``, ``metrics.json`` and ``accuracy.png``.
+
+Whose folder it is (:meth:`ResultsFolder.kind`): ``--out`` may name a missing or empty folder, or one
+that omnizip wrote, recognised by its ``config.json`` (``"kind"``, or profile's ``"command"``, or the
+shape of an evaluation's config from before the marker). A folder of other files is refused
+(:meth:`ResultsFolder.check_owned`), so a user's own ``metrics.json`` is never overwritten.
+``evaluate`` holds an exclusive lock on the folder's ``.omnizip.lock`` while it writes
+(:meth:`ResultsFolder.lock`): a second run on the same folder fails at once instead of appending
+duplicate predictions.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, TypeVar
@@ -29,6 +38,8 @@ from omnizip_cli.errors import OmnizipError, UsageError
 __all__ = [
     "ACCURACY_CHART",
     "CONFIG",
+    "EMPTY",
+    "LOCK",
     "METRICS",
     "PREDICTIONS",
     "TIMINGS_CHART",
@@ -40,8 +51,17 @@ METRICS = "metrics.json"
 PREDICTIONS = "predictions.jsonl"
 TIMINGS_CHART = "timings.png"
 ACCURACY_CHART = "accuracy.png"
+#: The lock file ``evaluate`` holds while it writes the folder (never deleted: see omnizip_cli.filelock).
+LOCK = ".omnizip.lock"
+#: :meth:`ResultsFolder.kind` of a missing or empty folder.
+EMPTY = "empty"
+#: Names omnizip leaves in a folder that do not make it a results folder (the lock, write checks).
+_OWN_HIDDEN = ".omnizip"
+#: The keys of an evaluation's config.json written before it named its kind.
+_EVALUATE_CONFIG_KEYS = frozenset({"omnizip_version", "model", "settings", "dataset"})
 
 T = TypeVar("T")
+
 
 
 @dataclass
@@ -68,6 +88,64 @@ class ResultsFolder:
                 pass
         except OSError as exc:
             raise UsageError(f"--out {self.path} cannot be written: {exc.strerror or exc}") from exc
+
+    def kind(self) -> str | None:
+        """Whose folder this is: :data:`EMPTY` (missing, or holding only omnizip's hidden files),
+        the kind of omnizip results it holds (``"profile"``, ``"evaluate"``), or None for a folder
+        of other files (a ``config.json`` that is not omnizip's included)."""
+        try:
+            names = [entry.name for entry in self.path.iterdir() if not entry.name.startswith(_OWN_HIDDEN)]
+        except FileNotFoundError:
+            return EMPTY
+        except OSError as exc:
+            raise UsageError(f"--out {self.path} cannot be read: {exc.strerror or exc}") from exc
+        if not names:
+            return EMPTY
+        try:
+            config = json.loads((self.path / CONFIG).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        if not isinstance(config, dict):
+            return None
+        kind = config.get("kind") or config.get("command")
+        if isinstance(kind, str) and kind:
+            return kind
+        return "evaluate" if _EVALUATE_CONFIG_KEYS <= config.keys() else None
+
+    def check_owned(self, kind: str) -> None:
+        """Refuse (:class:`UsageError`) a folder that holds anything but ``kind`` results of omnizip.
+
+        A missing or empty folder is fine, and so is one this command wrote before; a folder of
+        other files, or of another command's results, is refused whatever the options, so that no
+        file of the user's (or of another run) is overwritten.
+        """
+        found = self.kind()
+        if found in (EMPTY, kind):
+            return
+        if found is None:
+            shown = sorted(entry.name for entry in self.path.iterdir() if not entry.name.startswith(_OWN_HIDDEN))
+            listed = ", ".join(shown[:3]) + (", ..." if len(shown) > 3 else "")
+            raise UsageError(f"--out {self.path} is not an omnizip results folder (it holds {listed})",
+                             hint="give a new or empty folder")
+        raise UsageError(f"--out {self.path} holds the results of omnizip {found}",
+                         hint="give a new or empty folder")
+
+    @contextmanager
+    def lock(self, command: str) -> Iterator[None]:
+        """Hold the folder's exclusive lock (:data:`LOCK`) for the ``with`` body; the folder is created.
+
+        Never waits: when another process holds it, raises :class:`UsageError` at once (``another
+        omnizip <command> is writing ...``). The lock goes with its holder, even a killed one.
+        """
+        from ..filelock import exclusive_lock
+
+        def busy() -> None:
+            raise UsageError(f"another omnizip {command} is writing in {self.path}",
+                             hint="wait for it to finish, or choose another --out")
+
+        self.create()
+        with exclusive_lock(self.path / LOCK, timeout=0.0, on_wait=busy):
+            yield
 
     def create(self) -> None:
         """Create the folder (and its parents) when missing."""

@@ -271,3 +271,35 @@ def test_flops_formula_matches_the_7b_figures_in_the_performance_notes() -> None
     assert big["attention"] / n**2 == pytest.approx(2.0e5, rel=0.01)
     assert big["lm_head"] == 2 * 3584 * 152064
     assert big["total"] == big["linear"] + big["attention"] + big["lm_head"]
+
+
+# ----------------------------------------------------------------------------- issue 29: --out, escapes
+def test_out_refuses_a_folder_of_the_users_files_before_any_work(clip: Path, tmp_path: Path) -> None:
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "metrics.json").write_text('{"mine": 1}')
+    result = invoke(["profile", str(clip), "-m", "tiny", "--out", str(mine)])
+    assert result.exit_code == 2
+    assert "not an omnizip results folder" in result.stderr
+    assert (mine / "metrics.json").read_text() == '{"mine": 1}'
+
+
+def test_report_shows_the_file_model_and_answer_escaped_and_not_as_markup(profiled) -> None:
+    import copy
+    import io
+
+    from rich.console import Console
+
+    from omnizip_cli.report.profile_view import print_profile_report
+
+    payload = copy.deepcopy(profiled.payload)
+    payload["media"]["path"] = "/videos/[bold]clip\x1b[2J.mp4"
+    payload["model"]["model"] = "/models/\x1b]0;title\x07omni"
+    for column in payload["settings"]:
+        column["answer"]["text"] = "[/]\x1b[31mred"
+    buffer = io.StringIO()
+    print_profile_report(Console(file=buffer, width=200, force_terminal=True, color_system=None), payload)
+    text = buffer.getvalue()
+    assert "\x1b" not in text and "\x07" not in text
+    assert "[bold]clip\\x1b[2J.mp4" in text and "/models/\\x1b]0;title\\x07omni" in text
+    assert "[/]\\x1b[31mred" in text

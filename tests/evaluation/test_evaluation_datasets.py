@@ -208,3 +208,72 @@ def test_unusable_inputs_are_usage_errors(tmp_path: Path) -> None:
         load_dataset(tmp_path / "bad.json")
     with pytest.raises(UsageError, match="--video-dir is not a folder"):
         load_dataset(ROOT / "samples" / "eval_example.jsonl", video_dir=tmp_path / "nope")
+
+
+HEADER = "id,video,question,options,answer,category"
+ROWS = ['a,x.mp4,Colour?,red|blue,A,c1', "b,x.mp4,Open?,,yes,c2"]
+
+
+# ------------------------------------------------- issue 29: delimiters, encodings, parquet, URLs
+
+
+@pytest.mark.parametrize("delimiter", [",", ";", "\t"])
+def test_csv_with_comma_semicolon_or_tab(tmp_path: Path, delimiter: str) -> None:
+    path = tmp_path / "m.csv"
+    path.write_text("\n".join(line.replace(",", delimiter) for line in [HEADER, *ROWS]) + "\n")
+    data = load_dataset(path)
+    assert [i.id for i in data.items] == ["a", "b"] and not data.problems
+    assert data.items[0].options == ("red", "blue") and data.items[1].category == "c2"
+
+
+def test_csv_with_another_delimiter_says_which_are_expected(tmp_path: Path) -> None:
+    path = tmp_path / "m.csv"
+    path.write_text("\n".join(line.replace(",", "#") for line in [HEADER, *ROWS]) + "\n")
+    with pytest.raises(UsageError, match="comma, semicolon or tab"):
+        load_dataset(path)
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-8-sig", "utf-32"])
+def test_csv_and_jsonl_with_a_byte_order_mark_are_decoded(tmp_path: Path, encoding: str) -> None:
+    csv_path = tmp_path / "m.csv"
+    csv_path.write_bytes(("\n".join([HEADER, *ROWS]) + "\n").encode(encoding))
+    assert [i.id for i in load_dataset(csv_path).items] == ["a", "b"]
+    jsonl = tmp_path / "m.jsonl"
+    row = {"id": "é", "video": "x.mp4", "question": "Q\u2028?", "answer": "a"}  # U+2028 ends no line
+    jsonl.write_bytes(json.dumps(row, ensure_ascii=False).encode(encoding))
+    data = load_dataset(jsonl)
+    assert [(i.id, i.question) for i in data.items] == [("é", "Q\u2028?")] and not data.problems
+
+
+def test_text_that_is_not_utf8_is_one_line(tmp_path: Path) -> None:
+    no_bom = tmp_path / "m.csv"
+    no_bom.write_bytes(("\n".join([HEADER, *ROWS]) + "\n").encode("utf-16-le"))
+    with pytest.raises(UsageError, match="UTF-16 without a byte-order mark"):
+        load_dataset(no_bom)
+    latin = tmp_path / "l.jsonl"
+    latin.write_bytes('{"video": "caf\u00e9.mp4", "question": "Q?", "answer": "a"}\n'.encode("latin-1"))
+    with pytest.raises(UsageError, match="not UTF-8 text"):
+        load_dataset(latin)
+
+
+def test_corrupt_parquet_is_not_a_parquet_file(tmp_path: Path) -> None:
+    pytest.importorskip("pyarrow")
+    path = tmp_path / "test.parquet"
+    path.write_bytes(b"video,question\nx.mp4,Q?\n")
+    with pytest.raises(UsageError, match="not a parquet file"):
+        load_dataset(path, video_dir=tmp_path)
+    path.write_bytes(b"PAR1" + b"\0" * 64 + b"PAR1")  # the magic bytes, nothing readable between
+    with pytest.raises(UsageError, match="not a readable parquet file"):
+        load_dataset(path, video_dir=tmp_path)
+
+
+def test_urls_in_a_manifest_are_refused_per_row(tmp_path: Path) -> None:
+    path = tmp_path / "m.jsonl"
+    path.write_text(json.dumps({"video": "https://example.com/v.mp4", "question": "Q?", "answer": "a"}) + "\n"
+                    + json.dumps({"video": "x.mp4", "question": "Q?", "answer": "a"}) + "\n")
+    data = load_dataset(path)
+    assert [i.video_name for i in data.items] == ["x.mp4"]
+    assert [str(p) for p in data.problems] == [
+        "row 1: URLs are not supported in manifests: download the file first"]
+    with pytest.raises(UsageError, match="URLs are not supported"):
+        load_dataset("https://example.com/eval.jsonl")

@@ -72,7 +72,7 @@ def test_run_writes_the_results_folder(dataset: Dataset, tmp_path: Path) -> None
     out = tmp_path / "out"
     factory = CountingFactory()
     result = run_evaluation(request(dataset, out), factory)
-    assert sorted(p.name for p in out.iterdir()) == ["accuracy.png", "config.json", "metrics.json",
+    assert sorted(p.name for p in out.iterdir()) == [".omnizip.lock", "accuracy.png", "config.json", "metrics.json",
                                                      "predictions.jsonl"]
     config = json.loads((out / "config.json").read_text())
     assert config["model"] == MODEL
