@@ -45,7 +45,7 @@ if TYPE_CHECKING:
 @app.command()
 @with_options(MODEL, MEDIA, COMPRESSION, GENERATION, OUTPUT)
 def ask(
-    video: Annotated[Path, typer.Argument(help="Video (or audio) file.", show_default=False)],
+    video: Annotated[Path, typer.Argument(metavar="VIDEO", help="Video (or audio) file.", show_default=False)],
     questions: Annotated[list[str], typer.Argument(
         metavar="QUESTION...", help="Your question(s) about it; several share one compressed video.",
         show_default=False)],

@@ -200,7 +200,7 @@ def _undecodable_as_surrogates() -> None:
 @app.command()
 @with_options(MODEL, MEDIA, COMPRESSION, GENERATION, OUTPUT)
 def chat(
-    video: Annotated[Path, typer.Argument(help="Video (or audio) file.", show_default=False)],
+    video: Annotated[Path, typer.Argument(metavar="VIDEO", help="Video (or audio) file.", show_default=False)],
     model: ModelSpec,
     media: MediaOptions,
     compression: CompressionSetting,

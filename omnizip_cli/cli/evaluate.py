@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 @app.command()
 @with_options(MODEL, MEDIA, OUTPUT)
 def evaluate(
-    dataset: Annotated[Path, typer.Argument(help="Manifest (JSONL/CSV) or a benchmark's annotation file.",
+    dataset: Annotated[Path, typer.Argument(metavar="DATASET", help="Manifest (JSONL/CSV) or a benchmark's annotation file.",
                                             show_default=False)],
     out: Annotated[Path, typer.Option("--out", "-o", help="Results folder (resumed when it exists).",
                                       show_default=False, parser=out_folder, metavar="DIR")],

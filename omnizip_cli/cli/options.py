@@ -165,7 +165,7 @@ COMPRESSION = OptionGroup("compression", (
     _option("no_compress", Annotated[bool, typer.Option("--no-compress", help="Stock path: no token compression.")],
             False),
     _option("preset", Annotated[Preset | None, typer.Option(
-        help="Paper setting: 45 (rho_audio .3, rho_video .6) or 35 (.4, .7) % kept.")], None),
+        help="Paper setting: 45 (the default: rho_audio .3, rho_video .6) or 35 (.4, .7) % kept.")], None),
     _option("retention", Annotated[float | None, typer.Option(
         help="Target fraction of audio+video tokens kept, e.g. 0.45; derives the ratios.")], None),
     _option("rho_audio", Annotated[float | None, typer.Option(help="Fraction of audio tokens dropped, in [0, 1).")],

@@ -24,7 +24,7 @@ DEFAULT_PROFILE_QUESTION = "What happens in this video?"
 @app.command()
 @with_options(MODEL, MEDIA, GREEDY_32, OUTPUT)
 def profile(
-    video: Annotated[Path, typer.Argument(help="Video (or audio) file.", show_default=False)],
+    video: Annotated[Path, typer.Argument(metavar="VIDEO", help="Video (or audio) file.", show_default=False)],
     model: ModelSpec,
     media: MediaOptions,
     generation: GenerationOptions,

@@ -316,7 +316,9 @@ def open_session(
 
     is_path = isinstance(source, (str, Path))
     path = Path(source) if is_path else None
+    hash_started = time.perf_counter()
     cache, content = _consult_cache(path, options, say) if path is not None else (None, None)
+    hash_seconds = time.perf_counter() - hash_started if content is not None else None
     overlap = overlap_enabled(options.overlap)
     own_early = None
     if early_audio is None and path is not None and overlap:
@@ -350,6 +352,8 @@ def open_session(
                 decoding = _Decoding(path, options, early_audio, overlap)  # type: ignore[arg-type]
             decoding.token_pixels = own
         timer = StageTimer(device=loaded.device, on_stage=on_stage)
+        if hash_seconds is not None:
+            timer.add("content_hash", hash_seconds)
         if needs_load:
             timer.add("load_model", loaded.load_seconds)
             timer.record_memory("load_model")
@@ -430,8 +434,9 @@ def _consult_cache(path: Path, options: OpenOptions, say: Callable[[str], None])
     cache = options.cache if isinstance(options.cache, PrefixCache) else PrefixCache()
     if not cache.enabled:
         return None, None
-    if not path.is_file():
-        return cache, None  # the decoding's own checks say what is wrong with it
+    from ..media.container import check_path
+
+    check_path(path)  # a missing, unreadable or indirect file (a playlist) fails here, before any hashing
     say(f"hashing {escape_control(str(path))} ...")
     return cache, content_hash(path)
 

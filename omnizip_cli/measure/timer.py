@@ -18,6 +18,7 @@ from .memory import CPU_RSS, CUDA_ALLOCATED, process_peak_rss_bytes
 
 # The stages of one answer, in order; reports show them in this order.
 STAGES = (
+    "content_hash",  # the file's SHA-256, the disk cache's key (only with the cache on)
     "load_model",
     "media_decode",
     "preprocess",

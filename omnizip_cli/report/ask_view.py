@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 
 #: How each stage is named in the report, in :data:`omnizip_cli.measure.STAGES` order.
 STAGE_LABELS = {
+    "content_hash": "file hash",
     "load_model": "model load",
     "media_decode": "media decode",
     "preprocess": "preprocessing",
@@ -113,7 +114,7 @@ def stages_table(console: Console, payload: dict[str, Any]) -> Table:
         table.add_row(STAGE_LABELS[name], format_seconds(stage["seconds"]), format_bytes(stage["peak_memory_bytes"]),
                       note)
     table.add_row("time to first token", format_seconds(timings["time_to_first_token_seconds"]), "",
-                  "from media decode, load excluded")
+                  timings.get("time_to_first_token_from", "from media decode, load excluded"))
     decode = stages["decode"]
     table.add_row("decode", format_seconds(decode["seconds"]), format_bytes(decode["peak_memory_bytes"]),
                   f"{gen['decode_tokens']} tokens, {gen['decode_tokens_per_second']:.1f} tokens/s")

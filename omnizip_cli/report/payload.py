@@ -19,10 +19,26 @@ TTFT_DEFINITION = (
     "wall time from the start of media decoding to the first answer token, model loading excluded "
     "(the part of it that media decoding did not overlap) "
     "(media decode + preprocessing + encoders + saliency + keep plan + prefill + choosing the first token; "
-    "stages marked overlapped_with_media_decode ran beside the decoding); "
-    "for a later question of the same video: from the question to its first token"
+    "stages marked overlapped_with_media_decode ran beside the decoding)"
 )
+TTFT_DEFINITION_DISK = (
+    "wall time from the start of opening to the first answer token, model loading excluded "
+    "(hashing the file, reading the media prefix from the disk cache, prefill + choosing the first token)"
+)
+TTFT_DEFINITION_LATER = "wall time from the question to its first token (the media prefix was already prefilled)"
 TOTAL_DEFINITION = "wall time from the start of media decoding to the last answer token, model loading excluded"
+TOTAL_DEFINITION_DISK = "wall time from the start of opening to the last answer token, model loading excluded"
+TOTAL_DEFINITION_LATER = "wall time from the question to its last token"
+
+
+def timing_definitions(first_answer: bool, prefix_source: str) -> tuple[str, str, str]:
+    """Where this answer's time to first token and total start: ``(ttft definition, total
+    definition, short label)``, for the first answer of a fresh or a disk-cached opening, or a later one."""
+    if not first_answer:
+        return TTFT_DEFINITION_LATER, TOTAL_DEFINITION_LATER, "from the question"
+    if prefix_source == "disk":
+        return TTFT_DEFINITION_DISK, TOTAL_DEFINITION_DISK, "from opening (disk cache), load excluded"
+    return TTFT_DEFINITION, TOTAL_DEFINITION, "from media decode, load excluded"
 
 
 def compression_label(compression: dict[str, Any] | None) -> str:
@@ -78,6 +94,7 @@ def answer_payload(
         timer = timer.merged(session.timer)
     timer = timer.merged(stats.timer)
     stages, peak = stage_rows(timer, loaded.device)
+    definitions = timing_definitions(include_setup, stats.prefix_source)
     kind = memory_kind(loaded.device)
     question_tokens = stats.prompt_tokens - session.prefill.length
     tokens = session.tokens.plus_text(question_tokens)
@@ -125,9 +142,10 @@ def answer_payload(
             "stages": stages,
             "load_model_seconds": finite(timer.seconds("load_model")),
             "time_to_first_token_seconds": finite(stats.time_to_first_token_seconds),
-            "time_to_first_token_definition": TTFT_DEFINITION,
+            "time_to_first_token_definition": definitions[0],
             "total_seconds": finite(stats.total_seconds),
-            "total_definition": TOTAL_DEFINITION,
+            "total_definition": definitions[1],
+            "time_to_first_token_from": definitions[2],
         },
         "memory": {
             "kind": kind,

@@ -140,8 +140,8 @@ def test_json_carries_every_figure_of_the_report(payload: dict[str, Any]) -> Non
     stages = timings["stages"]
     assert list(stages) == list(STAGES)
     for name in STAGES:
-        if name == "decode_warmup":  # only the CUDA-graph decoder has a warm-up
-            assert not stages[name]["ran"]
+        if name in ("decode_warmup", "content_hash"):  # only the CUDA-graph decoder has a warm-up; the
+            assert not stages[name]["ran"]  # file is hashed only with the disk cache on (off in tests)
             continue
         assert stages[name]["ran"], name
         assert stages[name]["memory_kind"] == "cpu_rss"

@@ -45,6 +45,10 @@ def test_a_second_ask_reads_the_prefix_from_disk(cache_on: Path) -> None:
     stages = answers[0]["timings"]["stages"]
     assert not any(stages[s]["ran"] for s in ("media_decode", "preprocess", "audio_encoder", "vision_encoder",
                                                "keep_plan"))
+    assert stages["content_hash"]["ran"]  # hashing the file is shown, as its own stage
+    assert answers[0]["timings"]["time_to_first_token_from"] == "from opening (disk cache), load excluded"
+    assert answers[1]["timings"]["time_to_first_token_from"] == "from the question"
+    assert first["answers"][0]["timings"]["time_to_first_token_from"] == "from media decode, load excluded"
     assert answers[0]["media"]["path"] == str(TALKING)
     report = run("ask", TALKING, "What is said?", *FAST).stderr
     assert "Prefix cache: read from disk" in report
@@ -103,3 +107,13 @@ def test_changing_only_max_new_tokens_still_reads_the_prefix_from_disk(cache_on:
     assert again["generation"]["prefix_source"] == "disk"
     assert again["config"]["generation"]["max_new_tokens"] == 12
     assert again["answer"].startswith(first["answer"])  # greedy: the first 6 tokens are the same
+
+
+def test_a_playlist_is_refused_before_it_is_hashed(cache_on: Path, tmp_path: Path) -> None:
+    """With the cache on, the file is hashed first: a playlist (whose referenced files the hash cannot
+    see) is refused before, in one line."""
+    playlist = tmp_path / "clip.m3u8"
+    playlist.write_text("#EXTM3U\n#EXTINF:6.0,\nsegment0.ts\n")
+    result = CliRunner().invoke(app, ["ask", str(playlist), "q", *FAST])
+    assert result.exit_code == 1 and result.stderr.startswith("error:") and "playlist" in result.stderr
+    assert not cache_on.exists() or not any(cache_on.iterdir())

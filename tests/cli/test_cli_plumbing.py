@@ -79,3 +79,13 @@ def test_bad_values_fail_before_any_work(fake: FakeSession, args: list[str], mes
 def test_a_question_that_is_not_utf8_is_a_usage_error(fake: FakeSession) -> None:
     result = CliRunner().invoke(app, ["ask", "clip.mp4", "fine", "caf\udce9?"])
     assert result.exit_code == 2 and "question 2 is not valid UTF-8" in result.stderr and not fake.asked
+
+
+@pytest.mark.parametrize("command", ["ask", "chat", "keep-map", "profile", "evaluate"])
+def test_help_names_the_arguments_as_the_docstrings_do(command: str) -> None:
+    usage = CliRunner().invoke(app, [command, "--help"]).output
+    first = usage.splitlines()[0]
+    assert "{video}" not in first and "{dataset}" not in first
+    assert ("DATASET" if command == "evaluate" else "VIDEO") in first
+    if command in ("ask", "chat", "keep-map"):
+        assert "45 (the default" in usage
