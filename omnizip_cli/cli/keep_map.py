@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 
 
 @app.command("keep-map")
-@with_options(MODEL, MEDIA, COMPRESSION, OUTPUT)
+@with_options(MODEL, MEDIA, COMPRESSION, OUTPUT, stdout="json")
 def keep_map(
     video: Annotated[Path, typer.Argument(metavar="VIDEO", help="Video (or audio) file.", show_default=False)],
     out: Annotated[Path, typer.Option("--out", "-o", help="The PNG to write.", show_default=False)],

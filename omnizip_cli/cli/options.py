@@ -46,8 +46,12 @@ def _option(name: str, annotation: Any, default: Any) -> inspect.Parameter:
     return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
 
 
-def with_options(*groups: OptionGroup) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Give a command the groups' options; it is called with one built object per group, guarded."""
+def with_options(*groups: OptionGroup, stdout: str = "always") -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Give a command the groups' options; it is called with one built object per group, guarded.
+
+    ``stdout``: ``"always"`` (the command writes its result there: a closed stdout is an error before
+    any work) or ``"json"`` (only with ``--json``: ``keep-map`` writes a file).
+    """
 
     def decorate(command: Callable[..., Any]) -> Callable[..., Any]:
         own = [_evaluated(p, command) for p in inspect.signature(command).parameters.values()
@@ -61,9 +65,11 @@ def with_options(*groups: OptionGroup) -> Callable[[Callable[..., Any]], Callabl
             def body() -> Any:
                 from .signals import require_stdout
 
-                require_stdout()  # a closed stdout is an error before any work (exit 1)
                 for group in groups:
                     values[group.name] = group.build(**{n: values.pop(n) for n in group.names})
+                output = values.get("output")
+                if stdout == "always" or getattr(output, "json_output", False):
+                    require_stdout()  # a closed stdout is an error before any work (exit 1)
                 return command(**values)
 
             return run_guarded(debug, body)

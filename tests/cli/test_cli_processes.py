@@ -142,3 +142,22 @@ def test_piped_chat_leaves_on_a_second_ctrl_c_within_a_second(tiny_model, tiny_c
     err = raw.decode()
     assert process.returncode == 130, err
     assert "Traceback" not in err
+
+
+def test_a_closed_stdout_is_an_error_only_where_stdout_is_written(tiny_model, tiny_cache: Path,
+                                                                   tmp_path: Path) -> None:
+    """``env >&-`` has nowhere to print (exit 1, one line); ``keep-map >&-`` writes a file and needs no stdout."""
+    import shlex
+
+    def closed(*args: str) -> subprocess.CompletedProcess:
+        command = " ".join(shlex.quote(a) for a in omnizip(*args, tiny_cache=tiny_cache))
+        return subprocess.run(["bash", "-c", f"{command} >&-"], capture_output=False, stderr=subprocess.PIPE,
+                              text=True, env=env(tiny_cache), timeout=300)
+
+    env_run = closed("env")
+    assert env_run.returncode == 1 and error_lines(env_run.stderr)[-1].startswith("error: standard output is closed")
+    out = tmp_path / "map.png"
+    keep = closed("keep-map", str(TALKING), "-o", str(out), *FAST, "--max-new-tokens", "4")
+    assert keep.returncode == 0, keep.stderr
+    assert out.stat().st_size > 0
+    assert closed("keep-map", str(TALKING), "-o", str(out), *FAST, "--json").returncode == 1
