@@ -68,7 +68,7 @@ class EvaluationFolder(ResultsFolder):
             if different:
                 details = "; ".join(_difference(key, old.get(key), config.get(key)) for key in different)
                 raise UsageError(
-                    f"{self.path} holds a run with another {', '.join(different)} ({details})",
+                    f"{self.path} holds another run: different {', '.join(different)} ({details})",
                     hint=f"{_START_OVER}, or choose another --out",
                 )
         elif (self.path / PREDICTIONS).exists():
