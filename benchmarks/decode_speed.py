@@ -34,8 +34,9 @@ times interleaved (stock, eager, fast, stock, ...); figures are medians. CUDA is
 each run and ``max_memory_allocated`` is reset before it (weights included); on the CPU the process's
 peak RSS is reported instead.
 
-Output: JSON lines on stdout (``kind``: ``setup``, ``warmup``, ``decode``, ``equivalence``,
-``ratio``), progress on stderr. ``ratio`` lines: ``fast_over_stock`` (target >= 2.0 on the GPU at
+Output: JSON lines on stdout (``kind``: ``setup``, ``warmup``, ``run``, ``decode``, ``equivalence``,
+``ratio``), progress on stderr. ``run``: one line per timed run as soon as it ends (so a run cut
+short keeps every run measured); ``decode``: the medians per path, once a context's runs are done. ``ratio`` lines: ``fast_over_stock`` (target >= 2.0 on the GPU at
 the 8 k context), ``fast_over_eager``, ``eager_over_stock``. ``equivalence`` compares the greedy tokens
 of the three paths (with random bf16 weights near-uniform logits may flip an argmax between kernels;
 exactness is proven on the tiny model in float32 by ``tests/model/test_fast_decoding.py``).
@@ -226,7 +227,12 @@ def bench_context(model: Any, args: argparse.Namespace, context: int, span: int,
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in paths}
     for repeat in range(args.repeats):
         for name, run in paths.items():
-            runs[name].append(run())
+            result = run()
+            runs[name].append(result)
+            emit({**base, "kind": "run", "path": name, "repeat": repeat, "decoder": result["decoder"],
+                  "tokens_generated": len(result["tokens"]), "tokens_per_second": result["tokens_per_second"],
+                  "first_token_s": result["first_token_s"], "peak_memory_bytes": result["peak"][0],
+                  "memory_kind": result["peak"][1]})
         log(f"context {context}: repeat {repeat + 1}/{args.repeats}: "
             + ", ".join(f"{n} {runs[n][-1]['tokens_per_second']:.1f} tok/s" for n in paths))
     medians: dict[str, float] = {}

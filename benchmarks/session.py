@@ -3,7 +3,7 @@
 
     python benchmarks/session.py                 # GPU: random-weight 7B thinker, 60 s 1280x720 clip
     python benchmarks/session.py --tiny          # CPU smoke: --model tiny, 60 s 640x360 clip (CI)
-    python benchmarks/session.py --reopen disk   # the reopen through the disk cache of prepared media
+    python benchmarks/session.py --reopen plain  # the reopen as a second Session.open without the cache
     python benchmarks/session.py --size 0.5b-llm --device cpu --seconds 20   # CPU, LLM-bound
 
 Model: on a GPU the **Qwen2.5-Omni-7B thinker** with random weights, built directly on the device in
@@ -23,11 +23,13 @@ What runs (after one untimed warm-up open + question on the same clip):
   processor, encoders, saliency, keep plan), then question 1 (its answer prefills the kept media
   prefix into the KV cache, then the question), then questions 2-5 on the same session (only
   their own tokens are prefilled onto the cached prefix). One ``question`` line per question.
-* ``open`` ``reopen``: the same file opened again and question 1 asked. ``--reopen plain`` (default
-  until the disk cache lands) opens it with ``Session.open`` again: every stage reruns, so the
-  ratio is about 1. ``--reopen disk`` goes through :func:`open_from_disk_cache`, the hook for the
-  disk cache of prepared media (issue 13); while that hook returns None (no cache in this build)
-  the run falls back to a plain reopen and every record says so (``reopen_kind``).
+* ``open`` ``reopen``: the same file opened again and question 1 asked. ``--reopen disk`` (the
+  default, what the GPU suite measures) goes through :func:`open_from_disk_cache`: the cold open
+  (a miss: the benchmark's own prefix cache is emptied first) wrote the prepared prefix to disk,
+  and the reopen reads it back (``reopen_kind: "disk_cache"``; ``"disk_miss"`` if the entry was not
+  there, e.g. its write failed: then every stage reran and the ratio is not judged against the
+  target). ``--reopen plain`` opens it with ``Session.open(cache=False)`` again: every stage reruns,
+  so the ratio is about 1 (``reopen_kind: "session_open"``; no target).
 * ``open`` ``full``: a cold open with compression off and its question 1 (file to first token,
   full vs compressed), unless ``--no-full``.
 
@@ -36,8 +38,9 @@ Each cold / reopen / full triple runs ``--repeats`` times; ratios use medians.
 Output: JSON lines (``kind``: ``setup``, ``clip``, ``open``, ``question``, ``ratio``), progress on
 stderr. ``ratio`` lines: ``ttft_q{2..5}_over_q1`` and ``ttft_followups_over_q1`` (median of
 questions 2-5 over question 1; target <= 0.05 on a GPU with the 7B), ``reopen_over_cold`` (reopen
-file-to-first-token over the cold one, model load excluded; target <= 0.15 with the disk cache) and
-``file_to_first_token_full_over_compressed``. On the CPU only the ratios mean something; targets are
+file-to-first-token over the cold one, model load excluded; target <= 0.15 for a disk-cache hit) and
+``file_to_first_token_full_over_compressed``. The ``reopen`` open line also has the disk entry's
+``disk_entry_bytes`` and ``disk_load_s`` (the read). On the CPU only the ratios mean something; targets are
 GPU targets and ``meets_target`` is null off the GPU.
 """
 
@@ -75,7 +78,7 @@ PAPER_MAX_PIXELS = 224 * 392
 log, emit = json_lines_output(BENCH)
 
 
-# ------------------------------------------------------------------------------------------ disk-cache hook
+# ------------------------------------------------------------------------------------------ the disk cache (--reopen disk)
 
 
 #: The benchmark's own prefix cache (``--reopen disk``): ``<work dir>/prefix-cache``, emptied before each cold open.
@@ -83,7 +86,8 @@ DISK_CACHE: Any = None
 
 
 def open_from_disk_cache(loaded: Any, path: Path, **open_kwargs: Any) -> Any | None:
-    """DISK-CACHE HOOK (issue 13): open ``path`` through the disk cache of prepared media.
+    """Open ``path`` through the disk cache of prepared media (issue 13), the benchmark's own
+    :class:`~omnizip_cli.generation.prefix_cache.PrefixCache` (never ``$OMNIZIP_CACHE``).
 
     A miss (the cold open, after the cache was emptied) decodes, encodes, plans and writes the
     entry (its write is part of the cold open's time); a hit (the reopen) returns a
@@ -156,7 +160,9 @@ def open_and_ask(loaded: Any, path: Path, args: argparse.Namespace, *, compressi
         if variant == "cold":
             DISK_CACHE.clear()  # a real cold open: a miss that writes the entry
         session = open_from_disk_cache(loaded, path, media=media_options, compression=compression)
-        kind = "disk_cache" if session.origin.source == "disk" else "plain_fallback"
+        kind = "disk_cache" if session.origin.source == "disk" else "disk_miss"
+        if variant == "reopen" and kind == "disk_miss":
+            log("the reopen missed the disk cache (was the cold open's entry written?): every stage reran")
     if session is None:
         session = Session.open(loaded, path, media=media_options, compression=compression, cache=False)
     loaded_sync(loaded)
@@ -170,6 +176,8 @@ def open_and_ask(loaded: Any, path: Path, args: argparse.Namespace, *, compressi
         stages_s={name: r["seconds"] for name, r in session.timer.to_dict().items()},
         prefix_tokens_before=session.tokens.total.before, prefix_tokens_after=session.tokens.total.after,
         retention=session.tokens.total.after / max(session.tokens.total.before, 1),
+        prefix_source=session.origin.source, disk_entry_bytes=session.origin.entry_bytes,
+        disk_load_s=session.origin.load_seconds,
     )
     emit(record)
     log(f"repeat {repeat} {variant:<7} open {open_seconds:7.3f} s, q1 first token {first.first_token_seconds:7.3f} s")
@@ -224,8 +232,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--compression", default="45", help="preset of the compressed runs (default 45)")
     parser.add_argument("--new-tokens", type=int, default=None, help="tokens per answer (default 16; --tiny 4)")
     parser.add_argument("--repeats", type=int, default=None, help="cold/reopen/full triples (default 2; --tiny 1)")
-    parser.add_argument("--reopen", choices=("plain", "disk"), default="plain",
-                        help="reopen with Session.open again (plain) or through the disk-cache hook (disk)")
+    parser.add_argument("--reopen", choices=("disk", "plain"), default="disk",
+                        help="reopen through the disk cache the cold open wrote (disk, the default) or with "
+                             "Session.open(cache=False) again (plain)")
     parser.add_argument("--no-full", action="store_true", help="skip the uncompressed cold open")
     parser.add_argument("--no-warmup", action="store_true", help="skip the untimed warm-up open")
     parser.add_argument("--work-dir", type=Path, default=None, help="where the generated clip is cached")
@@ -310,8 +319,10 @@ def main(argv: list[str] | None = None) -> int:
           "median first_token_s of questions 2-5 / median of question 1")
     cold = statistics.median(r["file_to_first_token_s"] for r in runs["cold"])
     reopen = statistics.median(r["file_to_first_token_s"] for r in runs["reopen"])
-    reopen_kind = runs["reopen"][-1]["reopen_kind"]
-    ratio("reopen_over_cold", reopen / cold, REOPEN_TARGET,
+    kinds = {r["reopen_kind"] for r in runs["reopen"]}
+    reopen_kind = kinds.pop() if len(kinds) == 1 else "mixed"
+    # the target is the disk cache's: a plain reopen (or a miss) reruns every stage and is not judged by it
+    ratio("reopen_over_cold", reopen / cold, REOPEN_TARGET if reopen_kind == "disk_cache" else None,
           "median file_to_first_token_s reopen / cold (model load excluded)", reopen_kind=reopen_kind)
     if runs["full"]:
         full = statistics.median(r["file_to_first_token_s"] for r in runs["full"])

@@ -4,8 +4,10 @@
   the CPU with the tiny model, every record kind the GPU run writes; its ``model_stages.py
   --tiny`` output (every stage, equivalence and ratio line with its keys; the same for
   ``model_stages.py --family qwen3 --tiny``, the tiny Qwen3-Omni), ``decode_speed.py
-  --tiny``, ``session.py --tiny`` (5 questions on one session, cold / reopen / full) and
-  ``preprocess.py --tiny`` (device path equal to stock) are checked from there.
+  --tiny``, ``session.py --tiny`` (5 questions on one session, cold / disk-cache reopen / full) and
+  ``preprocess.py --tiny`` (device path equal to stock) are checked from there; the steps ran in
+  the suite's order of value, each under its limit. (Time limits, cut-short runs, the memory check
+  and the device command: ``tests/model/test_gpu_suite_run.py``.)
 * its synthetic ``input_ids`` layout equals what the real ``Qwen2_5OmniProcessor`` (and, for
   ``--family qwen3``, ``Qwen3OmniMoeProcessor``) produces for a video with its audio track (so the
   full-size timings are for the sequence users really send);
@@ -100,12 +102,14 @@ SUITE_KINDS = {
     "gpu_tests": {"test", "tests"},
     "model_stages": {"setup", "clip", "stage", "equivalence", "ratio"},
     "model_stages_qwen3": {"setup", "clip", "stage", "equivalence", "ratio"},
-    "decode_speed": {"setup", "warmup", "decode", "equivalence", "ratio"},
+    "decode_speed": {"setup", "warmup", "run", "decode", "equivalence", "ratio"},
     "session": {"setup", "clip", "open", "question", "ratio"},
     "preprocess": {"setup", "run", "equivalence", "summary"},
     "ask_e2e": {"setup", "ask", "ratio"},
-    "suite": {"step", "summary"},
+    "suite": {"plan", "step", "summary"},
 }
+# The order of value: the 7B stages and decode first, Qwen3-Omni 30B-A3B last.
+SUITE_ORDER = ["model_stages", "decode_speed", "session", "gpu_tests", "preprocess", "ask_e2e", "model_stages_qwen3"]
 
 
 @pytest.mark.slow
@@ -114,9 +118,11 @@ def test_gpu_suite_tiny(suite: Path) -> None:
     steps = read_records(suite / "suite.jsonl")
     ran = {r["step"]: r for r in steps if r["kind"] == "step"}
     assert set(ran) == set(SUITE_KINDS) - {"suite"}, (suite / "suite.stderr").read_text()[-3000:]
+    assert [r["step"] for r in steps if r["kind"] == "step"] == SUITE_ORDER
     for name, record in ran.items():
         log = (suite / f"{name}.log").read_text()
         assert record["rc"] == 0 and record["mode"] == "tiny", f"{name} failed:\n{log[-3000:]}"
+        assert record["timed_out"] is False and record["seconds"] <= record["limit_s"]
     for name, kinds in SUITE_KINDS.items():
         records = read_records(suite / f"{name}.jsonl")
         assert kinds <= {r["kind"] for r in records}, (name, kinds - {r["kind"] for r in records})
@@ -141,15 +147,20 @@ def test_session_tiny(suite: Path) -> None:
         assert q["first_token_s"] > 0
     opens = {r["variant"]: r for r in records if r["kind"] == "open"}
     assert set(opens) == {"cold", "reopen", "full"}
-    assert opens["reopen"]["reopen_kind"] == "session_open"
+    # the suite measures the reopen through the disk cache the cold open wrote (issue 29, item 21)
+    assert opens["reopen"]["reopen_kind"] == "disk_cache" and opens["reopen"]["prefix_source"] == "disk"
+    assert opens["reopen"]["disk_entry_bytes"] > 0 and opens["reopen"]["disk_load_s"] > 0
+    (reopened,) = [r for r in records if r["kind"] == "question" and r["variant"] == "reopen"]
+    assert reopened["prefix_source"] == "disk"
     assert opens["full"]["prefix_tokens_after"] == opens["full"]["prefix_tokens_before"]
     assert opens["cold"]["prefix_tokens_after"] < opens["cold"]["prefix_tokens_before"]
-    for record in opens.values():
-        assert {"media_decode", "preprocess", "vision_encoder", "audio_encoder"} <= record["stages_s"].keys()
+    for variant in ("cold", "full"):  # the disk reopen runs none of them
+        assert {"media_decode", "preprocess", "vision_encoder", "audio_encoder"} <= opens[variant]["stages_s"].keys()
     ratios = {r["name"]: r for r in records if r["kind"] == "ratio"}
     assert {"ttft_followups_over_q1", "reopen_over_cold", "file_to_first_token_full_over_compressed",
             *(f"ttft_q{i}_over_q1" for i in range(2, 6))} <= ratios.keys()
     assert ratios["ttft_followups_over_q1"]["target"] == 0.05 and ratios["reopen_over_cold"]["target"] == 0.15
+    assert ratios["reopen_over_cold"]["reopen_kind"] == "disk_cache"
     assert all(r["meets_target"] is None for r in ratios.values())  # GPU targets: not judged on the CPU
 
 
@@ -166,6 +177,9 @@ def test_decode_speed_tiny(suite: Path) -> None:
     records = read_records(suite / "decode_speed.jsonl")
     decodes = {(r["context"], r["path"]) for r in records if r["kind"] == "decode"}
     assert decodes == {(c, p) for c in (256, 96) for p in ("stock_generate", "eager_loop", "fast")}
+    # every timed run has its own line, written as it ends (a run cut short keeps them)
+    runs = [(r["context"], r["path"], r["repeat"]) for r in records if r["kind"] == "run"]
+    assert sorted(runs) == sorted((c, p, 0) for c, p in decodes)
     for record in records:
         if record["kind"] == "equivalence":  # float32 tiny model: every path gives the same greedy tokens
             assert record["greedy_tokens_equal_fast_eager"] and record["greedy_tokens_equal_eager_stock"]
