@@ -75,16 +75,21 @@ def test_ctrl_c_twice_gives_130_and_no_traceback(tiny_model, tiny_cache: Path) -
     process = subprocess.Popen(omnizip("ask", str(TALKING), "What is said?", *FAST, "--max-new-tokens", "30000",
                                        "--temperature", "1", "--seed", "1", tiny_cache=tiny_cache),
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env(tiny_cache))
-    _wait_for_output(process)
-    process.send_signal(signal.SIGINT)
-    time.sleep(0.2)
-    if process.poll() is None:
-        process.send_signal(signal.SIGINT)
-    _, raw = process.communicate(timeout=60)
-    err = raw.decode()
+    err = _ctrl_c_twice(process, 0.2)
     assert process.returncode == 130
     assert "Traceback" not in err
     assert error_lines(err) == ["error: interrupted"]
+
+
+def _ctrl_c_twice(process: subprocess.Popen, pause: float) -> str:
+    """Once the answer streams: Ctrl-C, then (if still running) another ``pause`` seconds later; its stderr."""
+    _wait_for_output(process)
+    process.send_signal(signal.SIGINT)
+    time.sleep(pause)
+    if process.poll() is None:
+        process.send_signal(signal.SIGINT)
+    _, raw = process.communicate(timeout=60)
+    return raw.decode()
 
 
 def test_a_hostile_file_name_is_escaped_on_the_terminal(tiny_model, tiny_cache: Path, tmp_path: Path) -> None:
@@ -133,13 +138,7 @@ def test_piped_chat_leaves_on_a_second_ctrl_c_within_a_second(tiny_model, tiny_c
     process.stdin.write(questions)
     process.stdin.close()
     process.stdin = None  # written and closed: communicate() must not flush it
-    _wait_for_output(process)
-    process.send_signal(signal.SIGINT)
-    time.sleep(0.3)
-    if process.poll() is None:
-        process.send_signal(signal.SIGINT)
-    _, raw = process.communicate(timeout=60)
-    err = raw.decode()
+    err = _ctrl_c_twice(process, 0.3)
     assert process.returncode == 130, err
     assert "Traceback" not in err
 
