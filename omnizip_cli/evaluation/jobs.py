@@ -66,6 +66,7 @@ def make_record(item: Item, setting: Setting, prediction: Prediction | None = No
         "response": None,
         "error": None,
         "error_type": None,
+        "retention_realized": None,
     }
     if prediction is not None:
         extracted, correct = score(item, prediction.text)
@@ -73,6 +74,8 @@ def make_record(item: Item, setting: Setting, prediction: Prediction | None = No
         figures = prediction.to_dict()
         figures.pop("text")
         record.update(figures)
+        before, after = prediction.tokens_before, prediction.tokens_after
+        record["retention_realized"] = after / before if before and after is not None else None
     if error is not None:
         message = error.one_line() if isinstance(error, OmnizipError) else f"{type(error).__name__}: {error}"
         record.update(error=" ".join(message.split()) or type(error).__name__, error_type=type(error).__name__)

@@ -19,6 +19,7 @@ from omnizip_cli.evaluation.datasets import Dataset
 from omnizip_cli.evaluation.jobs import answer_job, plan_jobs
 from omnizip_cli.evaluation.protocol import AnswererFactory, Setting
 from omnizip_cli.evaluation.results import CHART, KIND, EvaluationFolder, compute_metrics
+from omnizip_cli.evaluation.samples import sample_rows
 from omnizip_cli.evaluation.scoring import PROMPT_VERSION
 
 __all__ = [
@@ -156,6 +157,7 @@ def _run_locked(request: EvaluationRequest, factory: AnswererFactory, folder: Ev
     metrics = compute_metrics(request.dataset, request.settings, all_records)
     metrics["dataset"]["problems"] = [str(p) for p in request.dataset.problems[:100]]
     folder.write_metrics(metrics)
+    folder.write_samples(sample_rows(request.dataset, request.settings, all_records))
     chart = _write_chart(folder, request, metrics)
     return EvaluationResult(out=request.out, metrics=metrics, answered=tracker.answered, resumed=resumed,
                             errors=tracker.errors, elapsed_seconds=tracker.elapsed(), chart=chart,
