@@ -103,9 +103,11 @@ class SessionVideo:
         from omnizip_cli.generation.prefix import canonical
 
         base = self.base
-        if self.path is None or self.media is None or base.summary is None or base.prepared is None \
-                or base.prepared.video_grid is None:
-            raise UsageError(f"{setting.key} needs a video track (this item has none)")
+        if self.path is None or self.media is None or base.summary is None:
+            raise UsageError(f"{setting.key} needs the video's path and media options")
+        if base.prepared is None or base.prepared.video_grid is None:  # audio only: no frame to take away
+            self.matches[setting.key] = {"frames": 0, "note": "no video track: answered as full"}
+            return base
         tokens = base.tokens
         geometry = base.loaded.adapter.vision_geometry(base.loaded.model)
         layout = ClipLayout.from_summary(base.summary, tokens.audio.before, tokens.video.before,
