@@ -91,6 +91,20 @@ def render_accuracy_chart(metrics: Mapping[str, Any], model: str = "?") -> Any:
             draw.line([(x, y), (min(x + 6, right), y)], fill=MUTED, width=2)
         draw.text((right + 8, y - 8), f"full {full['accuracy'] * 100:.1f}%", fill=MUTED, font=fonts.small)
 
+    placed: list[tuple[float, float, float, float]] = []  # label boxes drawn so far
+
+    def label_at(cx: float, cy: float, text: str) -> tuple[float, float]:
+        """Where a point's label goes: right of it, moved up or down until it overlaps no other label."""
+        w = draw.textlength(text, font=fonts.small)
+        for dy in (-18, -34, 6, -50, 22, -66, 38, -82, 54):
+            box = (cx + 8, cy + dy, cx + 8 + w, cy + dy + 15)
+            if box[1] < top or box[3] > bottom - 1:  # inside the plot
+                continue
+            if not any(box[0] < b[2] and b[0] < box[2] and box[1] < b[3] and b[1] < box[3] for b in placed):
+                break
+        placed.append(box)
+        return box[0], box[1]
+
     legend_y = top + 30
     for method, name in METHOD_NAMES.items():
         points = sorted(((m["retention_realized"], m["accuracy"], m) for m in settings.values()
@@ -109,7 +123,7 @@ def render_accuracy_chart(metrics: Mapping[str, Any], model: str = "?") -> Any:
                 for end in bar:
                     draw.line([(cx - 5, y_of(end)), (cx + 5, y_of(end))], fill=colour, width=2)
             draw.ellipse([cx - 5, cy - 5, cx + 5, cy + 5], fill=colour, outline=INK)
-            draw.text((cx + 8, cy - 18), str(m.get("label", "")), fill=INK, font=fonts.small)
+            draw.text(label_at(cx, cy, str(m.get("label", ""))), str(m.get("label", "")), fill=INK, font=fonts.small)
         draw.rectangle([right + 8, legend_y + 3, right + 22, legend_y + 17], fill=colour)
         draw.text((right + 28, legend_y), f"{name} ({len(points)})", fill=INK, font=fonts.text)
         legend_y += 26
