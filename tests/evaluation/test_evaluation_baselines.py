@@ -207,3 +207,22 @@ def test_reopened_media_equal_stock_generate_on_their_inputs(talking, key: str) 
     stats = session.answer(question, GREEDY)
     assert stats.token_ids == stock_tokens
     torch.testing.assert_close(stats.prefill_logits, stock_logits, rtol=0, atol=1e-4)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--setting", "blur@0.4"], "error: unknown method 'blur'"),
+    (["--retention", "0.4", "--methods", "frames,zoom"], "error: unknown method 'zoom'"),
+    (["--methods", "frames"], "error: --methods needs at least one --retention"),
+    (["--setting", "frames@2"], r"error: a retention must be in (0, 1], got 2.0"),
+])
+def test_bad_settings_on_the_command_line_are_one_line_usage_errors(tmp_path: Path, args, message) -> None:
+    from typer.testing import CliRunner
+
+    from omnizip_cli.cli import app
+
+    result = CliRunner().invoke(app, ["evaluate", str(SAMPLES / "eval_example.jsonl"), "--model", "tiny",
+                                      "--out", str(tmp_path / "out"), *args])
+    assert result.exit_code == 2
+    assert result.stderr.strip().splitlines()[0] == message or result.stderr.strip().startswith(message)
+    assert "Traceback" not in result.output
+    assert not (tmp_path / "out").exists()
