@@ -35,9 +35,13 @@ def evaluate(
     media: MediaOptions,
     output: OutputOptions,
     setting: Annotated[list[str] | None, typer.Option(
-        "--setting", help="full, a preset (45, 35) or a retention (0.4); repeat. Default: full, 45, 35.")] = None,
+        "--setting", help="full, a preset (45, 35), a retention (0.4) or METHOD@R (frames@0.45, pixels@0.45, "
+        "random@0.45, omnizip@0.45); repeat. Default: full, 45, 35.")] = None,
     retention: Annotated[list[float] | None, typer.Option(
         "--retention", help="A target retention to evaluate; repeat for several.")] = None,
+    methods: Annotated[str | None, typer.Option(
+        "--methods", help="With --retention: evaluate each retention with these methods (omnizip,frames,pixels,"
+        "random), the grid.", metavar="LIST")] = None,
     layout: Annotated[str, typer.Option(help="auto, manifest, videomme, worldsense or avut.")] = "auto",
     video_dir: Annotated[Path | None, typer.Option(help="Where the dataset's videos are.")] = None,
     workers: Annotated[int, typer.Option(min=1, help="Ray workers (> 1 needs omnizip[ray]).")] = 1,
@@ -65,6 +69,7 @@ def evaluate(
     description = {**{k: spec[k] for k in ("model", "revision", "dtype", "attn_implementation")},
                    "media": media_fields, "max_new_tokens": max_new_tokens, "system": system}
     options = EvaluateOptions(dataset=dataset, out=out, settings=list(setting or []), retentions=list(retention or []),
+                              methods=[methods] if methods else [],
                               layout=layout, video_dir=video_dir, workers=workers, ray_address=ray_address,
                               gpus_per_worker=gpus, overwrite=overwrite)
     console = make_console(no_color=output.no_color)

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from omnizip_cli.evaluation.datasets import load_dataset
-from omnizip_cli.evaluation.protocol import AnswererFactory, parse_settings
+from omnizip_cli.evaluation.protocol import AnswererFactory, parse_methods, parse_settings
 from omnizip_cli.evaluation.runner import EvaluationRequest, EvaluationResult, Progress, run_evaluation
 from omnizip_cli.report.results_folder import METRICS
 
@@ -27,8 +27,9 @@ __all__ = ["EvaluateOptions", "run_evaluate"]
 class EvaluateOptions:
     """The options of ``omnizip evaluate DATASET --out DIR ...``.
 
-    ``settings`` are ``--setting`` values (``full``, ``45``, ``35`` or a fraction) and ``retentions``
-    the ``--retention`` values; with neither: full, 45, 35. ``layout`` is ``--layout`` (``auto``,
+    ``settings`` are ``--setting`` values (``full``, ``45``, ``35``, a fraction or ``METHOD@R``),
+    ``retentions`` the ``--retention`` values and ``methods`` the ``--methods`` names (with them each
+    retention becomes one ``METHOD@R`` per method); with none: full, 45, 35. ``layout`` is ``--layout`` (``auto``,
     ``manifest``, ``videomme``, ``worldsense``, ``avut``), ``video_dir`` ``--video-dir``.
     ``workers`` > 1 or ``ray_address`` runs on Ray; ``gpus_per_worker`` is 1 for one model per
     GPU, 0 for CPU workers. ``options`` are recorded in ``config.json`` and must match on resume.
@@ -38,6 +39,7 @@ class EvaluateOptions:
     out: Path
     settings: list[str] = field(default_factory=list)
     retentions: list[float] = field(default_factory=list)
+    methods: list[str] = field(default_factory=list)
     layout: str = "auto"
     video_dir: Path | None = None
     workers: int = 1
@@ -70,7 +72,7 @@ def run_evaluate(options: EvaluateOptions, model: dict[str, Any], factory: Answe
     from omnizip_cli.terminal import escape_control
 
     console = console or Console(stderr=True)
-    settings = parse_settings(options.settings, options.retentions)
+    settings = parse_settings(options.settings, options.retentions, methods=parse_methods(options.methods))
     ResultsFolder(options.out).check_writable()  # before any work: a run is too long to lose at the end
     dataset = load_dataset(options.dataset, layout=options.layout, video_dir=options.video_dir)
     if dataset.problems and warnings:

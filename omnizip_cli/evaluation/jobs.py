@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from omnizip_cli.errors import OmnizipError
+from omnizip_cli.evaluation.benchmark_prompts import prompt_style
 from omnizip_cli.evaluation.datasets import Dataset, Item
 from omnizip_cli.evaluation.protocol import Prediction, Setting, VideoAnswerer
 from omnizip_cli.evaluation.scoring import build_prompt, score
@@ -30,6 +31,7 @@ class VideoJob:
     video: Path
     items: tuple[Item, ...]
     pending: tuple[tuple[str, str], ...]
+    style: str = "omnizip"  # the prompt style (:func:`omnizip_cli.evaluation.benchmark_prompts.prompt_style`)
 
 
 def plan_jobs(dataset: Dataset, settings: Sequence[Setting], done: Mapping[tuple[str, str], Any]) -> list[VideoJob]:
@@ -46,12 +48,13 @@ def plan_jobs(dataset: Dataset, settings: Sequence[Setting], done: Mapping[tuple
             if (record := done.get((item.id, setting.key))) is None or record.get("error")
         )
         if pending:
-            jobs.append(VideoJob(video=video, items=tuple(items), pending=pending))
+            jobs.append(VideoJob(video=video, items=tuple(items), pending=pending,
+                                 style=prompt_style(dataset.layout)))
     return jobs
 
 
 def make_record(item: Item, setting: Setting, prediction: Prediction | None = None,
-                error: BaseException | None = None) -> dict[str, Any]:
+                error: BaseException | None = None, style: str = "omnizip") -> dict[str, Any]:
     """The ``predictions.jsonl`` line for one answer (or one failure)."""
     record: dict[str, Any] = {
         "item": item.id,
@@ -66,13 +69,16 @@ def make_record(item: Item, setting: Setting, prediction: Prediction | None = No
         "response": None,
         "error": None,
         "error_type": None,
+        "retention_realized": None,
     }
     if prediction is not None:
-        extracted, correct = score(item, prediction.text)
+        extracted, correct = score(item, prediction.text, style)
         record.update(extracted=extracted, correct=correct, response=prediction.text)
         figures = prediction.to_dict()
         figures.pop("text")
         record.update(figures)
+        before, after = prediction.tokens_before, prediction.tokens_after
+        record["retention_realized"] = after / before if before and after is not None else None
     if error is not None:
         message = error.one_line() if isinstance(error, OmnizipError) else f"{type(error).__name__}: {error}"
         record.update(error=" ".join(message.split()) or type(error).__name__, error_type=type(error).__name__)
@@ -106,10 +112,10 @@ def answer_job(answerer: VideoAnswerer, job: VideoJob, settings: Sequence[Settin
     try:
         for item, setting in pairs:
             try:
-                prediction = opened.answer(build_prompt(item), setting)
+                prediction = opened.answer(build_prompt(item, job.style), setting)
             except Exception as exc:  # noqa: BLE001
                 yield make_record(item, setting, error=exc)
             else:
-                yield make_record(item, setting, prediction)
+                yield make_record(item, setting, prediction, style=job.style)
     finally:
         opened.close()

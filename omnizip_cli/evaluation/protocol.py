@@ -36,10 +36,16 @@ __all__ = [
     "Prediction",
     "Setting",
     "VideoAnswerer",
+    "METHODS",
+    "method_setting",
+    "parse_methods",
     "parse_settings",
 ]
 
 SettingSource = Literal["full", "preset", "retention"]
+#: The ways of reaching a retention: OmniZip's plan, or a baseline at the same token budget
+#: (:mod:`omnizip_cli.evaluation.baselines`).
+METHODS = ("omnizip", "frames", "pixels", "random")
 
 
 @dataclass(frozen=True)
@@ -60,6 +66,11 @@ class Setting:
         The preset name for ``source == "preset"``.
     target_retention:
         Fraction of audio+video tokens the setting aims to keep (None for full).
+    method:
+        How a ``METHOD@R`` setting reaches ``target_retention``: ``"omnizip"`` (the keep plan),
+        ``"frames"`` (fewer frames sampled), ``"pixels"`` (smaller frames) or ``"random"`` (a seeded
+        random drop to OmniZip's per-modality kept counts). None for ``full``, presets and plain
+        retentions (all OmniZip).
     """
 
     key: str
@@ -67,13 +78,27 @@ class Setting:
     source: SettingSource
     preset: str | None = None
     target_retention: float | None = None
+    method: str | None = None
 
     @property
     def is_full(self) -> bool:
         return self.source == "full"
 
+    @property
+    def family(self) -> str:
+        """The line this setting belongs to in the chart: ``full``, ``omnizip``, ``frames``, ``pixels``, ``random``."""
+        return "full" if self.is_full else (self.method or "omnizip")
+
+    @property
+    def reopens(self) -> bool:
+        """Whether the video must be decoded and encoded again for it (``frames@R``, ``pixels@R``)."""
+        return self.method in ("frames", "pixels")
+
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        if data["method"] is None:  # config.json of runs from before methods stays equal (they resume)
+            del data["method"]
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Setting:
@@ -91,7 +116,7 @@ class Setting:
         """This setting as a :class:`omnizip_cli.compression.CompressionSetting` (imports torch)."""
         from omnizip_cli.compression import CompressionSetting
 
-        if self.is_full:
+        if self.is_full or self.reopens:
             return CompressionSetting.off()
         if self.source == "preset":
             return CompressionSetting(source="preset", preset=self.preset)
@@ -108,20 +133,57 @@ def _preset_names() -> Collection[str]:
     return PRESETS.keys()
 
 
+def parse_methods(text: str | Sequence[str] | None) -> list[str]:
+    """``--methods omnizip,frames,pixels,random`` as a list (commas or repeats); an unknown name is a
+    :class:`UsageError`."""
+    if text is None:
+        return []
+    parts = [text] if isinstance(text, str) else list(text)
+    names = [name.strip().lower() for part in parts for name in part.split(",") if name.strip()]
+    unknown = [name for name in names if name not in METHODS]
+    if unknown:
+        raise UsageError(f"unknown method {unknown[0]!r} (choose from {', '.join(METHODS)})")
+    return list(dict.fromkeys(names))
+
+
+def method_setting(method: str, retention: float) -> Setting:
+    """The ``METHOD@R`` setting (see :attr:`Setting.method`)."""
+    if method not in METHODS:
+        raise UsageError(f"unknown method {method!r} in --setting (choose from {', '.join(METHODS)})")
+    _check_retention(retention)
+    return Setting(key=f"{method}@{retention:g}", label=f"{method} {_percent(retention)}", source="retention",
+                   target_retention=float(retention), method=method)
+
+
+def _check_retention(value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+            or not 0.0 < value <= 1.0:
+        raise UsageError(f"a retention must be in (0, 1], got {value!r}")
+
+
 def parse_settings(
     settings: Sequence[str] = (),
     retentions: Sequence[float] = (),
     presets: Collection[str] | None = None,
+    methods: Sequence[str] = (),
 ) -> list[Setting]:
-    """The settings of ``--setting`` and ``--retention``, in the order given.
+    """The settings of ``--setting``, ``--retention`` and ``--methods``, in the order given.
 
-    ``--setting`` takes ``full``, a preset name (``45``, ``35``) or a retention fraction in (0, 1]
-    (``0.4``); ``--retention R`` adds a retention setting. With neither, the paper's comparison:
-    ``full``, ``45``, ``35``. ``presets`` defaults to the preset names of
-    :mod:`omnizip_cli.compression`. A duplicate, an unknown name or a retention outside (0, 1] is a
+    ``--setting`` takes ``full``, a preset name (``45``, ``35``), a retention fraction in (0, 1]
+    (``0.4``) or ``METHOD@R`` (``frames@0.45``, ``pixels@0.45``, ``random@0.45``, ``omnizip@0.45``);
+    ``--retention R`` adds a retention setting, or with ``methods`` one ``METHOD@R`` per method
+    (the grid, retentions outer). With neither, the paper's comparison: ``full``, ``45``, ``35``.
+    ``presets`` defaults to the preset names of :mod:`omnizip_cli.compression`. A duplicate, an
+    unknown name, ``methods`` without a retention or a retention outside (0, 1] is a
     :class:`UsageError`.
     """
-    values: list[str | float] = [*settings, *retentions]
+    values: list[str | float] = list(settings)
+    if methods:
+        if not retentions:
+            raise UsageError("--methods needs at least one --retention")
+        values += [f"{method}@{float(r)!r}" for r in retentions for method in methods]
+    else:
+        values += list(retentions)
     if not values:
         values = ["full", "45", "35"]
     names: Collection[str] | None = presets
@@ -129,6 +191,14 @@ def parse_settings(
     for value in values:
         if isinstance(value, str) and value.strip().lower() == "full":
             out.append(Setting(key="full", label="full", source="full"))
+            continue
+        if isinstance(value, str) and "@" in value:
+            method, _, fraction = value.strip().partition("@")
+            try:
+                retention = float(fraction)
+            except ValueError:
+                raise UsageError(f"bad --setting {value.strip()!r}: write METHOD@R, e.g. frames@0.45") from None
+            out.append(method_setting(method.strip().lower(), retention))
             continue
         if isinstance(value, str):
             text = value.strip()
@@ -143,10 +213,8 @@ def parse_settings(
                 value = float(text)
             except ValueError:
                 choices = ", ".join(["full", *sorted(names or ())])
-                raise UsageError(f"unknown --setting {text!r} (choose from {choices}, or a retention like 0.4)") from None
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
-                or not 0.0 < value <= 1.0:
-            raise UsageError(f"a retention must be in (0, 1], got {value!r}")
+                raise UsageError(f"unknown --setting {text!r} (choose from {choices}, a retention like 0.4, or METHOD@R like frames@0.45)") from None
+        _check_retention(value)
         out.append(Setting(key=f"retention-{float(value):g}", label=_percent(float(value)), source="retention",
                            target_retention=float(value)))
     keys = [s.key for s in out]
@@ -155,8 +223,8 @@ def parse_settings(
         raise UsageError(f"the same setting is asked for twice: {', '.join(duplicates)}")
     labels = [s.label for s in out]
     if len(set(labels)) != len(labels):  # "45" and "0.45": tell the columns apart
-        out = [Setting(s.key, f"{s.label} (r)", s.source, s.preset, s.target_retention)
-               if s.source == "retention" else s for s in out]
+        out = [Setting(s.key, f"{s.label} (r)", s.source, s.preset, s.target_retention, s.method)
+               if s.source == "retention" and s.method is None else s for s in out]
     return out
 
 
@@ -189,6 +257,8 @@ class Prediction:
         Tokens after the first divided by the time after the first (None with fewer than 2 tokens).
     peak_memory_bytes:
         Peak device memory during the answer (CUDA max allocated; peak RSS on the CPU).
+    media:
+        For ``frames@R`` / ``pixels@R``: the matched media (frames, frame size, the options), else None.
     """
 
     text: str
@@ -199,6 +269,7 @@ class Prediction:
     ttft_seconds: float | None = None
     decode_tokens_per_second: float | None = None
     peak_memory_bytes: int | None = None
+    media: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)

@@ -11,12 +11,15 @@ Files, written by the results-folder writer shared with ``profile --out``
   When a pair appears twice (an error retried), the last line wins.
 * ``metrics.json``: :func:`compute_metrics` of the predictions, in dataset order, so it is the same
   whatever the order of the lines (resumed runs, several workers).
+* ``samples.jsonl``: the answers in lmms-eval's per-sample log shape
+  (:mod:`omnizip_cli.evaluation.samples`), rewritten whole with ``metrics.json``.
 * ``accuracy.png``: :func:`omnizip_cli.evaluation.summary.render_accuracy_chart`.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import statistics
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -24,11 +27,13 @@ from typing import Any
 
 from omnizip_cli.errors import UsageError
 from omnizip_cli.evaluation.datasets import Dataset
+from omnizip_cli.evaluation.paired import paired_summary
 from omnizip_cli.evaluation.protocol import Setting
+from omnizip_cli.evaluation.samples import SAMPLES
 from omnizip_cli.report.results_folder import ACCURACY_CHART as CHART
 from omnizip_cli.report.results_folder import CONFIG, METRICS, PREDICTIONS, ResultsFolder
 
-__all__ = ["CONFIG", "METRICS", "PREDICTIONS", "CHART", "KIND", "EvaluationFolder", "compute_metrics"]
+__all__ = ["CONFIG", "METRICS", "PREDICTIONS", "CHART", "KIND", "SAMPLES", "EvaluationFolder", "compute_metrics"]
 
 #: The ``kind`` in an evaluation's config.json (how ``--out`` folders are recognised).
 KIND = "evaluate"
@@ -58,7 +63,7 @@ class EvaluationFolder(ResultsFolder):
         if not damaged:
             self.check_owned(KIND)
         if overwrite:
-            self.remove(CONFIG, PREDICTIONS, METRICS, CHART)
+            self.remove(CONFIG, PREDICTIONS, METRICS, CHART, SAMPLES)
         if config_path.exists():
             try:
                 old = json.loads(config_path.read_text(encoding="utf-8"))
@@ -91,6 +96,16 @@ class EvaluationFolder(ResultsFolder):
     def write_metrics(self, metrics: Mapping[str, Any]) -> Path:
         """Write ``metrics.json`` and return its path."""
         return self.write_json(METRICS, metrics)
+
+    def write_samples(self, rows: Iterable[Mapping[str, Any]]) -> Path:
+        """Write ``samples.jsonl`` (one JSON object a line) atomically and return its path."""
+        path = self.path / SAMPLES
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        with tmp.open("w", encoding="utf-8") as handle:
+            for row in rows:
+                handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+        os.replace(tmp, path)
+        return path
 
 
 def _is_broken_json(path: Path) -> bool:
@@ -157,6 +172,20 @@ def _accuracy(records: Sequence[Mapping[str, Any]]) -> float | None:
     return sum(bool(r["correct"]) for r in records) / len(records) if records else None
 
 
+def item_retention(record: Mapping[str, Any]) -> float | None:
+    """The realized retention of one answer: its audio+video tokens over the full run's."""
+    if record.get("retention_realized") is not None:
+        return float(record["retention_realized"])
+    before, after = record.get("tokens_before"), record.get("tokens_after")
+    return after / before if before and after is not None else None
+
+
+def _paired(rows: Sequence[Mapping[str, Any]], full_ok: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """:func:`~omnizip_cli.evaluation.paired.paired_summary` of ``rows`` (answered) against full's answers."""
+    pairs = [(bool(r["correct"]), bool(full_ok[r["item"]]["correct"])) for r in rows if r["item"] in full_ok]
+    return paired_summary(pairs)
+
+
 def compute_metrics(dataset: Dataset, settings: Sequence[Setting],
                     records: Mapping[tuple[str, str], Mapping[str, Any]]) -> dict[str, Any]:
     """Per-setting metrics over the items of ``dataset`` (records of other items are ignored).
@@ -170,9 +199,16 @@ def compute_metrics(dataset: Dataset, settings: Sequence[Setting],
     * ``accuracy_kept``: the paper's metric, accuracy of this setting / accuracy of ``full``, both
       over the items answered under both (paired), and ``agreement_with_full``: the fraction of
       those items where both extracted the same answer (None without a ``full`` setting);
-    * ``by_category``: items, correct and accuracy per category (when the dataset has categories);
+    * paired against ``full`` on the items both answered (:mod:`omnizip_cli.evaluation.paired`):
+      ``delta_vs_full``, ``delta_ci95`` (95 % paired bootstrap), ``mcnemar_p`` (exact) and
+      ``flips`` (``right_to_wrong``, ``wrong_to_right``); None without a ``full`` setting;
+    * ``by_category``: items, correct and accuracy per category (when the dataset has categories),
+      with the same paired figures;
     * ``retention``: audio+video tokens kept over all answered items (sum after / sum before),
-      ``tokens_before_median`` and ``tokens_after_median``;
+      ``retention_realized``: the mean of the per-item realized retention (the setting's
+      audio+video tokens over the full run's, ``frames@R``/``pixels@R`` included) and
+      ``retention_realized_range`` its ``[min, max]``, ``tokens_before_median`` and
+      ``tokens_after_median``;
     * ``ttft_seconds_median``, ``decode_tokens_per_second_median``, ``peak_memory_bytes_max``.
 
     Every figure comes from the records, so the metrics do not depend on the order the answers
@@ -192,6 +228,7 @@ def compute_metrics(dataset: Dataset, settings: Sequence[Setting],
         entry: dict[str, Any] = {
             "label": setting.label,
             "source": setting.source,
+            "method": setting.family,
             "target_retention": setting.target_retention,
             "items": len(dataset.items),
             "answered": len(ok),
@@ -210,19 +247,25 @@ def compute_metrics(dataset: Dataset, settings: Sequence[Setting],
             entry["agreement_with_full"] = (
                 sum(r.get("extracted") == f.get("extracted") for r, f in paired) / len(paired) if paired else None
             )
+            entry.update({k: v for k, v in _paired(ok, full_ok).items() if k != "paired_items"})
         else:
             entry["paired_items"] = entry["accuracy_kept"] = entry["agreement_with_full"] = None
+            entry.update(delta_vs_full=None, delta_ci95=None, mcnemar_p=None, flips=None)
         if has_categories:
             groups: dict[str, list[Mapping[str, Any]]] = {}
             for r in ok:
                 groups.setdefault(r.get("category") or "(none)", []).append(r)
             entry["by_category"] = {
-                name: {"items": len(g), "correct": sum(bool(r["correct"]) for r in g), "accuracy": _accuracy(g)}
+                name: {"items": len(g), "correct": sum(bool(r["correct"]) for r in g), "accuracy": _accuracy(g),
+                       **(_paired(g, full_ok) if full is not None else {})}
                 for name, g in sorted(groups.items())
             }
         counted = [r for r in ok if r.get("tokens_before") is not None and r.get("tokens_after") is not None]
         before = sum(int(r["tokens_before"]) for r in counted)
         entry["retention"] = _ratio(float(sum(int(r["tokens_after"]) for r in counted)), float(before))
+        realized = [value for r in ok if (value := item_retention(r)) is not None]
+        entry["retention_realized"] = statistics.fmean(realized) if realized else None
+        entry["retention_realized_range"] = [min(realized), max(realized)] if realized else None
         entry["tokens_before_median"] = _median(r.get("tokens_before") for r in ok)
         entry["tokens_after_median"] = _median(r.get("tokens_after") for r in ok)
         entry["ttft_seconds_median"] = _median(r.get("ttft_seconds") for r in ok)

@@ -15,10 +15,12 @@ from typing import Any
 
 from omnizip_cli import __version__
 from omnizip_cli.errors import UsageError
+from omnizip_cli.evaluation.benchmark_prompts import prompt_style
 from omnizip_cli.evaluation.datasets import Dataset
 from omnizip_cli.evaluation.jobs import answer_job, plan_jobs
 from omnizip_cli.evaluation.protocol import AnswererFactory, Setting
 from omnizip_cli.evaluation.results import CHART, KIND, EvaluationFolder, compute_metrics
+from omnizip_cli.evaluation.samples import sample_rows
 from omnizip_cli.evaluation.scoring import PROMPT_VERSION
 
 __all__ = [
@@ -80,14 +82,18 @@ class EvaluationRequest:
     cpus_per_worker: float = 1.0
 
     def config(self) -> dict[str, Any]:
-        """The content of ``config.json`` (``kind`` marks the folder as an evaluation's)."""
+        """The content of ``config.json`` (``kind`` marks the folder as an evaluation's). The prompt
+        style is recorded only for Video-MME and WorldSense (lmms-eval's wording), so that runs of
+        other layouts from before it still resume and those of the benchmarks do not mix prompts."""
+        style = prompt_style(self.dataset.layout)
+        extra = {"prompt_style": style} if style != "omnizip" else {}
         return {
             "kind": KIND,
             "omnizip_version": __version__,
             "model": self.model,
             "settings": [s.to_dict() for s in self.settings],
             "dataset": self.dataset.describe(),
-            "options": {"prompt_version": PROMPT_VERSION, **self.options},
+            "options": {"prompt_version": PROMPT_VERSION, **extra, **self.options},
         }
 
 
@@ -156,6 +162,7 @@ def _run_locked(request: EvaluationRequest, factory: AnswererFactory, folder: Ev
     metrics = compute_metrics(request.dataset, request.settings, all_records)
     metrics["dataset"]["problems"] = [str(p) for p in request.dataset.problems[:100]]
     folder.write_metrics(metrics)
+    folder.write_samples(sample_rows(request.dataset, request.settings, all_records))
     chart = _write_chart(folder, request, metrics)
     return EvaluationResult(out=request.out, metrics=metrics, answered=tracker.answered, resumed=resumed,
                             errors=tracker.errors, elapsed_seconds=tracker.elapsed(), chart=chart,

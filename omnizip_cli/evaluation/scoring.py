@@ -43,8 +43,15 @@ _JOINING_WORDS = {
 }
 
 
-def build_prompt(item: Item) -> str:
-    """The text the model is asked (the video goes alongside it)."""
+def build_prompt(item: Item, style: str = "omnizip") -> str:
+    """The text the model is asked (the video goes alongside it). ``style``: ``omnizip`` (this module's
+    prompt), or ``videomme`` / ``worldsense`` for their multiple-choice items, worded as lmms-eval's
+    tasks word them (:mod:`omnizip_cli.evaluation.benchmark_prompts`)."""
+    if item.is_multiple_choice and style in ("videomme", "worldsense"):
+        from omnizip_cli.evaluation import benchmark_prompts
+
+        return benchmark_prompts.videomme_prompt(item) if style == "videomme" else \
+            benchmark_prompts.worldsense_prompt(item)
     if not item.is_multiple_choice:
         return f"{item.question}\n{OPEN_INSTRUCTION}"
     lines = [item.question, "Options:"]
@@ -162,11 +169,18 @@ def normalise_answer(text: str) -> str:
     return " ".join(words)
 
 
-def score(item: Item, response: str) -> tuple[str | None, bool]:
+def score(item: Item, response: str, style: str = "omnizip") -> tuple[str | None, bool]:
     """``(extracted answer, correct)`` for ``response``: a letter for multiple choice (see
-    :func:`extract_choice`), the normalised text for an open question (exact match)."""
+    :func:`extract_choice`; with ``style`` ``videomme`` / ``worldsense``, lmms-eval's parser of that
+    task, without its default letter), the normalised text for an open question (exact match)."""
     if item.is_multiple_choice:
-        letter = extract_choice(response, item.options)
+        if style in ("videomme", "worldsense"):
+            from omnizip_cli.evaluation import benchmark_prompts
+
+            parse = benchmark_prompts.videomme_choice if style == "videomme" else benchmark_prompts.worldsense_choice
+            letter = parse(response, item.options)
+        else:
+            letter = extract_choice(response, item.options)
         return letter, letter is not None and letter == item.answer
     said = normalise_answer(_final_part(response))
     return (said or None), bool(said) and said == normalise_answer(item.answer)

@@ -73,7 +73,7 @@ def test_run_writes_the_results_folder(dataset: Dataset, tmp_path: Path) -> None
     factory = CountingFactory()
     result = run_evaluation(request(dataset, out), factory)
     assert sorted(p.name for p in out.iterdir()) == [".omnizip.lock", "accuracy.png", "config.json", "metrics.json",
-                                                     "predictions.jsonl"]
+                                                     "predictions.jsonl", "samples.jsonl"]
     config = json.loads((out / "config.json").read_text())
     assert config["model"] == MODEL
     assert [s["key"] for s in config["settings"]] == ["full", "preset-45", "preset-35"]
@@ -126,8 +126,23 @@ def test_metrics_by_hand() -> None:
     assert p45["agreement_with_full"] == pytest.approx(1 / 3)
     assert p45["retention"] == pytest.approx(135 / 300)
     assert p45["ttft_seconds_median"] == 0.5 and p45["ttft_speedup_vs_full"] == 2.0
-    assert p45["by_category"] == {"c": {"items": 2, "correct": 1, "accuracy": 0.5},
-                                  "d": {"items": 1, "correct": 0, "accuracy": 0.0}}
+    by_category = {name: {k: v for k, v in entry.items() if k in ("items", "correct", "accuracy")}
+                   for name, entry in p45["by_category"].items()}
+    assert by_category == {"c": {"items": 2, "correct": 1, "accuracy": 0.5},
+                           "d": {"items": 1, "correct": 0, "accuracy": 0.0}}
+    # paired statistics: q0 agrees (right), q1 flips right -> wrong, q2 wrong in both; q3 failed: left out
+    assert p45["delta_vs_full"] == pytest.approx(-1 / 3)
+    assert p45["flips"] == {"right_to_wrong": 1, "wrong_to_right": 0}
+    assert p45["mcnemar_p"] == 1.0
+    # resampled flip count ~ Binomial(3, 1/3): P(3 flips) = 1/27 > 2.5 %, P(0 flips) = 8/27 > 2.5 %
+    assert p45["delta_ci95"] == [-1.0, 0.0]
+    assert p45["retention_realized"] == pytest.approx(0.45)
+    assert p45["retention_realized_range"] == [0.4, 0.5]
+    assert p45["by_category"]["c"]["delta_vs_full"] == -0.5
+    assert p45["by_category"]["c"]["flips"] == {"right_to_wrong": 1, "wrong_to_right": 0}
+    assert p45["by_category"]["d"]["paired_items"] == 1 and p45["by_category"]["d"]["delta_ci95"] == [0.0, 0.0]
+    assert full["delta_vs_full"] == 0.0 and full["mcnemar_p"] == 1.0 and full["method"] == "full"
+    assert p45["method"] == "omnizip"
 
 
 class Interrupt(Exception):
@@ -179,9 +194,9 @@ def test_a_fixed_video_is_retried_on_resume(dataset: Dataset, tmp_path: Path) ->
 
 
 @pytest.mark.parametrize(("change", "message"), [
-    ({"settings": SETTINGS[:2]}, "different settings"),
-    ({"model": {"model": "other", "max_new_tokens": 100}}, "different model"),
-    ({"options": {"fps": 1.0}}, "different options"),
+    ({"settings": SETTINGS[:2]}, "another settings"),
+    ({"model": {"model": "other", "max_new_tokens": 100}}, "another model"),
+    ({"options": {"fps": 1.0}}, "another options"),
 ])
 def test_a_different_run_is_refused_unless_overwrite(dataset: Dataset, tmp_path: Path, change: dict,
                                                       message: str) -> None:
@@ -199,7 +214,7 @@ def test_a_changed_dataset_is_refused(dataset: Dataset, tmp_path: Path) -> None:
     out = tmp_path / "out"
     run_evaluation(request(dataset, out), FakeAnswererFactory())
     fewer = Dataset(dataset.name, dataset.path, dataset.layout, dataset.items[:-1])
-    with pytest.raises(UsageError, match="different dataset .*dataset items differ"):
+    with pytest.raises(UsageError, match="another dataset .*dataset items differ"):
         run_evaluation(request(fewer, out), FakeAnswererFactory())
     # the same items reached by another path (and videos elsewhere) resume
     (tmp_path / "videos").mkdir()

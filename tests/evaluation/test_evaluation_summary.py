@@ -13,7 +13,14 @@ from omnizip_cli.evaluation.datasets import load_dataset
 from omnizip_cli.evaluation.fake import FakeAnswererFactory
 from omnizip_cli.evaluation.protocol import parse_settings
 from omnizip_cli.evaluation.runner import EvaluationRequest, Progress, run_evaluation
-from omnizip_cli.evaluation.summary import format_progress, print_summary, render_accuracy_chart, summary_rows
+from omnizip_cli.evaluation.summary import (
+    format_progress,
+    paired_rows,
+    print_summary,
+    render_accuracy_chart,
+    summary_rows,
+)
+from omnizip_cli.report.drawing import BLUISH_GREEN
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -38,16 +45,23 @@ def test_table_and_chart(tmp_path: Path) -> None:
     assert "eval_example: 10 questions on 3 videos" in text
     assert "accuracy by category" in text and "counting" in text
 
+    assert "paired against full" in text and "McNemar exact" in text
+    paired = paired_rows(result.metrics)
+    assert [r["setting"] for r in paired] == ["45 %", "35 %"]
+    m45 = result.metrics["settings"]["retention-0.45"]
+    low, high = m45["delta_ci95"]
+    assert paired[0]["ci"] == f"[{low * 100:+.1f}, {high * 100:+.1f}]"
+    assert paired[0]["delta"] == f"{m45['delta_vs_full'] * 100:+.1f}"
+
     image = Image.open(tmp_path / "accuracy.png")
-    assert image.size[0] == 1000 and image.size[1] >= 400
+    assert image.size[0] == 1000 and image.size[1] >= 500
     redrawn = render_accuracy_chart(result.metrics, model="fake")
     assert redrawn.size == image.size
-    # the full bar (accuracy 50 % with the fake answerer) is grey from the plot's left edge to its middle
-    assert full["accuracy"] == 0.5
-    middle_of_first_bar = 96 + 15 + 20
-    assert redrawn.getpixel((152, middle_of_first_bar))[:3] == (110, 117, 125)
-    assert redrawn.getpixel((150 + 260 - 3, middle_of_first_bar))[:3] == (110, 117, 125)
-    assert redrawn.getpixel((150 + 260 + 3, middle_of_first_bar))[:3] == (255, 255, 255)
+    # OmniZip's points are drawn in its colour where the metrics put them
+    left, top, right, bottom = 90, 100, 1000 - 210, image.size[1] - 90
+    x = left + (right - left) * m45["retention_realized"]
+    y = bottom - (bottom - top) * m45["accuracy"]
+    assert redrawn.getpixel((round(x), round(y)))[:3] == BLUISH_GREEN
 
 
 def test_progress_line() -> None:
