@@ -38,7 +38,7 @@ def test_run_evaluate_with_progress_bar_and_summary(tmp_path: Path) -> None:
     again = run_evaluate(options, {"model": "fake"}, FakeAnswererFactory(), console=console, show_progress=False)
     assert again.resumed == 20 and again.answered == 0
     assert "from an earlier run" in buffer.getvalue()
-    with pytest.raises(UsageError, match="another settings"):
+    with pytest.raises(UsageError, match="different settings"):
         run_evaluate(EvaluateOptions(dataset=manifest, out=tmp_path / "out", settings=["full"],
                                      options={"max_new_tokens": 100}),
                      {"model": "fake"}, FakeAnswererFactory(), console=console)

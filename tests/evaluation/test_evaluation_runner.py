@@ -194,9 +194,9 @@ def test_a_fixed_video_is_retried_on_resume(dataset: Dataset, tmp_path: Path) ->
 
 
 @pytest.mark.parametrize(("change", "message"), [
-    ({"settings": SETTINGS[:2]}, "another settings"),
-    ({"model": {"model": "other", "max_new_tokens": 100}}, "another model"),
-    ({"options": {"fps": 1.0}}, "another options"),
+    ({"settings": SETTINGS[:2]}, "different settings"),
+    ({"model": {"model": "other", "max_new_tokens": 100}}, "different model"),
+    ({"options": {"fps": 1.0}}, "different options"),
 ])
 def test_a_different_run_is_refused_unless_overwrite(dataset: Dataset, tmp_path: Path, change: dict,
                                                       message: str) -> None:
@@ -214,7 +214,7 @@ def test_a_changed_dataset_is_refused(dataset: Dataset, tmp_path: Path) -> None:
     out = tmp_path / "out"
     run_evaluation(request(dataset, out), FakeAnswererFactory())
     fewer = Dataset(dataset.name, dataset.path, dataset.layout, dataset.items[:-1])
-    with pytest.raises(UsageError, match="another dataset .*dataset items differ"):
+    with pytest.raises(UsageError, match="different dataset .*dataset items differ"):
         run_evaluation(request(fewer, out), FakeAnswererFactory())
     # the same items reached by another path (and videos elsewhere) resume
     (tmp_path / "videos").mkdir()
