@@ -93,6 +93,9 @@ class LoadedModel:
     fast_encoder_attention: bool = False  # encoders on the single-call varlen path
     encoder_attention_note: str = ""  # why (not)
     fast_decoder: bool = True  # may the runner use the CUDA-graph decoder (where supported)
+    #: The model files' fingerprint (:func:`.fingerprint.model_fingerprint`, taken at load): the
+    #: prefix cache's key holds it, so other weights under the same name are a miss.
+    weights_fingerprint: str = ""
 
     @property
     def context_length(self) -> int:
@@ -317,6 +320,9 @@ def load_model(spec: ModelSpec) -> LoadedModel:
             f"cannot load the {adapter.display_name} thinker from {spec.model}: {first_line}", hint=hint
         ) from exc
     fast, note = _set_up_encoder_attention(adapter.encoder_modules(model), spec.fast_encoders)
+    from .fingerprint import model_fingerprint
+
+    fingerprint = model_fingerprint(location, spec.revision)
     if is_tiny:
         warnings.insert(0, f"--model {spec.model}: the weights are random, so the answer is meaningless")
     return LoadedModel(
@@ -334,6 +340,7 @@ def load_model(spec: ModelSpec) -> LoadedModel:
         fast_encoder_attention=fast,
         encoder_attention_note=note,
         fast_decoder=spec.fast_decoder,
+        weights_fingerprint=fingerprint,
     )
 
 
