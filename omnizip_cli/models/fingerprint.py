@@ -15,8 +15,9 @@ fingerprint hashes what changes whenever the weights do, cheaply:
   above.
 
 A weight file edited in place (same shapes, same size) still changes its modification time, so it
-is a miss. About 1 ms per file plus the small files' hashing: measured well under 0.1 s for a
-four-shard 7B checkpoint folder.
+is a miss. What is not seen: bytes in the middle of a large weight file changed with its time set
+back by hand. Cost (measured on a 2-core CPU): 2 ms for the tiny checkpoint, 0.03 s for a folder of
+four 4 GB shards.
 """
 
 from __future__ import annotations
