@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -63,10 +63,18 @@ class ModelSpec:
     fast_encoders: bool = True  # one varlen attention call per encoder layer where it pays (CUDA, no flash-attn)
     fast_decoder: bool = True  # static KV cache + CUDA-graph decode step where it pays (CUDA)
     allow_pickle: bool = False  # --trust-pickle-weights: load pickle (.bin) weights, with weights_only=True
+    #: --device-map: auto, balanced, sequential, or a JSON object / .json file (:mod:`.placement`)
+    device_map: str | None = None
 
     def __post_init__(self) -> None:
         if self.device not in DEVICE_CHOICES and not _is_cuda_index(self.device):
             raise UsageError(f"--device must be auto, cpu, cuda or cuda:N, not {self.device!r}")
+        if self.device_map is not None:
+            from .placement import parse_device_map
+
+            parse_device_map(self.device_map)
+            if self.device != "auto":
+                raise UsageError("give --device or --device-map, not both (the map says where everything goes)")
         if self.dtype not in DTYPE_CHOICES:
             raise UsageError(f"--dtype must be one of {', '.join(DTYPE_CHOICES)}, not {self.dtype!r}")
         if self.attn_implementation not in ATTN_CHOICES:
@@ -96,6 +104,14 @@ class LoadedModel:
     #: The model files' fingerprint (:func:`.fingerprint.model_fingerprint`, taken at load): the
     #: prefix cache's key holds it, so other weights under the same name are a miss.
     weights_fingerprint: str = ""
+    device_map: str | None = None  # --device-map as asked (None: one device)
+    #: Bytes of weights per device label (``cuda:0``, ``cpu``, ``disk``): where the thinker lies.
+    weights_per_device: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def spans_devices(self) -> bool:
+        """Whether the thinker is split over several devices (or partly offloaded)."""
+        return len(self.weights_per_device) > 1
 
     @property
     def context_length(self) -> int:
@@ -103,16 +119,21 @@ class LoadedModel:
         return int(getattr(self.model.config.get_text_config(), "max_position_embeddings", 32768))
 
     def describe(self) -> dict[str, Any]:
+        from .placement import describe_placement
+
         return {
             "model": self.name,
             "family": self.adapter.display_name,
             "path": self.path,
             "random_weights": self.is_tiny,
-            "device": self.device,
+            # a split thinker: every device and the weights on it (inputs go to ``self.device``)
+            "device": describe_placement(self.weights_per_device) if self.spans_devices else self.device,
             "dtype": self.dtype,
             "attn_implementation": self.attn_implementation,
             "fast_encoder_attention": self.fast_encoder_attention,
             "encoder_attention_note": self.encoder_attention_note,
+            "device_map": self.device_map,
+            "weights_per_device": dict(self.weights_per_device),
         }
 
 
@@ -297,12 +318,21 @@ def load_model(spec: ModelSpec) -> LoadedModel:
     dtype = resolve_dtype(spec.dtype, device)
     attn, warnings = resolve_attn_implementation(spec.attn_implementation)
     common: dict[str, Any] = {"revision": spec.revision, "local_files_only": spec.offline or is_tiny}
+    # Never rely on library defaults for what may be unpickled (issue 18, case 9).
+    weight_kwargs: dict[str, Any] = {"use_safetensors": None if spec.allow_pickle else True, "weights_only": True}
+    offload_folder = None
+    if spec.device_map is not None:
+        from . import placement
+
+        device_map = placement.parse_device_map(spec.device_map)
+        placement.check_devices_exist(device_map)
+        _require_accelerate()
+        weight_kwargs.update(placement.from_pretrained_kwargs(device_map))
+        offload_folder = weight_kwargs["offload_folder"]
     try:
         model, processor = adapter.load(
             location, dtype=getattr(torch, dtype), attn_implementation=attn, device=device,
-            from_pretrained_kwargs=common,
-            # Never rely on library defaults for what may be unpickled (issue 18, case 9).
-            weight_kwargs={"use_safetensors": None if spec.allow_pickle else True, "weights_only": True},
+            from_pretrained_kwargs=common, weight_kwargs=weight_kwargs,
         )
     except torch.OutOfMemoryError:
         raise
@@ -319,6 +349,15 @@ def load_model(spec: ModelSpec) -> LoadedModel:
         raise ModelLoadError(
             f"cannot load the {adapter.display_name} thinker from {spec.model}: {first_line}", hint=hint
         ) from exc
+    from .placement import input_device, weights_per_device
+
+    weights = weights_per_device(model)
+    if spec.device_map is not None:
+        if offload_folder is not None and "disk" not in weights:
+            from .placement import cleanup_offload
+
+            cleanup_offload(offload_folder)
+        device = input_device(model, adapter.text_model(model).embed_tokens)
     fast, note = _set_up_encoder_attention(adapter.encoder_modules(model), spec.fast_encoders)
     from .fingerprint import model_fingerprint
 
@@ -341,7 +380,20 @@ def load_model(spec: ModelSpec) -> LoadedModel:
         encoder_attention_note=note,
         fast_decoder=spec.fast_decoder,
         weights_fingerprint=fingerprint,
+        device_map=spec.device_map,
+        weights_per_device=weights,
     )
+
+
+def _require_accelerate() -> None:
+    """--device-map loads through accelerate: a one-line error when it is missing."""
+    from transformers.utils import is_accelerate_available
+
+    if not is_accelerate_available():
+        from ..errors import EnvironmentProblem
+
+        raise EnvironmentProblem("--device-map needs accelerate, which is not installed",
+                                 hint='pip install "accelerate>=1.0"')
 
 
 #: What torch's weights-only unpickler names in its refusals: an object's class or function.
