@@ -162,6 +162,8 @@ def make_key(
             "attn_implementation": loaded.attn_implementation,
             "fast_encoder_attention": bool(loaded.fast_encoder_attention),
             "weights": getattr(loaded, "weights_fingerprint", ""),
+            # a thinker split with --device-map: where its encoders ran may change the last bits
+            "devices": sorted(getattr(loaded, "weights_per_device", {}) or {}),
         },
         "media": jsonable(media_options.to_dict() if hasattr(media_options, "to_dict") else media_options),
         "compression": compression_key(compression),

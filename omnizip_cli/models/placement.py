@@ -108,17 +108,19 @@ def _label(device: Any) -> str:
 def weights_per_device(model: Any) -> dict[str, int]:
     """Bytes of parameters and buffers per device label (``cuda:0``, ``cpu``, ``disk``), from the
     model's ``hf_device_map`` when it was split, else from where the tensors are."""
+    from .quantization import tensor_bytes
+
     placement = getattr(model, "hf_device_map", None)
     totals: dict[str, int] = {}
     if isinstance(placement, dict) and placement:
         for name, device in placement.items():
             module = model.get_submodule(name) if name else model
-            size = sum(t.numel() * t.element_size() for t in (*module.parameters(), *module.buffers()))
+            size = sum(tensor_bytes(t) for t in (*module.parameters(), *module.buffers()))
             totals[_label(device)] = totals.get(_label(device), 0) + int(size)
         return totals
     for tensor in (*model.parameters(), *model.buffers()):
         label = str(tensor.device)
-        totals[label] = totals.get(label, 0) + int(tensor.numel() * tensor.element_size())
+        totals[label] = totals.get(label, 0) + tensor_bytes(tensor)
     return totals
 
 

@@ -65,6 +65,8 @@ class ModelSpec:
     allow_pickle: bool = False  # --trust-pickle-weights: load pickle (.bin) weights, with weights_only=True
     #: --device-map: auto, balanced, sequential, or a JSON object / .json file (:mod:`.placement`)
     device_map: str | None = None
+    #: --quantization: bnb-8bit, bnb-4bit or torchao-int8, the language model only (:mod:`.quantization`)
+    quantization: str | None = None
 
     def __post_init__(self) -> None:
         if self.device not in DEVICE_CHOICES and not _is_cuda_index(self.device):
@@ -75,6 +77,9 @@ class ModelSpec:
             parse_device_map(self.device_map)
             if self.device != "auto":
                 raise UsageError("give --device or --device-map, not both (the map says where everything goes)")
+        from .quantization import check_choice
+
+        check_choice(self.quantization)
         if self.dtype not in DTYPE_CHOICES:
             raise UsageError(f"--dtype must be one of {', '.join(DTYPE_CHOICES)}, not {self.dtype!r}")
         if self.attn_implementation not in ATTN_CHOICES:
@@ -107,6 +112,10 @@ class LoadedModel:
     device_map: str | None = None  # --device-map as asked (None: one device)
     #: Bytes of weights per device label (``cuda:0``, ``cpu``, ``disk``): where the thinker lies.
     weights_per_device: dict[str, int] = field(default_factory=dict)
+    quantization: str | None = None  # --quantization (the language model's)
+    #: Bytes of all weights as loaded, and as they would be unquantized (equal without --quantization).
+    weights_bytes: int = 0
+    unquantized_bytes: int = 0
 
     @property
     def spans_devices(self) -> bool:
@@ -128,12 +137,18 @@ class LoadedModel:
             "random_weights": self.is_tiny,
             # a split thinker: every device and the weights on it (inputs go to ``self.device``)
             "device": describe_placement(self.weights_per_device) if self.spans_devices else self.device,
-            "dtype": self.dtype,
+            # quantized: what it applies to and the weight memory it saves (what the report's dtype row shows)
+            "dtype": self.dtype if self.quantization is None else (
+                f"{self.dtype}, language model {self.quantization} (weights {self.weights_bytes / 1e6:.2f} MB, "
+                f"{self.unquantized_bytes / 1e6:.2f} MB unquantized)"),
             "attn_implementation": self.attn_implementation,
             "fast_encoder_attention": self.fast_encoder_attention,
             "encoder_attention_note": self.encoder_attention_note,
             "device_map": self.device_map,
             "weights_per_device": dict(self.weights_per_device),
+            "quantization": self.quantization,
+            "weights_bytes": self.weights_bytes,
+            "unquantized_weights_bytes": self.unquantized_bytes,
         }
 
 
@@ -329,6 +344,12 @@ def load_model(spec: ModelSpec) -> LoadedModel:
         _require_accelerate()
         weight_kwargs.update(placement.from_pretrained_kwargs(device_map))
         offload_folder = weight_kwargs["offload_folder"]
+    if spec.quantization is not None:
+        from .quantization import quantization_config
+
+        weight_kwargs["quantization_config"] = quantization_config(
+            spec.quantization, getattr(torch, dtype), "cuda" if spec.device_map is not None and
+            torch.cuda.is_available() else device)
     try:
         model, processor = adapter.load(
             location, dtype=getattr(torch, dtype), attn_implementation=attn, device=device,
@@ -351,7 +372,10 @@ def load_model(spec: ModelSpec) -> LoadedModel:
         ) from exc
     from .placement import input_device, weights_per_device
 
+    from .quantization import weight_bytes
+
     weights = weights_per_device(model)
+    held, unquantized = weight_bytes(model, getattr(torch, dtype))
     if spec.device_map is not None:
         if offload_folder is not None and "disk" not in weights:
             from .placement import cleanup_offload
@@ -382,6 +406,9 @@ def load_model(spec: ModelSpec) -> LoadedModel:
         weights_fingerprint=fingerprint,
         device_map=spec.device_map,
         weights_per_device=weights,
+        quantization=spec.quantization,
+        weights_bytes=held,
+        unquantized_bytes=unquantized,
     )
 
 
