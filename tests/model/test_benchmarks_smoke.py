@@ -104,6 +104,8 @@ SUITE_KINDS = {
     "session": {"setup", "clip", "open", "question", "ratio"},
     "preprocess": {"setup", "run", "equivalence", "summary"},
     "ask_e2e": {"setup", "ask", "ratio"},
+    "quantized": set(),  # "quantized", or "skipped" where torchao is missing (checked below)
+    "multi_gpu": {"multi_gpu"},
     "suite": {"step", "summary"},
 }
 
@@ -124,6 +126,13 @@ def test_gpu_suite_tiny(suite: Path) -> None:
         assert all(r["bench"] == bench for r in records), name
     (summary,) = [r for r in steps if r["kind"] == "summary"]
     assert summary["failed_steps"] == 0
+    quantized = read_records(suite / "quantized.jsonl")
+    assert quantized and {r["kind"] for r in quantized} <= {"quantized", "skipped"}
+    for record in quantized:
+        assert record["weights_bytes"] < record["unquantized_bytes"] if record["kind"] == "quantized" else \
+            "torchao is not installed" in record["reason"]
+    (split,) = read_records(suite / "multi_gpu.jsonl")
+    assert split["same_tokens"] and set(split["devices"]) == {"cpu", "disk"}
     tests = [r for r in read_records(suite / "gpu_tests.jsonl") if r["kind"] == "test"]
     assert tests and not [t for t in tests if t["outcome"] in ("failed", "error")], tests
 
