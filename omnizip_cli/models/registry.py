@@ -351,10 +351,11 @@ def load_model(spec: ModelSpec) -> LoadedModel:
             spec.quantization, getattr(torch, dtype), "cuda" if spec.device_map is not None and
             torch.cuda.is_available() else device)
     try:
-        model, processor = adapter.load(
-            location, dtype=getattr(torch, dtype), attn_implementation=attn, device=device,
-            from_pretrained_kwargs=common, weight_kwargs=weight_kwargs,
-        )
+        with _library_quiet_as_transformers():
+            model, processor = adapter.load(
+                location, dtype=getattr(torch, dtype), attn_implementation=attn, device=device,
+                from_pretrained_kwargs=common, weight_kwargs=weight_kwargs,
+            )
     except torch.OutOfMemoryError:
         raise
     except pickle.UnpicklingError as exc:  # weights_only=True refused a pickle
@@ -410,6 +411,24 @@ def load_model(spec: ModelSpec) -> LoadedModel:
         weights_bytes=held,
         unquantized_bytes=unquantized,
     )
+
+
+def _library_quiet_as_transformers() -> Any:
+    """accelerate's loading logs (its dispatch warns that offloaded parameters are on ``meta``: the
+    report says where every weight is) as quiet as transformers' are (the CLI quiets both unless -v)."""
+    import contextlib
+    import logging as std_logging
+
+    from transformers.utils import logging as hf_logging
+
+    if hf_logging.get_verbosity() <= std_logging.WARNING:
+        return contextlib.nullcontext()
+    stack = contextlib.ExitStack()
+    accelerate_logger = std_logging.getLogger("accelerate")
+    level = accelerate_logger.level
+    accelerate_logger.setLevel(std_logging.ERROR)
+    stack.callback(accelerate_logger.setLevel, level)
+    return stack
 
 
 def _require_accelerate() -> None:
