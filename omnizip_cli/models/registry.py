@@ -371,21 +371,17 @@ def load_model(spec: ModelSpec) -> LoadedModel:
         raise ModelLoadError(
             f"cannot load the {adapter.display_name} thinker from {spec.model}: {first_line}", hint=hint
         ) from exc
-    from .placement import input_device, weights_per_device
-
+    from .fingerprint import model_fingerprint
+    from .placement import cleanup_offload, input_device, weights_per_device
     from .quantization import weight_bytes
 
     weights = weights_per_device(model)
     held, unquantized = weight_bytes(model, getattr(torch, dtype))
     if spec.device_map is not None:
         if offload_folder is not None and "disk" not in weights:
-            from .placement import cleanup_offload
-
             cleanup_offload(offload_folder)
         device = input_device(model, adapter.text_model(model).embed_tokens)
     fast, note = _set_up_encoder_attention(adapter.encoder_modules(model), spec.fast_encoders)
-    from .fingerprint import model_fingerprint
-
     fingerprint = model_fingerprint(location, spec.revision)
     if is_tiny:
         warnings.insert(0, f"--model {spec.model}: the weights are random, so the answer is meaningless")
