@@ -91,13 +91,15 @@ def _evaluated(parameter: inspect.Parameter, command: Callable[..., Any]) -> ins
 
 # --------------------------------------------------------------------------------- model
 def _model_spec(*, model: str, device: str, dtype: str, attn_implementation: str, offline: bool,
-                revision: str | None, stock_encoders: bool, eager_decode: bool, trust_pickle_weights: bool) -> Any:
+                revision: str | None, stock_encoders: bool, eager_decode: bool, trust_pickle_weights: bool,
+                device_map: str | None, quantization: str | None) -> Any:
     from ..models.registry import ModelSpec, apply_offline_mode
 
     apply_offline_mode(offline)  # before huggingface_hub / transformers are imported
     return ModelSpec(model=model, device=device, dtype=dtype, attn_implementation=attn_implementation,
                      offline=offline, revision=revision, fast_encoders=not stock_encoders,
-                     fast_decoder=not eager_decode, allow_pickle=trust_pickle_weights)
+                     fast_decoder=not eager_decode, allow_pickle=trust_pickle_weights, device_map=device_map,
+                     quantization=quantization)
 
 
 MODEL = OptionGroup("model", (
@@ -120,6 +122,14 @@ MODEL = OptionGroup("model", (
     _option("trust_pickle_weights", Annotated[bool, typer.Option(
         "--trust-pickle-weights",
         help="Also load pickle (.bin) weights, with torch's weights_only loader; safetensors only by default.")], False),
+    _option("device_map", Annotated[str | None, typer.Option(
+        "--device-map",
+        help="Split the model over devices (accelerate): auto, balanced, sequential, or a JSON object / .json file "
+             "from module names to devices (0, cuda:1, cpu, disk). Replaces --device.")], None),
+    _option("quantization", Annotated[str | None, typer.Option(
+        "--quantization",
+        help="Load the language model quantized: torchao-int8 (CPU or GPU, needs torchao), bnb-8bit or bnb-4bit "
+             "(CUDA, needs bitsandbytes); the encoders stay unquantized.")], None),
 ), _model_spec)
 
 

@@ -18,12 +18,19 @@ position after the previous one (the first after the last prompt token's positio
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator
 from typing import Any
 
 import torch
 
 from ..models.base import TextModel
+
+# transformers 5.25 deprecates the language models' ``past_key_values`` argument for ``cache``
+# (removal in 5.40); 5.23, the oldest supported release, has no ``cache`` argument (it would be
+# swallowed by ``**kwargs`` and ignored), so omnizip passes ``past_key_values`` on every release
+# and pyproject.toml stops below 5.40. The warning says nothing the user can act on.
+warnings.filterwarnings("ignore", message=r"`past_key_values` is deprecated", category=FutureWarning)
 
 
 def new_cache(text: TextModel) -> Any:
@@ -76,7 +83,8 @@ def forward_tokens(
         **(lm_kwargs or {}),
     )
     hidden = out.last_hidden_state if head_on_all_positions else out.last_hidden_state[:, -1:, :]
-    return text.lm_head(hidden)[:, -1, :]
+    # a thinker split with --device-map: the head may sit on another device than the inputs
+    return text.lm_head(hidden)[:, -1, :].to(embeds.device)
 
 
 def embed_ids(text: TextModel, ids: torch.Tensor) -> torch.Tensor:

@@ -21,7 +21,9 @@ Never pickle: tensors are safetensors, everything else JSON.
 
 **Key**: SHA-256 of the file's bytes (always hashed: no (path, size, mtime) shortcut, so an edited
 file can never hit a stale entry; hashing runs at about 1 GB/s), the model (name, resolved path,
-revision, family, dtype, device kind, attention implementation, encoder attention path), torch and
+revision, family, dtype, device kind, attention implementation, encoder attention path, and the
+fingerprint of its files taken at load, :mod:`omnizip_cli.models.fingerprint`: weights changed in
+the same folder, or a new hub commit, are a miss), torch and
 transformers versions, the media options, the compression setting as asked (with the file and the
 media options it determines the resolved config), the system prompt and the package version. Not the
 prompt budget or the question reserve: they change the prefix only through the setting the budget
@@ -159,6 +161,9 @@ def make_key(
             "dtype": loaded.dtype, "device": torch.device(loaded.device).type,
             "attn_implementation": loaded.attn_implementation,
             "fast_encoder_attention": bool(loaded.fast_encoder_attention),
+            "weights": getattr(loaded, "weights_fingerprint", ""),
+            # a thinker split with --device-map: where its encoders ran may change the last bits
+            "devices": sorted(getattr(loaded, "weights_per_device", {}) or {}),
         },
         "media": jsonable(media_options.to_dict() if hasattr(media_options, "to_dict") else media_options),
         "compression": compression_key(compression),

@@ -79,6 +79,17 @@ def graph_blocker(text: TextModel) -> str | None:
     return None
 
 
+def placement_blocker(text: TextModel) -> str | None:
+    """Why the static-cache decoder cannot run on this model's placement, if it cannot: its cache
+    and step live on one device, and a language model split with ``--device-map`` (several devices,
+    or weights offloaded to the CPU or the disk) is not."""
+    devices = {str(p.device) for p in (*text.language_model.parameters(), *text.lm_head.parameters())}
+    if len(devices) > 1 or "meta" in devices:
+        shown = ", ".join(sorted(d if d != "meta" else "offloaded" for d in devices))
+        return f"the language model is split over {shown} (--device-map); the static cache needs one device"
+    return None
+
+
 def _capacity_for(needed: int, device: torch.device) -> int:
     """Slots to allocate: rounded up so that later answers of similar length reuse the captured graph."""
     quantum = 1024 if device.type == "cuda" else 64
@@ -286,6 +297,8 @@ class StaticGraphDecoder:
             use_cuda_graph = is_cuda
         if use_cuda_graph and not is_cuda:
             raise ValueError("use_cuda_graph=True needs the model on a CUDA device")
+        if (placed := placement_blocker(text)) is not None:
+            raise ValueError(placed)  # the caller decodes with the eager loop and notes why
         self.notes: list[str] = []
         if use_cuda_graph and (blocker := graph_blocker(text)) is not None:
             use_cuda_graph = False

@@ -154,11 +154,13 @@ class QwenOmniThinkerLayout:
         and the stock processor. Raises ValueError when :meth:`checkpoint_problem` finds one."""
         classes = self.classes()
         processor = classes.processor.from_pretrained(location, **from_pretrained_kwargs)
+        weight_kwargs = dict(weight_kwargs)  # a --device-map (and its offload folder) replaces the device
+        device_map = weight_kwargs.pop("device_map", device if device != "cpu" else None)
         model = classes.thinker.from_pretrained(
             location,
             dtype=dtype,
             attn_implementation=attn_implementation,
-            device_map=device if device != "cpu" else None,
+            device_map=device_map,
             **weight_kwargs,
             **from_pretrained_kwargs,
         )
@@ -302,7 +304,8 @@ class QwenOmniThinkerLayout:
                     audio = self.encode_audio(model, tensors, record_saliency=record_saliency, timer=timer)
                 audio_mask = (input_ids == config.audio_token_id).unsqueeze(-1)
                 embeds = embeds.masked_scatter(audio_mask, audio.features.to(embeds.device, embeds.dtype))
-                audio_scores = audio.scores if record_saliency else None
+                # (a split thinker: the audio tower's outputs come back on its own device)
+                audio_scores = audio.scores.to(device) if record_saliency and audio.scores is not None else None
 
             video_grid = tensors.get("video_grid_thw")
             if tensors.get("pixel_values_videos") is not None:
@@ -310,7 +313,8 @@ class QwenOmniThinkerLayout:
                 with timer.stage("vision_encoder"):
                     output = thinker.get_video_features(tensors["pixel_values_videos"], video_grid)
                     video = torch.cat(output.pooler_output, dim=0)
-                    extras.update(self.video_extras(model, output, video_mask, tensors, embeds.dtype))
+                    extras.update(_to_device(self.video_extras(model, output, video_mask, tensors, embeds.dtype),
+                                             device))
                 embeds = embeds.masked_scatter(video_mask.unsqueeze(-1), video.to(embeds.device, embeds.dtype))
 
             position_ids, _ = thinker.get_rope_index(
@@ -466,6 +470,20 @@ class QwenOmniThinkerLayout:
         )
         model.save_pretrained(path)
         processor.save_pretrained(path)
+
+
+def _to_device(value: Any, device: Any) -> Any:
+    """Tensors (in dicts, lists and tuples) moved to ``device``: a split thinker's encoders return
+    them on their own device, the language model takes them on the embedding's."""
+    import torch
+
+    if isinstance(value, torch.Tensor):
+        return value.to(device)
+    if isinstance(value, dict):
+        return {key: _to_device(item, device) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_to_device(item, device) for item in value)
+    return value
 
 
 def sliding_window_problem(text_config: Any) -> str | None:

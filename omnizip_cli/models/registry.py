@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -63,10 +63,23 @@ class ModelSpec:
     fast_encoders: bool = True  # one varlen attention call per encoder layer where it pays (CUDA, no flash-attn)
     fast_decoder: bool = True  # static KV cache + CUDA-graph decode step where it pays (CUDA)
     allow_pickle: bool = False  # --trust-pickle-weights: load pickle (.bin) weights, with weights_only=True
+    #: --device-map: auto, balanced, sequential, or a JSON object / .json file (:mod:`.placement`)
+    device_map: str | None = None
+    #: --quantization: bnb-8bit, bnb-4bit or torchao-int8, the language model only (:mod:`.quantization`)
+    quantization: str | None = None
 
     def __post_init__(self) -> None:
         if self.device not in DEVICE_CHOICES and not _is_cuda_index(self.device):
             raise UsageError(f"--device must be auto, cpu, cuda or cuda:N, not {self.device!r}")
+        if self.device_map is not None:
+            from .placement import parse_device_map
+
+            parse_device_map(self.device_map)
+            if self.device != "auto":
+                raise UsageError("give --device or --device-map, not both (the map says where everything goes)")
+        from .quantization import check_choice
+
+        check_choice(self.quantization)
         if self.dtype not in DTYPE_CHOICES:
             raise UsageError(f"--dtype must be one of {', '.join(DTYPE_CHOICES)}, not {self.dtype!r}")
         if self.attn_implementation not in ATTN_CHOICES:
@@ -93,6 +106,21 @@ class LoadedModel:
     fast_encoder_attention: bool = False  # encoders on the single-call varlen path
     encoder_attention_note: str = ""  # why (not)
     fast_decoder: bool = True  # may the runner use the CUDA-graph decoder (where supported)
+    #: The model files' fingerprint (:func:`.fingerprint.model_fingerprint`, taken at load): the
+    #: prefix cache's key holds it, so other weights under the same name are a miss.
+    weights_fingerprint: str = ""
+    device_map: str | None = None  # --device-map as asked (None: one device)
+    #: Bytes of weights per device label (``cuda:0``, ``cpu``, ``disk``): where the thinker lies.
+    weights_per_device: dict[str, int] = field(default_factory=dict)
+    quantization: str | None = None  # --quantization (the language model's)
+    #: Bytes of all weights as loaded, and as they would be unquantized (equal without --quantization).
+    weights_bytes: int = 0
+    unquantized_bytes: int = 0
+
+    @property
+    def spans_devices(self) -> bool:
+        """Whether the thinker is split over several devices (or partly offloaded)."""
+        return len(self.weights_per_device) > 1
 
     @property
     def context_length(self) -> int:
@@ -100,16 +128,27 @@ class LoadedModel:
         return int(getattr(self.model.config.get_text_config(), "max_position_embeddings", 32768))
 
     def describe(self) -> dict[str, Any]:
+        from .placement import describe_placement
+
         return {
             "model": self.name,
             "family": self.adapter.display_name,
             "path": self.path,
             "random_weights": self.is_tiny,
-            "device": self.device,
-            "dtype": self.dtype,
+            # a split thinker: every device and the weights on it (inputs go to ``self.device``)
+            "device": describe_placement(self.weights_per_device) if self.spans_devices else self.device,
+            # quantized: what it applies to and the weight memory it saves (what the report's dtype row shows)
+            "dtype": self.dtype if self.quantization is None else (
+                f"{self.dtype}, language model {self.quantization} (weights {self.weights_bytes / 1e6:.2f} MB, "
+                f"{self.unquantized_bytes / 1e6:.2f} MB unquantized)"),
             "attn_implementation": self.attn_implementation,
             "fast_encoder_attention": self.fast_encoder_attention,
             "encoder_attention_note": self.encoder_attention_note,
+            "device_map": self.device_map,
+            "weights_per_device": dict(self.weights_per_device),
+            "quantization": self.quantization,
+            "weights_bytes": self.weights_bytes,
+            "unquantized_weights_bytes": self.unquantized_bytes,
         }
 
 
@@ -294,13 +333,29 @@ def load_model(spec: ModelSpec) -> LoadedModel:
     dtype = resolve_dtype(spec.dtype, device)
     attn, warnings = resolve_attn_implementation(spec.attn_implementation)
     common: dict[str, Any] = {"revision": spec.revision, "local_files_only": spec.offline or is_tiny}
+    # Never rely on library defaults for what may be unpickled (issue 18, case 9).
+    weight_kwargs: dict[str, Any] = {"use_safetensors": None if spec.allow_pickle else True, "weights_only": True}
+    offload_folder = None
+    if spec.device_map is not None:
+        from . import placement
+
+        device_map = placement.parse_device_map(spec.device_map)
+        placement.check_devices_exist(device_map)
+        _require_accelerate()
+        weight_kwargs.update(placement.from_pretrained_kwargs(device_map))
+        offload_folder = weight_kwargs["offload_folder"]
+    if spec.quantization is not None:
+        from .quantization import quantization_config
+
+        weight_kwargs["quantization_config"] = quantization_config(
+            spec.quantization, getattr(torch, dtype), "cuda" if spec.device_map is not None and
+            torch.cuda.is_available() else device)
     try:
-        model, processor = adapter.load(
-            location, dtype=getattr(torch, dtype), attn_implementation=attn, device=device,
-            from_pretrained_kwargs=common,
-            # Never rely on library defaults for what may be unpickled (issue 18, case 9).
-            weight_kwargs={"use_safetensors": None if spec.allow_pickle else True, "weights_only": True},
-        )
+        with _library_quiet_as_transformers():
+            model, processor = adapter.load(
+                location, dtype=getattr(torch, dtype), attn_implementation=attn, device=device,
+                from_pretrained_kwargs=common, weight_kwargs=weight_kwargs,
+            )
     except torch.OutOfMemoryError:
         raise
     except pickle.UnpicklingError as exc:  # weights_only=True refused a pickle
@@ -316,7 +371,18 @@ def load_model(spec: ModelSpec) -> LoadedModel:
         raise ModelLoadError(
             f"cannot load the {adapter.display_name} thinker from {spec.model}: {first_line}", hint=hint
         ) from exc
+    from .fingerprint import model_fingerprint
+    from .placement import cleanup_offload, input_device, weights_per_device
+    from .quantization import weight_bytes
+
+    weights = weights_per_device(model)
+    held, unquantized = weight_bytes(model, getattr(torch, dtype))
+    if spec.device_map is not None:
+        if offload_folder is not None and "disk" not in weights:
+            cleanup_offload(offload_folder)
+        device = input_device(model, adapter.text_model(model).embed_tokens)
     fast, note = _set_up_encoder_attention(adapter.encoder_modules(model), spec.fast_encoders)
+    fingerprint = model_fingerprint(location, spec.revision)
     if is_tiny:
         warnings.insert(0, f"--model {spec.model}: the weights are random, so the answer is meaningless")
     return LoadedModel(
@@ -334,7 +400,42 @@ def load_model(spec: ModelSpec) -> LoadedModel:
         fast_encoder_attention=fast,
         encoder_attention_note=note,
         fast_decoder=spec.fast_decoder,
+        weights_fingerprint=fingerprint,
+        device_map=spec.device_map,
+        weights_per_device=weights,
+        quantization=spec.quantization,
+        weights_bytes=held,
+        unquantized_bytes=unquantized,
     )
+
+
+def _library_quiet_as_transformers() -> Any:
+    """accelerate's loading logs (its dispatch warns that offloaded parameters are on ``meta``: the
+    report says where every weight is) as quiet as transformers' are (the CLI quiets both unless -v)."""
+    import contextlib
+    import logging as std_logging
+
+    from transformers.utils import logging as hf_logging
+
+    if hf_logging.get_verbosity() <= std_logging.WARNING:
+        return contextlib.nullcontext()
+    stack = contextlib.ExitStack()
+    accelerate_logger = std_logging.getLogger("accelerate")
+    level = accelerate_logger.level
+    accelerate_logger.setLevel(std_logging.ERROR)
+    stack.callback(accelerate_logger.setLevel, level)
+    return stack
+
+
+def _require_accelerate() -> None:
+    """--device-map loads through accelerate: a one-line error when it is missing."""
+    from transformers.utils import is_accelerate_available
+
+    if not is_accelerate_available():
+        from ..errors import EnvironmentProblem
+
+        raise EnvironmentProblem("--device-map needs accelerate, which is not installed",
+                                 hint='pip install "accelerate>=1.0"')
 
 
 #: What torch's weights-only unpickler names in its refusals: an object's class or function.

@@ -106,10 +106,13 @@ SUITE_KINDS = {
     "session": {"setup", "clip", "open", "question", "ratio"},
     "preprocess": {"setup", "run", "equivalence", "summary"},
     "ask_e2e": {"setup", "ask", "ratio"},
+    "quantized": set(),  # "quantized", or "skipped" where torchao is missing (checked below)
+    "multi_gpu": {"multi_gpu"},
     "suite": {"plan", "step", "summary"},
 }
 # The order of value: the 7B stages and decode first, Qwen3-Omni 30B-A3B last.
-SUITE_ORDER = ["model_stages", "decode_speed", "session", "gpu_tests", "preprocess", "ask_e2e", "model_stages_qwen3"]
+SUITE_ORDER = ["model_stages", "decode_speed", "session", "gpu_tests", "preprocess", "ask_e2e", "quantized", "multi_gpu",
+         "model_stages_qwen3"]
 
 
 @pytest.mark.slow
@@ -130,6 +133,13 @@ def test_gpu_suite_tiny(suite: Path) -> None:
         assert all(r["bench"] == bench for r in records), name
     (summary,) = [r for r in steps if r["kind"] == "summary"]
     assert summary["failed_steps"] == 0
+    quantized = read_records(suite / "quantized.jsonl")
+    assert quantized and {r["kind"] for r in quantized} <= {"quantized", "skipped"}
+    for record in quantized:
+        assert record["weights_bytes"] < record["unquantized_bytes"] if record["kind"] == "quantized" else \
+            "torchao is not installed" in record["reason"]
+    (split,) = read_records(suite / "multi_gpu.jsonl")
+    assert split["same_tokens"] and set(split["devices"]) == {"cpu", "disk"}
     tests = [r for r in read_records(suite / "gpu_tests.jsonl") if r["kind"] == "test"]
     assert tests and not [t for t in tests if t["outcome"] in ("failed", "error")], tests
 

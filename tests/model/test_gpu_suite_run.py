@@ -34,7 +34,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 BENCHMARKS = ROOT / "benchmarks"
-ORDER = ["model_stages", "decode_speed", "session", "gpu_tests", "preprocess", "ask_e2e", "model_stages_qwen3"]
+ORDER = ["model_stages", "decode_speed", "session", "gpu_tests", "preprocess", "ask_e2e", "quantized", "multi_gpu",
+         "model_stages_qwen3"]
 DEVICE_COMMAND_LIMIT_S = 600  # the device tool's limit for one command
 KINDS = {"nvidia-h100-x1", "nvidia-h200"}
 

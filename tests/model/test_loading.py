@@ -126,12 +126,36 @@ def test_cuda_requested_without_gpu_is_a_usage_error() -> None:
         resolve_device("cuda:0")
 
 
-def test_transformers_version_range_is_enforced() -> None:
-    assert check_transformers_version("5.23.0") == "5.23.0"
-    for bad in ("5.22.9", "5.24.0", "6.0.0", "4.57.1"):
-        with pytest.raises(EnvironmentProblem, match="tested with transformers"):
+def test_transformers_below_the_minimum_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    for good in ("5.23.0", "5.24.1", "5.25.0"):
+        assert check_transformers_version(good) == good
+    assert capsys.readouterr().err == ""  # the tested range: no warning
+    for bad in ("5.22.9", "4.57.1", "5.0.0"):
+        with pytest.raises(EnvironmentProblem, match="tested with transformers>=5.23.0,<5.26.0"):
             check_transformers_version(bad)
-    assert check_transformers_version()  # the installed one is in range
+    assert check_transformers_version()  # the installed one is supported
+
+
+def test_transformers_above_the_newest_tested_warns_once_in_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    from omnizip_cli import versions
+
+    versions._warned.discard("5.26.0")
+    assert check_transformers_version("5.26.0") == "5.26.0"
+    assert check_transformers_version("5.26.0") == "5.26.0"  # once per process
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("warning: transformers 5.26.0 is newer than")
+    assert "5.25.0" in err and 'pip install "transformers>=5.23.0,<5.26.0"' in err
+    assert check_transformers_version("6.1.0", warn=False) == "6.1.0" and capsys.readouterr().err == ""
+
+
+def test_pyproject_allows_the_tested_range_and_stops_before_the_known_break() -> None:
+    import tomllib
+
+    from omnizip_cli import versions
+
+    project = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())["project"]
+    pins = [d for d in project["dependencies"] if d.startswith("transformers")]
+    assert pins == [f"transformers>={versions.TRANSFORMERS_MIN},<{versions.TRANSFORMERS_KNOWN_BREAKING[:4]}"]
 
 
 # --- Issue 18, cases 2 and 9: incomplete/corrupt folders, pickle weights, a config that is not an object.

@@ -274,3 +274,39 @@ def test_a_qwen3_omni_prefix_with_its_deepstack_rows_reopens_exactly(tiny_qwen3,
     assert reopened.prefill.position_ids.dtype == fresh.prefill.position_ids.dtype
     assert set(reopened.prefill.lm_kwargs) == set(fresh.prefill.lm_kwargs) == {"visual_pos_masks", "deepstack_visual_embeds"}
     assert _script(reopened) == expected
+
+
+def test_weights_changed_in_a_copied_checkpoint_are_a_miss(tiny_model, tmp_path) -> None:
+    """A copy of the tiny checkpoint, a cached run, then its weights edited in place (same shapes,
+    same file size): the next run misses the cache and answers as --no-cache does."""
+    from safetensors.torch import load_file, save_file
+
+    from omnizip_cli.models import ModelSpec, load_model
+
+    folder = tmp_path / "checkpoint"
+    shutil.copytree(tiny_model.path, folder)  # copy2: the copy keeps the files' times
+    spec = ModelSpec(model=str(folder), device="cpu", dtype="float32")
+    cache = PrefixCache(tmp_path / "prefixes", max_bytes=BIG)
+    compression = CompressionSetting.from_options()
+    before = load_model(spec)
+    first = _open(before, TALKING, cache, compression)
+    assert not _from_disk(first) and first.prefix_cache["stored"]
+    assert _from_disk(_open(load_model(spec), TALKING, cache, compression))  # unchanged weights: a hit
+
+    weights = folder / "model.safetensors"
+    size = weights.stat().st_size
+    tensors = load_file(weights)
+    for name in tensors:  # the encoders' output projections: another prefix
+        if name.startswith(("thinker.visual.merger", "thinker.audio_tower.proj")):
+            tensors[name] = tensors[name] * 1.5
+    save_file(tensors, weights, metadata={"format": "pt"})
+    assert weights.stat().st_size == size
+
+    after = load_model(spec)
+    assert after.weights_fingerprint != before.weights_fingerprint
+    reopened = _open(after, TALKING, cache, compression)
+    assert not _from_disk(reopened) and reopened.prefix_cache["stored"]
+    uncached = _open(after, TALKING, False, compression)
+    assert not torch.equal(reopened.prefix.prefill.embeds, first.prefix.prefill.embeds)
+    assert reopened.answer(QUESTIONS[0], GREEDY).token_ids == uncached.answer(QUESTIONS[0], GREEDY).token_ids
+    assert len(cache.entries()) == 2
