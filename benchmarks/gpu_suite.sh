@@ -20,7 +20,9 @@
 #   gpu_tests            60  the gpu-marked tests (60 s each through pytest-timeout)
 #   preprocess           40  media decode + processor, CPU vs device pixel work, 60 s 720p clip
 #   ask_e2e              60  omnizip ask end to end, full vs compressed, overlapped vs sequential
-#   model_stages_qwen3   70+ Qwen3-Omni 30B-A3B random weights, 60 s clip: 70 s plus whatever the
+#   quantized            20  the tiny model with --quantization bnb-8bit/bnb-4bit/torchao-int8 (placement.py)
+#   multi_gpu            15  the tiny model split over cuda:0 and cuda:1 vs one GPU (skipped under 2 GPUs)
+#   model_stages_qwen3   35+ Qwen3-Omni 30B-A3B random weights, 60 s clip: 35 s plus whatever the
 #                            steps before it left of the budget; skipped (with a record) when the GPU
 #                            has less than about 68 GB free (benchmarks/gpu_memory.py)
 # The limits add up to the budget, 540 s, so the suite and its summary end within 9.5 minutes: one
