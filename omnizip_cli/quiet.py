@@ -16,3 +16,10 @@ def quiet_libraries(verbose: bool = False) -> None:
         hf_logging.set_verbosity_error()
         hf_logging.disable_progress_bar()
         hub_logging.set_verbosity_error()
+    # transformers 5.25 deprecates the language models' ``past_key_values`` argument for ``cache``
+    # (removal in 5.40); 5.23, the oldest supported release, has no ``cache`` argument (it would be
+    # swallowed by ``**kwargs`` and ignored), so omnizip passes ``past_key_values`` on every release
+    # and pyproject.toml stops below 5.40: the warning says nothing a user can act on.
+    import warnings
+
+    warnings.filterwarnings("ignore", message=r"`past_key_values` is deprecated", category=FutureWarning)

@@ -18,7 +18,6 @@ position after the previous one (the first after the last prompt token's positio
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Iterator
 from typing import Any
 
@@ -26,11 +25,6 @@ import torch
 
 from ..models.base import TextModel
 
-# transformers 5.25 deprecates the language models' ``past_key_values`` argument for ``cache``
-# (removal in 5.40); 5.23, the oldest supported release, has no ``cache`` argument (it would be
-# swallowed by ``**kwargs`` and ignored), so omnizip passes ``past_key_values`` on every release
-# and pyproject.toml stops below 5.40. The warning says nothing the user can act on.
-warnings.filterwarnings("ignore", message=r"`past_key_values` is deprecated", category=FutureWarning)
 
 
 def new_cache(text: TextModel) -> Any:
