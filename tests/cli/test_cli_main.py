@@ -49,6 +49,8 @@ def test_env_lists_versions_and_the_tested_transformers_range() -> None:
     assert f"transformers {installed_version('transformers')}" in out.stdout
     assert "transformers range tested: >=5.23.0,<5.26.0" in out.stdout
     assert "cuda available:" in out.stdout
+    assert "device cpu:" in out.stdout and "GB memory" in out.stdout  # devices with their memory
+    assert "extras installed:" in out.stdout and "quantization" in out.stdout
 
 
 def test_library_chatter_is_silenced_unless_verbose() -> None:
