@@ -301,9 +301,48 @@ def _adapter_for(model_type: Any, model: str) -> ModelAdapter:
     return adapter
 
 
+#: Seconds to wait for a TCP connection to the hub before calling it unreachable.
+HUB_PROBE_SECONDS = 3.0
+
+
+def hub_reachable(timeout: float = HUB_PROBE_SECONDS) -> bool:
+    """Whether a TCP connection to the hub (``$HF_ENDPOINT``, default huggingface.co:443) opens in time."""
+    import socket
+    from urllib.parse import urlparse
+
+    endpoint = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+    port = endpoint.port or (80 if endpoint.scheme == "http" else 443)
+    try:
+        socket.create_connection((endpoint.hostname or "huggingface.co", port), timeout=timeout).close()
+    except OSError:
+        return False
+    return True
+
+
+def _fail_fast_without_hub(model: str, revision: str | None) -> None:
+    """Without a network (and without ``--offline``), a hub model that is not downloaded fails in
+    seconds with one line, rather than after the hub client's retries (about 25 s). A downloaded one
+    loads as before (the hub client falls back to the local copy; ``--offline`` skips its retries)."""
+    if os.environ.get("HF_HUB_OFFLINE", "").strip() not in ("", "0") or hub_reachable():
+        return
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        cached = try_to_load_from_cache(model, "config.json", revision=revision)
+    except Exception:  # noqa: BLE001 - a name the hub client rejects: not downloaded
+        cached = None
+    if not isinstance(cached, str):
+        raise ModelLoadError(
+            f"cannot reach the Hugging Face hub to download {model}, and it is not in the local cache",
+            hint="connect to the network, or pass --offline with a downloaded model, or a local checkpoint "
+                 "folder to --model")
+
+
 def _check_hub_model(model: str, offline: bool, revision: str | None) -> tuple[str, ModelAdapter]:
     from transformers import AutoConfig
 
+    if not offline:
+        _fail_fast_without_hub(model, revision)
     try:
         config = AutoConfig.from_pretrained(model, revision=revision, local_files_only=offline)
     except (OSError, ValueError) as exc:

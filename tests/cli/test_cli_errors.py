@@ -289,3 +289,21 @@ def test_max_new_tokens_beyond_the_context_is_refused_before_the_media_work(
     monkeypatch.setattr(Qwen25OmniAdapter, "encode", _raise(AssertionError("the encoders ran")))
     one_line_error(ask(TALKING, "q", *FAST, "--max-new-tokens", "10000000000"), 2,
                    "--max-new-tokens 10000000000 is not below the model's context")
+
+
+def test_a_hub_model_without_a_network_fails_within_seconds(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No network, no --offline, not downloaded: one line at once (no hub client retries; the probe is
+    replaced here, so the test itself contacts nothing)."""
+    import socket
+    import time
+
+    def no_network(*args: Any, **kwargs: Any) -> None:
+        raise OSError("Network is unreachable")
+
+    monkeypatch.setattr(socket, "create_connection", no_network)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))  # nothing downloaded
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    started = time.perf_counter()
+    one_line_error(ask(TALKING, "q", *FAST, "--model", "Qwen/Qwen2.5-Omni-7B"), 1,
+                   "cannot reach the Hugging Face hub", "--offline")
+    assert time.perf_counter() - started < 10
