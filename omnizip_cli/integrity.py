@@ -67,7 +67,8 @@ class CheckpointProblem(ModelLoadError):
 # Manifest (the tiny checkpoint)
 
 
-def _sha256(path: Path) -> str:
+def sha256_file(path: Path) -> str:
+    """SHA-256 of a file's bytes (hex), read in 1 MB blocks."""
     digest = hashlib.sha256()
     with path.open("rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
@@ -85,7 +86,7 @@ def write_manifest(folder: Path) -> Path:
     for entry in sorted(folder.iterdir()):
         if entry.name == MANIFEST_NAME or not entry.is_file():
             continue
-        files[entry.name] = {"size": entry.stat().st_size, "sha256": _sha256(entry)}
+        files[entry.name] = {"size": entry.stat().st_size, "sha256": sha256_file(entry)}
     manifest = folder / MANIFEST_NAME
     partial = folder / f".{MANIFEST_NAME}.partial"
     with partial.open("w") as handle:
@@ -129,7 +130,7 @@ def manifest_problem(folder: Path, hashes: bool = True) -> tuple[str, str] | Non
             return name, f"has {size} bytes, expected {expected.get('size')}"
         if hashes:
             try:
-                digest = _sha256(path)
+                digest = sha256_file(path)
             except OSError as exc:
                 return name, f"cannot be read: {exc.strerror or exc}"
             if digest != expected.get("sha256"):

@@ -104,11 +104,9 @@ def max_bytes_from_env() -> int:
 
 def content_hash(path: Path) -> str:
     """SHA-256 of the file's bytes (hex)."""
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    from ..integrity import sha256_file
+
+    return sha256_file(Path(path))
 
 
 def compression_key(compression: Any) -> Any:

@@ -28,6 +28,8 @@ import struct
 from pathlib import Path
 from typing import Any
 
+from ..integrity import sha256_file
+
 #: Files up to this size are hashed whole (every config, tokenizer and processor file; small weights).
 CONTENT_HASH_BYTES = 64 * 1024 * 1024
 #: Bytes hashed at each end of a large safetensors file's tensor data.
@@ -35,14 +37,6 @@ EDGE_BYTES = 1024 * 1024
 #: A safetensors header larger than this is not a real header (the format caps it at 100 MB).
 _MAX_HEADER = 100 * 1024 * 1024
 _SKIPPED = {"OMNIZIP_MANIFEST.json"}
-
-
-def _hash_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _hash_safetensors_cheaply(path: Path, size: int) -> str:
@@ -81,7 +75,7 @@ def folder_fingerprint(folder: Path) -> dict[str, Any]:
             stat = entry.stat()
             path = Path(entry.path)
             if stat.st_size <= CONTENT_HASH_BYTES:
-                hashed: str | None = _hash_file(path)
+                hashed: str | None = sha256_file(path)
             elif entry.name.endswith(".safetensors"):
                 hashed = _hash_safetensors_cheaply(path, stat.st_size)
             else:
