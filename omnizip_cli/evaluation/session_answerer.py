@@ -127,8 +127,7 @@ class SessionVideo:
         """A session whose prefix keeps OmniZip's per-modality counts at random (see :mod:`.baselines`)."""
         from omnizip_cli.evaluation.baselines import random_plan, seed_for
         from omnizip_cli.generation import Session
-        from omnizip_cli.generation.prefix import PreparedPrefix, keep_plan, prompt_counts
-        from omnizip_cli.measure import count_tokens
+        from omnizip_cli.generation.prefix import keep_plan, prefix_of_plan, prompt_counts
 
         video = self.base.video
         if video is None:
@@ -144,12 +143,8 @@ class SessionVideo:
         plan = random_plan(encoded.input_ids[0], reference, audio_token_id=ids.audio, video_token_id=ids.video,
                            seed=seed_for(name, setting.key), hidden_size=int(encoded.embeds.shape[-1]),
                            dtype=encoded.embeds.dtype)
-        prefill = loaded.adapter.prefill_inputs(encoded, plan)
-        prefix = PreparedPrefix(
-            prefill=prefill, input_ids=encoded.input_ids, templates=video.prepared.templates, kind=encoded.kind,
-            config=config, tokens=count_tokens(encoded.input_ids, prefill.kept, audio_token_id=ids.audio,
-                                               video_token_id=ids.video),
-            counts=counts, summary=self.base.summary, group_rows=list(plan.groups.to_rows()), plan=plan)
+        prefix = prefix_of_plan(loaded, video.prepared, encoded, config, plan, counts=counts,
+                                summary=self.base.summary)
         return Session(loaded, prefix, video=video, decoder=self.base.decoder)
 
     def answer(self, prompt: str, setting: Setting) -> Prediction:

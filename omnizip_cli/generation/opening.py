@@ -388,15 +388,16 @@ def open_session(
         if decoding is not None and decoding.job is not None:
             media()
         session, unusable = None, False
-        if cache is not None and content is not None:
+        key = _cache_key(content, loaded, options) if cache is not None and content is not None else None
+        if key is not None:
             say("reading the prefix cache ...")
-            session, unusable = _from_cache(cache, content, loaded, path, options, budget, reserve, timer, note,
+            session, unusable = _from_cache(cache, key, loaded, path, options, budget, reserve, timer, note,
                                             session_class)
         if session is None:
             session = fresh_session(loaded, media(), options, session_class=session_class, timer=timer, warn=note,
                                     early_audio=early_audio, max_prompt_tokens=budget, question_reserve=reserve)
-            if cache is not None and content is not None:
-                _store(cache, content, loaded, options, budget, reserve, session, note, replace=unusable)
+            if key is not None:
+                _store(cache, key, session, note, replace=unusable)
         failed = False
     finally:
         if decoding is not None:
@@ -449,7 +450,7 @@ def _cache_key(content: str, loaded: LoadedModel, options: OpenOptions) -> Any:
                     system=options.system, revision=options.revision)
 
 
-def _from_cache(cache: Any, content: str, loaded: LoadedModel, path: Path | None, options: OpenOptions,
+def _from_cache(cache: Any, key: Any, loaded: LoadedModel, path: Path | None, options: OpenOptions,
                 budget: int | None, reserve: int, timer: StageTimer, note: Callable[[str], None],
                 session_class: type[Session]) -> tuple[Session | None, bool]:
     """A session on the cached prefix when a valid entry exists (None: a miss), and whether an entry
@@ -457,7 +458,7 @@ def _from_cache(cache: Any, content: str, loaded: LoadedModel, path: Path | None
     from .prefix import refit_cached
     from .prefix_cache import prefix_from_entry
 
-    cached = cache.load(_cache_key(content, loaded, options), loaded.device)
+    cached = cache.load(key, loaded.device)
     if cached is None:
         return None, False
     prefix = prefix_from_entry(cached, media_path=path)
@@ -474,12 +475,10 @@ def _from_cache(cache: Any, content: str, loaded: LoadedModel, path: Path | None
     return session_class(loaded, prefix, timer=timer, decoder=options.decoder, warn=note, origin=origin), False
 
 
-def _store(cache: Any, content: str, loaded: LoadedModel, options: OpenOptions, budget: int | None, reserve: int,
-           session: Session, note: Callable[[str], None], *, replace: bool) -> None:
+def _store(cache: Any, key: Any, session: Session, note: Callable[[str], None], *, replace: bool) -> None:
     """Write the fresh session's prefix to the cache (a failure is a warning, never an error)."""
     from .prefix_cache import SETUP_STAGES, prefix_to_entry
 
-    key = _cache_key(content, loaded, options)
     timer = session.timer
     stages = {name: timer.seconds(name) for name in SETUP_STAGES if name in timer.stages}
     waited = sum(seconds for name, seconds in stages.items() if not timer.stages[name].overlapped)

@@ -187,7 +187,6 @@ def plan_prefix(
     :class:`~omnizip_cli.compression.ContextTooLong`.
     """
     from ..compression import fit_budget
-    from ..measure import count_tokens
 
     counts = counts or prompt_counts(loaded, prepared)
     built: dict[str, tuple[OmniZipConfig | None, KeepPlan | None, PrefillInputs]] = {}
@@ -210,13 +209,35 @@ def plan_prefix(
                          kept_length=lambda s: build(s)[2].length)
         setting = fit.setting if fit is not None else None
     config, plan, prefill = build(setting)
+    return prefix_of_plan(loaded, prepared, encoded, config, plan, prefill=prefill, counts=counts, summary=summary,
+                          context_fit=fit, planned={key: value[2].length for key, value in built.items()})
+
+
+def prefix_of_plan(
+    loaded: LoadedModel,
+    prepared: PreparedPrompt,
+    encoded: EncodedMedia,
+    config: OmniZipConfig | None,
+    plan: KeepPlan | None,
+    *,
+    prefill: PrefillInputs | None = None,
+    counts: PromptCounts | None = None,
+    summary: MediaSummary | None = None,
+    context_fit: ContextFit | None = None,
+    planned: dict[str, int] | None = None,
+) -> PreparedPrefix:
+    """The prepared prefix of encoded media under a keep plan (None: everything kept), with its token
+    counts and group rows; ``prefill``: the adapter's prefill of that plan when already built."""
+    from ..measure import count_tokens
+
+    prefill = prefill if prefill is not None else loaded.adapter.prefill_inputs(encoded, plan)
     ids = loaded.adapter.token_ids(loaded.model)
     tokens = count_tokens(encoded.input_ids, prefill.kept, audio_token_id=ids.audio, video_token_id=ids.video)
     return PreparedPrefix(
         prefill=prefill, input_ids=encoded.input_ids, templates=prepared.templates, kind=encoded.kind,
-        config=config, tokens=tokens, counts=counts, summary=summary,
-        group_rows=list(plan.groups.to_rows()) if plan is not None else [], context_fit=fit,
-        planned={key: value[2].length for key, value in built.items()}, plan=plan,
+        config=config, tokens=tokens, counts=counts or prompt_counts(loaded, prepared), summary=summary,
+        group_rows=list(plan.groups.to_rows()) if plan is not None else [], context_fit=context_fit,
+        planned=dict(planned or {}), plan=plan,
     )
 
 

@@ -186,7 +186,7 @@ def stream_generate(
         stop_reason="eos" if tokens and tokens[-1] in chooser.stops else "max_new_tokens",
         prefilled_tokens=prompt.prefilled,
         prompt_tokens=int(prompt.attention_mask.shape[1]),
-        prefill_seconds=timer.seconds("prefill") if "prefill" in timer.stages else 0.0,
+        prefill_seconds=timer.seconds("prefill"),
         first_token_seconds=(first_token_at if tokens else finished) - started,
         decode_seconds=decode_seconds,
         decoder=active.name,
