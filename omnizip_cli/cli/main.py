@@ -20,7 +20,7 @@ __all__ = ["main", "register_commands"]
 
 def register_commands() -> None:
     """Import the command modules (each registers itself on :data:`~omnizip_cli.cli.app.app`)."""
-    from . import ask, cache, chat, env, evaluate, keep_map, profile  # noqa: F401
+    from . import ask, cache, chat, env, evaluate, keep_map, profile, serve  # noqa: F401
 
 
 def main() -> None:

@@ -20,13 +20,18 @@ SEED_MAX = 2**63 - 1
 
 @dataclass(frozen=True)
 class GenerationOptions:
-    """How to generate an answer. ``temperature`` 0 is greedy; ``top_p``/``top_k`` None: the checkpoint's."""
+    """How to generate an answer. ``temperature`` 0 is greedy; ``top_p``/``top_k`` None: the checkpoint's.
+
+    ``stop``: strings that end the answer where the first of them appears in its text (the text is
+    cut before it; ``stop_reason`` ``"stop"``), as OpenAI's ``stop``.
+    """
 
     max_new_tokens: int = 256
     temperature: float = 0.0
     top_p: float | None = None
     top_k: int | None = None
     seed: int | None = None
+    stop: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not isinstance(self.max_new_tokens, int) or self.max_new_tokens < 1:
@@ -39,6 +44,8 @@ class GenerationOptions:
             raise UsageError(f"top_p must be in (0, 1], not {self.top_p}")
         if self.top_k is not None and self.top_k < 0:
             raise UsageError(f"top_k must be >= 0, not {self.top_k}")
+        if not isinstance(self.stop, tuple) or not all(isinstance(s, str) and s for s in self.stop):
+            raise UsageError("stop must be a tuple of non-empty strings")
 
 
 def end_token_ids(generation_config: Any, text_config: Any) -> list[int]:

@@ -40,7 +40,7 @@ class AnswerStats:
 
     token_ids: list[int]
     text: str
-    stop_reason: str  # "eos" | "max_new_tokens"
+    stop_reason: str  # "eos" | "max_new_tokens" | "stop" (a stop string of GenerationOptions.stop)
     prefilled_tokens: int
     prompt_tokens: int  # the whole (possibly pruned) prompt the answer was generated from
     prefill_seconds: float
@@ -92,6 +92,40 @@ class GenerationChunk:
     text: str
     token: int | None
     stats: AnswerStats | None = None
+
+
+class StopText:
+    """Cuts a streamed answer at the first of ``stops`` in its text.
+
+    :meth:`push` takes each new piece and returns what may be shown: text that could still turn out
+    to begin a stop string is held back until it cannot. ``hit``: a stop string appeared; ``text``:
+    the answer so far, cut before it.
+    """
+
+    def __init__(self, stops: tuple[str, ...]) -> None:
+        self.stops = stops
+        self.text = ""
+        self.sent = 0
+        self.hit = False
+
+    def push(self, piece: str) -> str:
+        if self.hit:
+            return ""
+        self.text += piece
+        found = [i for i in (self.text.find(s) for s in self.stops) if i >= 0]
+        if found:
+            self.hit = True
+            self.text = self.text[: min(found)]
+            return self._release(len(self.text))
+        held = max((k for s in self.stops for k in range(1, len(s)) if self.text.endswith(s[:k])), default=0)
+        return self._release(len(self.text) - held)
+
+    def flush(self) -> str:
+        return self._release(len(self.text))
+
+    def _release(self, end: int) -> str:
+        piece, self.sent = self.text[self.sent:end], max(self.sent, end)
+        return piece
 
 
 def resolve_decoder(wanted: str, device: str, attn_implementation: str) -> tuple[str, str | None]:
@@ -166,6 +200,7 @@ def stream_generate(
     notes.extend(active.notes)
 
     detok = IncrementalDetokenizer(tokenizer) if tokenizer is not None else None
+    stopper = StopText(options.stop) if options.stop and detok is not None else None
     tokens: list[int] = []
     first_token_at = time.perf_counter()
     for token_id in decode_loop(active, chooser, prompt.logits, options.max_new_tokens):
@@ -173,17 +208,28 @@ def stream_generate(
         if len(tokens) == 1:
             timer.sync()
             first_token_at = time.perf_counter()
-        yield GenerationChunk(text=detok.push(token_id) if detok is not None else "", token=token_id)
+        piece = detok.push(token_id) if detok is not None else ""
+        yield GenerationChunk(text=stopper.push(piece) if stopper is not None else piece, token=token_id)
+        if stopper is not None and stopper.hit:
+            break
     timer.sync()
     finished = time.perf_counter()
     decode_seconds = finished - first_token_at if tokens else 0.0
     timer.add("decode", decode_seconds)
     timer.record_memory("decode")
     tail = detok.flush() if detok is not None else ""
+    text = tokenizer.decode(tokens, skip_special_tokens=True) if tokenizer is not None else ""
+    if stopper is not None:
+        tail = stopper.push(tail) + stopper.flush()
+        text = stopper.text
+    if stopper is not None and stopper.hit:
+        stop_reason = "stop"
+    else:
+        stop_reason = "eos" if tokens and tokens[-1] in chooser.stops else "max_new_tokens"
     stats = AnswerStats(
         token_ids=tokens,
-        text=tokenizer.decode(tokens, skip_special_tokens=True) if tokenizer is not None else "",
-        stop_reason="eos" if tokens and tokens[-1] in chooser.stops else "max_new_tokens",
+        text=text,
+        stop_reason=stop_reason,
         prefilled_tokens=prompt.prefilled,
         prompt_tokens=int(prompt.attention_mask.shape[1]),
         prefill_seconds=timer.seconds("prefill"),

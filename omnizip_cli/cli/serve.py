@@ -1,0 +1,177 @@
+"""``omnizip serve``: the OpenAI-compatible server (:mod:`omnizip_cli.serve`), one model per process.
+
+The model loads first; then uvicorn listens on ``--host``/``--port`` (127.0.0.1:8000 by default).
+SIGTERM or Ctrl-C stops accepting connections, lets in-flight answers finish within
+``--shutdown-grace`` seconds (then cancels them) and exits 0.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from .app import app
+from .options import COMPRESSION, MEDIA, MODEL, SystemOpt, with_options
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from ..compression import CompressionSetting
+    from ..media import MediaOptions
+    from ..models import ModelSpec
+
+API_KEY_ENV = "OMNIZIP_API_KEY"
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+@app.command()
+@with_options(MODEL, MEDIA, COMPRESSION, stdout="json")
+def serve(
+    model: ModelSpec,
+    media: MediaOptions,
+    compression: CompressionSetting,
+    host: Annotated[str, typer.Option(help="Address to listen on (loopback by default).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port (0: any free port, printed at start).", min=0, max=65535)] = 8000,
+    system: SystemOpt = None,
+    max_tokens: Annotated[int, typer.Option(
+        "--max-tokens", help="Answer tokens when a request gives no max_tokens.", min=1)] = 256,
+    api_key: Annotated[str | None, typer.Option(
+        "--api-key", envvar=API_KEY_ENV, help=f"Require this Bearer token on every route but /health (or ${API_KEY_ENV}).",
+        show_envvar=False)] = None,
+    allowed_media_path: Annotated[list[Path] | None, typer.Option(
+        "--allowed-media-path", help="A folder whose files requests may name (file:// or a path); repeatable. "
+                                     "Uploads and data: URLs are always allowed.")] = None,
+    allow_remote_media: Annotated[bool, typer.Option(
+        "--allow-remote-media", help="Let requests name http(s) URLs (downloaded with a size cap and a timeout).")] = False,
+    max_queue: Annotated[int, typer.Option(help="Requests that may wait for the model; more get a 429.", min=0)] = 16,
+    request_timeout: Annotated[float, typer.Option(
+        help="Seconds from a request's arrival to its last token; longer ends with an error.", min=1)] = 600.0,
+    max_prefix_memory_gb: Annotated[float, typer.Option(
+        "--max-prefix-memory", help="GB of video prefixes kept in memory (least recently used first out; "
+                                    "they stay in the disk cache).", min=0)] = 4.0,
+    max_media_mb: Annotated[float, typer.Option(
+        "--max-media-mb", help="Largest upload, download or base64 file, in MB.", min=1)] = 512.0,
+    shutdown_grace: Annotated[float, typer.Option(
+        help="Seconds SIGTERM leaves in-flight answers before cancelling them.", min=0)] = 30.0,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not read or write the disk cache of prefixes.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Library logs and uvicorn's access log.")] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.", envvar="OMNIZIP_DEBUG")] = False,
+) -> None:
+    """Serve the model over an OpenAI-compatible HTTP API (chat completions with video), with a web page at /."""
+    from ..errors import EnvironmentProblem, UsageError
+
+    try:
+        import starlette  # noqa: F401
+        import uvicorn  # noqa: F401
+    except ImportError:
+        raise EnvironmentProblem("omnizip serve needs its extra packages", hint='pip install "omnizip[serve]"') from None
+    from ..serve.settings import MiB, ServeSettings
+
+    roots = []
+    for folder in allowed_media_path or []:
+        if not folder.is_dir():
+            raise UsageError(f"--allowed-media-path {folder} is not a folder")
+        roots.append(folder.resolve())
+    if api_key is not None and not api_key.strip():
+        raise UsageError("--api-key is empty")
+    settings = ServeSettings(
+        model_name=model.model, host=host, port=port, media=media, compression=compression, system=system,
+        max_tokens=max_tokens, decoder="eager" if not model.fast_decoder else "auto", use_disk_cache=not no_cache,
+        max_queue=max_queue, request_timeout=request_timeout, max_prefix_memory=int(max_prefix_memory_gb * 1e9),
+        max_media_bytes=int(max_media_mb * MiB), shutdown_grace=shutdown_grace, api_key=api_key,
+        allowed_media_paths=tuple(roots), allow_remote_media=allow_remote_media,
+    )
+    run_server(model, settings, verbose=verbose)
+
+
+def run_server(model: ModelSpec, settings: Any, *, verbose: bool = False) -> None:
+    """Load the model, then serve until SIGTERM or Ctrl-C."""
+    import uvicorn
+
+    from ..models import load_model
+    from ..serve.app import create_app
+    from ..serve.engine import Engine
+    from ..serve.metrics import ServerMetrics
+    from .app import prepare_environment
+
+    prepare_environment(verbose)
+    say = sys.stderr.write
+    if settings.host not in LOOPBACK and settings.api_key is None:
+        say(f"warning: listening on {settings.host} without --api-key: anyone who can reach this address can use "
+            "the model and read the allowed media folders\n")
+    say(f"omnizip serve: loading {settings.model_name}\n")
+    loaded = load_model(model)
+    engine = Engine(loaded, settings, ServerMetrics())
+    config = uvicorn.Config(create_app(engine, settings), host=settings.host, port=settings.port,
+                            log_level="info" if verbose else "warning", access_log=verbose,
+                            timeout_graceful_shutdown=max(int(settings.shutdown_grace), 1), lifespan="off")
+    server = _Server(config)
+    try:
+        server.run()
+    finally:
+        engine.close(grace=0.0 if server.force else settings.shutdown_grace)
+    if not server.started:
+        from ..errors import OmnizipError
+
+        raise OmnizipError(f"could not listen on {settings.host}:{settings.port} (in use, or not an address of this "
+                           "machine)")
+    say("omnizip serve: stopped\n")
+
+
+class _Server:
+    """uvicorn's server with signals handled here: SIGTERM/SIGINT stop it gracefully (a second one
+    forces), and nothing is re-raised afterwards (so the command exits 0)."""
+
+    def __init__(self, config: Any) -> None:
+        import uvicorn
+
+        outer = self
+
+        class Server(uvicorn.Server):
+            @contextmanager
+            def capture_signals(self) -> Iterator[None]:
+                if threading.current_thread() is not threading.main_thread():
+                    yield
+                    return
+                previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+
+                def stop(signum: int, frame: Any) -> None:
+                    if self.should_exit:
+                        self.force_exit = True
+                        outer.force = True
+                    self.should_exit = True
+
+                for s in previous:
+                    signal.signal(s, stop)
+                try:
+                    yield
+                finally:
+                    for s, handler in previous.items():
+                        signal.signal(s, handler)
+
+            async def startup(self, sockets: Any = None) -> None:
+                await super().startup(sockets)
+                if self.started:
+                    bound = [s.getsockname() for server in self.servers for s in server.sockets]
+                    address = bound[0] if bound else (config.host, config.port)
+                    url_host = f"[{address[0]}]" if ":" in str(address[0]) else address[0]
+                    sys.stderr.write(f"omnizip serve: listening on http://{url_host}:{address[1]} "
+                                     f"(pid {os.getpid()})\n")
+                    sys.stderr.flush()
+
+        self.force = False
+        self.server = Server(config)
+
+    @property
+    def started(self) -> bool:
+        return bool(self.server.started)
+
+    def run(self) -> None:
+        self.server.run()
