@@ -62,7 +62,8 @@ class Held:
 
 @dataclass
 class Result:
-    """A finished answer: its text, stats, the ``omnizip`` object and the usage figures."""
+    """A finished answer: its text, the ``omnizip`` object and the usage figures; ``stats``: the
+    library's own figures (token ids, the first answer token's logits), for in-process callers."""
 
     text: str
     finish_reason: str
@@ -70,6 +71,7 @@ class Result:
     completion_tokens: int
     cached_tokens: int
     omnizip: dict[str, Any]
+    stats: Any = None
 
 
 class Job:
@@ -273,10 +275,13 @@ class Engine:
         key = (self._content_hash(job.media), canonical(dataclasses.asdict(media)), compression.key, system)
         held = self.held.get(key)
         if held is not None:
+            summary = held.session.summary
+            if request.use_audio_in_video and summary is not None and "audio" not in summary.kind:
+                raise self._no_audio(job.media.path)
             self.held.move_to_end(key)
             return held, True
         if request.use_audio_in_video:
-            self._check_audio_track(job.media.path, request.media.param)
+            self._check_audio_track(job.media.path)
         options = OpenOptions(media=media, compression=compression, system=system, max_new_tokens=settings.max_tokens,
                               question_reserve=QUESTION_RESERVE, decoder=settings.decoder,
                               cache=settings.use_disk_cache)
@@ -291,7 +296,12 @@ class Engine:
         return held, False
 
     @staticmethod
-    def _check_audio_track(path: Path, param: str) -> None:
+    def _no_audio(path: Path) -> ApiError:
+        return bad_request(f"mm_processor_kwargs.use_audio_in_video is true but {path.name} has no audio track "
+                           "(send false to use the video alone)", "mm_processor_kwargs.use_audio_in_video",
+                           "no_audio_track")
+
+    def _check_audio_track(self, path: Path) -> None:
         from ..media.container import probe
 
         try:
@@ -299,9 +309,7 @@ class Engine:
         except OmnizipError:
             return  # the opening says what is wrong with the file
         if found.audio is None:
-            raise bad_request(f"mm_processor_kwargs.use_audio_in_video is true but {path.name} has no audio track "
-                              "(send false to use the video alone)", "mm_processor_kwargs.use_audio_in_video",
-                              "no_audio_track")
+            raise self._no_audio(path)
 
     def _turn_ids(self, held: Held, request: ChatRequest) -> list[int]:
         """The ids after the prefix: the conversation (exact ids where it was answered here) and the question."""
@@ -389,7 +397,8 @@ class Engine:
         finish = "length" if stats.stop_reason == "max_new_tokens" else "stop"
         job.emit("done", Result(text=stats.text, finish_reason=finish, prompt_tokens=stats.prompt_tokens,
                                 completion_tokens=len(stats.token_ids),
-                                cached_tokens=stats.prompt_tokens - stats.prefilled_tokens, omnizip=omnizip))
+                                cached_tokens=stats.prompt_tokens - stats.prefilled_tokens, omnizip=omnizip,
+                                stats=stats))
 
     def _evict(self) -> None:
         """Drop least recently used prefixes until the held ones fit ``max_prefix_memory``."""
