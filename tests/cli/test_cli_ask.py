@@ -120,7 +120,7 @@ def test_json_carries_the_configuration(payload: dict[str, Any]) -> None:
     assert config["media"]["max_frames"] == 8 and config["media"]["fps"] == 2.0 and config["media"]["use_audio"]
     assert config["compression"]["rho_audio"] == 0.3 and config["compression"]["rho_video"] == 0.6
     assert config["generation"] == {"max_new_tokens": NEW_TOKENS, "temperature": 0.0, "top_p": None, "top_k": None,
-                                    "seed": None, "stream": False}
+                                    "seed": None, "stop": [], "stream": False}
     assert payload["compression"]["enabled"] is True
     assert payload["compression"]["label"].startswith("OmniZip preset 45")
     model = payload["model"]
