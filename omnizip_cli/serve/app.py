@@ -33,6 +33,8 @@ if TYPE_CHECKING:
 
 #: Routes anyone may reach without the API key.
 OPEN_PATHS = ("/health", "/", "/favicon.ico")
+#: Keep map PNGs kept per prefix id (the most recently rendered ones).
+KEEP_MAPS_CACHED = 16
 
 
 def error_response(error: ApiError) -> Response:
@@ -74,6 +76,7 @@ class ServeApp:
         self.engine = engine
         self.settings = settings
         self.started = int(time.time())
+        self.keep_maps: dict[str, bytes] = {}  # prefix id -> keep map PNG (see keep_map)
 
     # ------------------------------------------------------------------------------ plumbing
     def build(self) -> Starlette:
@@ -179,7 +182,28 @@ class ServeApp:
                              "url": stored.path.as_uri()})
 
     async def keep_map(self, request: Request) -> Response:
-        raise ApiError(404, "keep maps are not available yet", code="not_found")
+        """The keep map PNG of a prefix held in memory (``omnizip.prefix_id`` of an answer), rendered
+        off the event loop once and kept (the last :data:`KEEP_MAPS_CACHED`). A 404 for an unknown
+        (or evicted) id, and for a prefix whose decoded frames and plan were not kept (read from the
+        disk cache, or dropped after opening)."""
+        from starlette.responses import Response
+
+        prefix_id = request.path_params["prefix_id"]
+        png = self.keep_maps.get(prefix_id)
+        if png is None:
+            held = self.engine.by_id.get(prefix_id)
+            if held is None:
+                raise ApiError(404, f"no prefix {prefix_id!r} is held by this server (unknown, or evicted from "
+                                    "memory)", param="prefix_id", code="prefix_not_found")
+            png = await asyncio.to_thread(_keep_map_png, held)
+            if png is None:
+                raise ApiError(404, f"no keep map for prefix {prefix_id!r}: the server did not keep its decoded "
+                                    "frames and keep plan (a prefix read from the disk cache has none)",
+                               param="prefix_id", code="keep_map_unavailable")
+            self.keep_maps[prefix_id] = png
+            while len(self.keep_maps) > KEEP_MAPS_CACHED:
+                self.keep_maps.pop(next(iter(self.keep_maps)))
+        return Response(png, media_type="image/png", headers={"Cache-Control": "private, max-age=3600"})
 
     async def chat(self, request: Request) -> Response:
         body = await read_body(request, self.settings.request_byte_limit)
@@ -273,6 +297,25 @@ class ServeApp:
 
         return StreamingResponse(events(), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+def _keep_map_png(held: Any) -> bytes | None:
+    """The keep map of a held prefix as PNG bytes; None when its data was not kept. Uses the
+    :class:`~omnizip_cli.report.keep_map.KeepMapData` the engine kept (``held.keep_map``), else builds
+    it from the session while its encoded media (``session.video``) is still there."""
+    import io
+
+    from ..report.keep_map import keep_map_for_session, render_keep_map
+
+    data = getattr(held, "keep_map", None)
+    if data is None:
+        session = held.session
+        if session.video is None or session.media is None:
+            return None
+        data = keep_map_for_session(session)
+    buffer = io.BytesIO()
+    render_keep_map(data).save(buffer, format="PNG")
+    return buffer.getvalue()
 
 
 async def _cancel_on_disconnect(request: Request, job: Job) -> None:
