@@ -58,6 +58,7 @@ class Held:
     turns: OrderedDict[tuple[tuple[str, str], ...], list[int]] = field(default_factory=OrderedDict)
     bytes: int = 0
     answers: int = 0
+    keep_map: Any = None  # a KeepMapData (frames, plan) for GET /v1/prefixes/{id}/keep-map.png; None from disk
 
 
 @dataclass
@@ -109,6 +110,8 @@ def tensor_bytes(value: Any, seen: set[int] | None = None) -> int:
     seen.add(id(value))
     if isinstance(value, torch.Tensor):
         return value.numel() * value.element_size() if value.device.type != "meta" else 0
+    if type(value).__module__ == "numpy" and hasattr(value, "nbytes"):
+        return int(value.nbytes)
     if isinstance(value, dict):
         return sum(tensor_bytes(v, seen) for v in value.values())
     if isinstance(value, (list, tuple)):
@@ -287,10 +290,18 @@ class Engine:
                               cache=settings.use_disk_cache)
         warnings: list[str] = []
         session = Session.open(self.loaded, job.media.path, options, warn=warnings.append)
+        keep_map = None
+        if session.video is not None and session.media is not None:
+            from ..report.keep_map import keep_map_for_session
+
+            try:
+                keep_map = keep_map_for_session(session)  # arrays only: rendered when the page asks
+            except Exception as exc:  # noqa: BLE001 - a keep map never fails an answer
+                warnings.append(f"no keep map: {type(exc).__name__}: {exc}")
         session.video = None  # the encoded media is only needed to re-plan; the prefix is what answers
         session.open_warnings = warnings  # type: ignore[attr-defined]
         prefix_id = hashlib.sha256(repr(key).encode()).hexdigest()[:16]
-        held = Held(key=key, prefix_id=prefix_id, session=session, path=job.media.path)
+        held = Held(key=key, prefix_id=prefix_id, session=session, path=job.media.path, keep_map=keep_map)
         self.held[key] = held
         self.by_id[prefix_id] = held
         return held, False
@@ -392,7 +403,7 @@ class Engine:
             "warnings": list(getattr(session, "open_warnings", [])) + list(stats.warnings),
         }
         self.metrics.answered(tokens, len(stats.token_ids), stats.prefix_source, stats.time_to_first_token_seconds)
-        held.bytes = tensor_bytes(session.prefix) + tensor_bytes(session.kv.cache)
+        held.bytes = tensor_bytes(session.prefix) + tensor_bytes(session.kv.cache) + tensor_bytes(held.keep_map)
         self._evict()
         finish = "length" if stats.stop_reason == "max_new_tokens" else "stop"
         job.emit("done", Result(text=stats.text, finish_reason=finish, prompt_tokens=stats.prompt_tokens,

@@ -75,46 +75,6 @@ def browser() -> Iterator[Any]:
         playwright.stop()
 
 
-@contextmanager
-def keeping_keep_map_data() -> Iterator[None]:
-    """What the engine does once it keeps keep maps: ``Held.keep_map`` (the session's
-    :class:`~omnizip_cli.report.keep_map.KeepMapData`) built before the encoded media is dropped.
-    A no-op when :class:`~omnizip_cli.serve.engine.Held` already has that field."""
-    from omnizip_cli.generation import Session
-    from omnizip_cli.report.keep_map import keep_map_for_session
-    from omnizip_cli.serve.engine import Engine, Held
-
-    if "keep_map" in {f.name for f in dataclasses.fields(Held)}:
-        yield
-        return
-    opened: list[tuple[Any, Any]] = []
-    original_open = Session.open.__func__  # type: ignore[attr-defined]
-    original_held = Engine._held
-
-    def open_recording(cls: Any, *args: Any, **kwargs: Any) -> Any:
-        session = original_open(cls, *args, **kwargs)
-        opened.append((session, session.video))
-        return session
-
-    def held_with_map(self: Any, job: Any) -> Any:
-        held, in_memory = original_held(self, job)
-        if opened:
-            session, video = opened.pop()
-            if session is held.session and video is not None:
-                session.video = video
-                try:
-                    held.keep_map = keep_map_for_session(session)
-                finally:
-                    session.video = None
-        opened.clear()
-        return held, in_memory
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(Session, "open", classmethod(open_recording))
-        patch.setattr(Engine, "_held", held_with_map)
-        yield
-
-
 def save_artefact(page: Any, tmp_path: Path, name: str) -> Path:
     path = tmp_path / name
     page.screenshot(path=str(path), full_page=True)
@@ -154,7 +114,7 @@ def ask(page: Any, question: str, answers: int) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def server(tiny_model: Any) -> Iterator[Any]:
-    with keeping_keep_map_data(), running_server(tiny_model) as running:
+    with running_server(tiny_model) as running:
         yield running
 
 
@@ -302,9 +262,7 @@ def test_keep_map_route_without_the_data(tiny_model: Any) -> None:
             {"type": "text", "text": "What?"}]}])
         prefix_id = answer.model_extra["omnizip"]["prefix_id"]
         held = running.engine.by_id[prefix_id]
-        held.session.video = None
-        if hasattr(held, "keep_map"):
-            held.keep_map = None
+        held.keep_map = None  # as for a prefix read from the disk cache
         response = httpx.get(f"{running.url}/v1/prefixes/{prefix_id}/keep-map.png")
         assert response.status_code == 404
         error = response.json()["error"]
