@@ -15,12 +15,10 @@ Also here, without a browser: the keep map route's answers (a PNG, or an OpenAI-
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import re
 import shutil
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
