@@ -166,18 +166,12 @@ class ServeApp:
         suffix = safe_suffix(request.headers.get("x-filename"), kind)
         writer = await asyncio.to_thread(ContentWriter, self.settings.media_root(), self.settings.max_media_bytes,
                                          "the upload")
-        try:
+        with writer:
             async for chunk in request.stream():
                 writer.write(chunk)
-        except ApiError:
-            raise
-        except BaseException:
-            writer.abort()
-            raise
-        if writer.size == 0:
-            writer.abort()
-            raise bad_request("the upload is empty", code="empty_upload")
-        stored = writer.finish(suffix)
+            if writer.size == 0:
+                raise bad_request("the upload is empty", code="empty_upload")
+            stored = writer.finish(suffix)
         return JSONResponse({"id": stored.sha256, "object": "upload", "bytes": writer.size,
                              "url": stored.path.as_uri()})
 

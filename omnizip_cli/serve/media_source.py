@@ -55,7 +55,8 @@ def _too_large(what: str, limit: int) -> ApiError:
 
 class ContentWriter:
     """Writes bytes into ``folder`` under a temporary name, hashing them and enforcing ``limit``;
-    :meth:`finish` renames the file to ``<sha256><suffix>`` (atomic; an existing copy is kept)."""
+    :meth:`finish` renames the file to ``<sha256><suffix>`` (atomic; an existing copy is kept). As a
+    context manager, a failure inside the block removes the partial file."""
 
     def __init__(self, folder: Path, limit: int, what: str) -> None:
         folder.mkdir(parents=True, exist_ok=True)
@@ -83,6 +84,13 @@ class ContentWriter:
             os.replace(self.temporary, final)
         return LocalMedia(final, digest)
 
+    def __enter__(self) -> ContentWriter:
+        return self
+
+    def __exit__(self, kind: object, error: object, trace: object) -> None:
+        if kind is not None:
+            self.abort()
+
     def abort(self) -> None:
         if not self.file.closed:
             self.file.close()
@@ -98,16 +106,10 @@ def safe_suffix(name: str | None, mime: str | None = None) -> str:
 
 
 def store_bytes(chunks: Iterable[bytes], settings: ServeSettings, *, suffix: str, what: str) -> LocalMedia:
-    writer = ContentWriter(settings.media_root(), settings.max_media_bytes, what)
-    try:
+    with ContentWriter(settings.media_root(), settings.max_media_bytes, what) as writer:
         for chunk in chunks:
             writer.write(chunk)
-    except ApiError:
-        raise
-    except BaseException:
-        writer.abort()
-        raise
-    return writer.finish(suffix)
+        return writer.finish(suffix)
 
 
 def _decode_base64(payload: str, settings: ServeSettings, param: str, suffix: str) -> LocalMedia:
