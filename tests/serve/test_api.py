@@ -335,3 +335,18 @@ def test_size_caps_and_the_api_key(tiny_model: Any) -> None:
         reply = running.client(api_key="sesame").chat.completions.create(
             model="tiny", messages=[video_message(TALKING, "Q?")])
         assert reply.choices[0].message.content
+
+
+def test_qwen3_omni_is_served_the_same_way(tiny_qwen3: Any) -> None:
+    from omnizip_cli.generation import GenerationOptions, OpenOptions, Session
+
+    question = "What is said?"
+    session = Session.open(tiny_qwen3, TALKING, OpenOptions(media=media_options(), max_new_tokens=NEW_TOKENS,
+                                                            question_reserve=128, cache=False))
+    expected = session.answer(question, GenerationOptions(max_new_tokens=NEW_TOKENS))
+    with running_server(tiny_qwen3, media=media_options()) as running:
+        reply = running.client().chat.completions.create(model=tiny_qwen3.name,
+                                                         messages=[video_message(TALKING, question)])
+    assert reply.choices[0].message.content == expected.text
+    assert reply.usage.prompt_tokens == expected.prompt_tokens
+    assert reply.model_extra["omnizip"]["tokens"]["audio"]["after"] > 0
