@@ -56,7 +56,7 @@ class ServeSettings:
     system: str | None = None
     max_tokens: int = 256
     decoder: str = "auto"
-    use_disk_cache: bool = True
+    use_disk_cache: Any = True  # True, False, or a PrefixCache of a folder of your own (as OpenOptions.cache)
     max_queue: int = 16
     request_timeout: float = 600.0
     max_prefix_memory: int = 4 * GiB

@@ -350,3 +350,21 @@ def test_qwen3_omni_is_served_the_same_way(tiny_qwen3: Any) -> None:
     assert reply.choices[0].message.content == expected.text
     assert reply.usage.prompt_tokens == expected.prompt_tokens
     assert reply.model_extra["omnizip"]["tokens"]["audio"]["after"] > 0
+
+
+def test_prefixes_evicted_from_memory_come_back_from_the_disk_cache(tiny_model: Any, tmp_path: Path) -> None:
+    from omnizip_cli.generation.prefix_cache import PrefixCache
+
+    disk = PrefixCache(tmp_path / "prefixes", max_bytes=10**9)
+    with running_server(tiny_model, media=media_options(), use_disk_cache=disk, max_prefix_memory=1) as running:
+        client = running.client()
+        first = client.chat.completions.create(model="tiny", messages=[video_message(TALKING, "Q?")])
+        assert first.model_extra["omnizip"]["prefix_source"] == "fresh"
+        assert first.model_extra["omnizip"]["prefix_cache"]["stored"] is True
+        assert running.engine.held == {}  # over the 1-byte budget: dropped from memory after the answer
+        again = client.chat.completions.create(model="tiny", messages=[video_message(TALKING, "Q?")])
+        assert again.model_extra["omnizip"]["prefix_source"] == "disk"
+        assert again.choices[0].message.content == first.choices[0].message.content
+        metrics = httpx.get(f"{running.url}/metrics").text
+        assert "omnizip_prefixes_evicted_total 2.0" in metrics
+        assert 'omnizip_prefix_total{source="disk"} 1.0' in metrics
