@@ -383,19 +383,17 @@ class RayEngine:
     def close(self, grace: float) -> None:
         """Stop accepting; remove the deployment (the replicas finish within ``grace`` seconds) and,
         when this process started Ray, stop it."""
+        import ray
         from ray import serve
 
         self._accepting = False
         self._stop.set()
-        try:
-            serve.delete(APP_NAME)
-            if self.owns_ray:
-                serve.shutdown()
-        finally:
-            if self.owns_ray:
-                import ray
-
-                ray.shutdown()
+        if self.owns_ray:  # the HTTP side has drained: stopping Ray stops the replicas (a controller that a
+            ray.shutdown()  # Ctrl-C in the terminal already stopped would make serve.delete wait forever)
+            return
+        deleting = threading.Thread(target=serve.delete, args=(APP_NAME,), daemon=True)
+        deleting.start()
+        deleting.join(timeout=grace + 30)
 
     # ------------------------------------------------------------------------------ routing
     def routing_key(self, request: ChatRequest, media: LocalMedia) -> str:
