@@ -63,6 +63,12 @@ def serve(
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not read or write the disk cache of prefixes.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Library logs and uvicorn's access log.")] = False,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.", envvar="OMNIZIP_DEBUG")] = False,
+    replicas: Annotated[int, typer.Option(
+        "--replicas", help="Model replicas on Ray Serve (one per GPU when the cluster has GPUs); a video's "
+                           "questions go to the replica holding its prefix. 1: one process, no Ray.", min=1)] = 1,
+    ray_address: Annotated[str | None, typer.Option(
+        "--ray-address", help="Deploy the replicas on this Ray cluster (auto, or ray://host:10001) instead of a "
+                              "local Ray.")] = None,
 ) -> None:
     """Serve the model over an OpenAI-compatible HTTP API (chat completions with video), with a web page at /."""
     from ..errors import EnvironmentProblem, UsageError
@@ -88,11 +94,19 @@ def serve(
         max_media_bytes=int(max_media_mb * MiB), shutdown_grace=shutdown_grace, api_key=api_key,
         allowed_media_paths=tuple(roots), allow_remote_media=allow_remote_media,
     )
+    if replicas > 1 or ray_address is not None:
+        from ..serve.ray_backend import import_ray_serve, start_ray_engine
+
+        import_ray_serve()  # says what to install before anything loads
+        run_server(model, settings, verbose=verbose, engine_factory=lambda: start_ray_engine(
+            model, settings, replicas, ray_address, verbose=verbose))
+        return
     run_server(model, settings, verbose=verbose)
 
 
-def run_server(model: ModelSpec, settings: Any, *, verbose: bool = False) -> None:
-    """Load the model, then serve until SIGTERM or Ctrl-C."""
+def run_server(model: ModelSpec, settings: Any, *, verbose: bool = False, engine_factory: Any = None) -> None:
+    """Load the model, then serve until SIGTERM or Ctrl-C. ``engine_factory``: the backend instead of one
+    model in this process (the Ray Serve replicas of ``--replicas``)."""
     import uvicorn
 
     from ..models import load_model
@@ -106,9 +120,12 @@ def run_server(model: ModelSpec, settings: Any, *, verbose: bool = False) -> Non
     if settings.host not in LOOPBACK and settings.api_key is None:
         say(f"warning: listening on {settings.host} without --api-key: anyone who can reach this address can use "
             "the model and read the allowed media folders\n")
-    say(f"omnizip serve: loading {settings.model_name}\n")
-    loaded = load_model(model)
-    engine = Engine(loaded, settings, ServerMetrics())
+    if engine_factory is not None:
+        engine = engine_factory()
+    else:
+        say(f"omnizip serve: loading {settings.model_name}\n")
+        loaded = load_model(model)
+        engine = Engine(loaded, settings, ServerMetrics())
     config = uvicorn.Config(create_app(engine, settings), host=settings.host, port=settings.port,
                             log_level="info" if verbose else "warning", access_log=verbose,
                             timeout_graceful_shutdown=max(int(settings.shutdown_grace), 1), lifespan="off")
