@@ -7,6 +7,7 @@ SIGTERM or Ctrl-C stops accepting connections, lets in-flight answers finish wit
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import sys
@@ -111,8 +112,10 @@ def run_server(model: ModelSpec, settings: Any, *, verbose: bool = False) -> Non
     engine = Engine(loaded, settings, ServerMetrics())
     config = uvicorn.Config(create_app(engine, settings), host=settings.host, port=settings.port,
                             log_level="info" if verbose else "warning", access_log=verbose,
-                            timeout_graceful_shutdown=max(int(settings.shutdown_grace), 1), lifespan="off")
-    server = _Server(config)
+                            # the engine ends what is left at the grace (an error event each); uvicorn's own
+                            # cut (a traceback, a dropped connection) is only the backstop after it
+                            timeout_graceful_shutdown=math.ceil(settings.shutdown_grace) + 2, lifespan="off")
+    server = _Server(config, on_shutdown=lambda: engine.begin_shutdown(settings.shutdown_grace))
     try:
         server.run()
     finally:
@@ -129,7 +132,7 @@ class _Server:
     """uvicorn's server with signals handled here: SIGTERM/SIGINT stop it gracefully (a second one
     forces), and nothing is re-raised afterwards (so the command exits 0)."""
 
-    def __init__(self, config: Any) -> None:
+    def __init__(self, config: Any, on_shutdown: Any = None) -> None:
         import uvicorn
 
         outer = self
@@ -155,6 +158,11 @@ class _Server:
                 finally:
                     for s, handler in previous.items():
                         signal.signal(s, handler)
+
+            async def shutdown(self, sockets: Any = None) -> None:
+                if on_shutdown is not None:
+                    on_shutdown()  # stop taking requests; in-flight answers have the grace
+                await super().shutdown(sockets)
 
             async def startup(self, sockets: Any = None) -> None:
                 await super().startup(sockets)
