@@ -104,6 +104,7 @@ def run_server(model: ModelSpec, settings: Any, *, verbose: bool = False) -> Non
 
     prepare_environment(verbose)
     say = sys.stderr.write
+    check_address(settings.host, settings.port)  # before the model load (minutes for a 7B), not after
     if settings.host not in LOOPBACK and settings.api_key is None:
         say(f"warning: listening on {settings.host} without --api-key: anyone who can reach this address can use "
             "the model and read the allowed media folders\n")
@@ -126,6 +127,24 @@ def run_server(model: ModelSpec, settings: Any, *, verbose: bool = False) -> Non
         raise OmnizipError(f"could not listen on {settings.host}:{settings.port} (in use, or not an address of this "
                            "machine)")
     say("omnizip serve: stopped\n")
+
+
+def check_address(host: str, port: int) -> None:
+    """A one-line error now when ``host:port`` cannot be bound (a port in use, an address not of this
+    machine), as uvicorn binds it (``SO_REUSEADDR``); port 0 always can."""
+    import socket
+
+    from ..errors import OmnizipError
+
+    if port == 0:
+        return
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(address)
+    except OSError as exc:
+        raise OmnizipError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
 
 
 class _Server:
