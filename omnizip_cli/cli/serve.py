@@ -7,6 +7,7 @@ SIGTERM or Ctrl-C stops accepting connections, lets in-flight answers finish wit
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import sys
@@ -117,6 +118,7 @@ def run_server(model: ModelSpec, settings: Any, *, verbose: bool = False, engine
 
     prepare_environment(verbose)
     say = sys.stderr.write
+    check_address(settings.host, settings.port)  # before the model load (minutes for a 7B), not after
     if settings.host not in LOOPBACK and settings.api_key is None:
         say(f"warning: listening on {settings.host} without --api-key: anyone who can reach this address can use "
             "the model and read the allowed media folders\n")
@@ -128,8 +130,10 @@ def run_server(model: ModelSpec, settings: Any, *, verbose: bool = False, engine
         engine = Engine(loaded, settings, ServerMetrics())
     config = uvicorn.Config(create_app(engine, settings), host=settings.host, port=settings.port,
                             log_level="info" if verbose else "warning", access_log=verbose,
-                            timeout_graceful_shutdown=max(int(settings.shutdown_grace), 1), lifespan="off")
-    server = _Server(config)
+                            # the engine ends what is left at the grace (an error event each); uvicorn's own
+                            # cut (a traceback, a dropped connection) is only the backstop after it
+                            timeout_graceful_shutdown=math.ceil(settings.shutdown_grace) + 2, lifespan="off")
+    server = _Server(config, on_shutdown=lambda: engine.begin_shutdown(settings.shutdown_grace))
     try:
         server.run()
     finally:
@@ -142,11 +146,29 @@ def run_server(model: ModelSpec, settings: Any, *, verbose: bool = False, engine
     say("omnizip serve: stopped\n")
 
 
+def check_address(host: str, port: int) -> None:
+    """A one-line error now when ``host:port`` cannot be bound (a port in use, an address not of this
+    machine), as uvicorn binds it (``SO_REUSEADDR``); port 0 always can."""
+    import socket
+
+    from ..errors import OmnizipError
+
+    if port == 0:
+        return
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(address)
+    except OSError as exc:
+        raise OmnizipError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+
+
 class _Server:
     """uvicorn's server with signals handled here: SIGTERM/SIGINT stop it gracefully (a second one
     forces), and nothing is re-raised afterwards (so the command exits 0)."""
 
-    def __init__(self, config: Any) -> None:
+    def __init__(self, config: Any, on_shutdown: Any = None) -> None:
         import uvicorn
 
         outer = self
@@ -172,6 +194,11 @@ class _Server:
                 finally:
                     for s, handler in previous.items():
                         signal.signal(s, handler)
+
+            async def shutdown(self, sockets: Any = None) -> None:
+                if on_shutdown is not None:
+                    on_shutdown()  # stop taking requests; in-flight answers have the grace
+                await super().shutdown(sockets)
 
             async def startup(self, sockets: Any = None) -> None:
                 await super().startup(sockets)

@@ -197,6 +197,42 @@ class Engine:
             "accepting": self._accepting,
         }
 
+    def begin_shutdown(self, grace: float) -> None:
+        """Stop accepting now; on a thread, let the running and queued answers finish within ``grace``
+        seconds, then end each one that is left with a 503 ``shutting_down`` error event (so that its
+        client gets an error and, streaming, ``[DONE]``, rather than a connection cut by uvicorn)."""
+        with self._lock:
+            if not self._accepting:
+                return
+            self._accepting = False
+        deadline = time.monotonic() + grace
+        threading.Thread(target=self._cancel_at, args=(deadline,), name="omnizip-shutdown", daemon=True).start()
+
+    def _cancel_at(self, deadline: float) -> None:
+        while (self._running is not None or self._waiting) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        running = self._running
+        if running is not None:
+            running.emit("error", ApiError(503, "the server is shutting down: the answer was cancelled after "
+                                                f"--shutdown-grace {self.settings.shutdown_grace:g} s",
+                                           code="shutting_down"))
+            running.cancel()
+        self._drain()
+
+    def _drain(self) -> None:
+        while True:
+            try:
+                job = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            if job is None:
+                continue
+            with self._lock:
+                self._waiting -= 1
+                self.metrics.queue_length.set(self._waiting)
+            job.cancel()
+            job.emit("error", ApiError(503, "the server is shutting down", code="shutting_down"))
+
     def close(self, grace: float) -> None:
         """Stop accepting; let the running answer finish within ``grace`` seconds, then cancel it and
         every queued one; stop the worker."""
@@ -207,15 +243,9 @@ class Engine:
             time.sleep(0.05)
         running = self._running
         if running is not None:
+            running.emit("error", ApiError(503, "the server is shutting down", code="shutting_down"))
             running.cancel()
-        while True:
-            try:
-                job = self._queue.get_nowait()
-            except queue.Empty:
-                break
-            if job is not None:
-                job.cancel()
-                job.emit("error", ApiError(503, "the server is shutting down", code="shutting_down"))
+        self._drain()
         self._queue.put(None)
         self._worker.join(timeout=max(grace, 5.0))
 

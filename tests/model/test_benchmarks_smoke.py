@@ -14,6 +14,8 @@
 * the full-size configurations (Qwen2.5-Omni 7B/3B, Qwen3-Omni 30B-A3B) have the stated dimensions
   and parameter counts (meta device);
 * ``benchmarks/keep_plan.py --quick``, ``media_decode.py --quick`` and ``saliency_memory.py --quick``.
+* ``benchmarks/serve.py --tiny`` (a real ``omnizip serve`` process: first vs repeated questions, 1 and 4
+  clients, SIGTERM) and its ``--replicas`` slot (refused: not available yet).
 
 The subprocess smokes are marked ``slow`` (CI still runs them: the default run includes slow tests).
 """
@@ -387,6 +389,40 @@ def test_other_benchmarks_quick(script: str, smoke_flag: str) -> None:
     for record in records:
         if "bench" in record:
             assert record["bench"] == expected, record
+
+
+@pytest.mark.slow
+def test_serve_tiny() -> None:
+    """``benchmarks/serve.py --tiny``: a real server process, question 1 fresh then from memory, 1 and 4
+    concurrent clients all answered, the ratios, SIGTERM exits 0."""
+    proc = run_script("benchmarks/serve.py", "--tiny")
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    records = json_lines(proc.stdout)
+    assert all(r["bench"] == "serve" for r in records)
+    (setup,) = [r for r in records if r["kind"] == "setup"]
+    assert setup["model"] == "tiny" and setup["concurrency"] == [1, 4] and setup["replicas"] == 1
+    questions = [r for r in records if r["kind"] == "question"]
+    assert [q["question"] for q in questions] == [1, 2, 3, 4]
+    assert [q["prefix_source"] for q in questions] == ["fresh", "memory", "memory", "memory"]
+    assert questions[0]["cached_tokens"] == 0 and all(q["cached_tokens"] > 0 for q in questions[1:])
+    assert all(0 < q["ttft_s"] <= q["total_s"] for q in questions)
+    levels = {r["clients"]: r for r in records if r["kind"] == "concurrency"}
+    assert set(levels) == {1, 4}
+    for record in levels.values():
+        assert record["answered"] == record["requests"] == 8 and record["refused_429"] == record["failed"] == 0
+        assert record["requests_per_second"] > 0 and 0 < record["ttft_s_median"] <= record["latency_s_median"]
+        assert record["prefix_sources"] == ["memory"]
+    ratios = {r["name"]: r for r in records if r["kind"] == "ratio"}
+    assert set(ratios) == {"ttft_repeated_over_first", "requests_per_second_4_over_1_clients", "ttft_4_over_1_clients"}
+    assert all(r["value"] > 0 and r["meets_target"] is None for r in ratios.values())
+    (shutdown,) = [r for r in records if r["kind"] == "shutdown"]
+    assert shutdown["exit_code"] == 0 and shutdown["stopped_line"] and shutdown["refused_total"] == 0
+
+
+def test_serve_replicas_not_available_yet() -> None:
+    proc = run_script("benchmarks/serve.py", "--replicas", "2")
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert "not available yet" in proc.stderr
 
 
 @pytest.mark.slow
