@@ -380,6 +380,11 @@ class RayEngine:
             "replicas": replicas,
         }
 
+    def begin_shutdown(self, grace: float) -> None:
+        """Stop accepting (SIGTERM): the answers in flight on the replicas go on until the HTTP side has
+        drained or its grace has run out (then their clients' cancellations reach the replicas)."""
+        self._accepting = False
+
     def close(self, grace: float) -> None:
         """Stop accepting; remove the deployment (the replicas finish within ``grace`` seconds) and,
         when this process started Ray, stop it."""
