@@ -15,7 +15,8 @@
   and parameter counts (meta device);
 * ``benchmarks/keep_plan.py --quick``, ``media_decode.py --quick`` and ``saliency_memory.py --quick``.
 * ``benchmarks/serve.py --tiny`` (a real ``omnizip serve`` process: first vs repeated questions, 1 and 4
-  clients, SIGTERM) and its ``--replicas`` slot (refused: not available yet).
+  clients, SIGTERM), ``--tiny --replicas 2`` (the same load on one process and on 2 Ray Serve
+  replicas: 4 videos spread over both, each on one replica, the 2-over-1 ratios) and its usage errors.
 
 The subprocess smokes are marked ``slow`` (CI still runs them: the default run includes slow tests).
 """
@@ -401,11 +402,14 @@ def test_serve_tiny() -> None:
     assert all(r["bench"] == "serve" for r in records)
     (setup,) = [r for r in records if r["kind"] == "setup"]
     assert setup["model"] == "tiny" and setup["concurrency"] == [1, 4] and setup["replicas"] == 1
+    assert setup["compared_replicas"] == [1] and setup["videos"] == 1
+    (server,) = [r for r in records if r["kind"] == "server"]
+    assert server["replicas"] == 1 and server["ready_s"] > 0 and server["model"] == "tiny"
     questions = [r for r in records if r["kind"] == "question"]
-    assert [q["question"] for q in questions] == [1, 2, 3, 4]
+    assert [q["question"] for q in questions] == [1, 2, 3, 4] and {q["video"] for q in questions} == {0}
     assert [q["prefix_source"] for q in questions] == ["fresh", "memory", "memory", "memory"]
     assert questions[0]["cached_tokens"] == 0 and all(q["cached_tokens"] > 0 for q in questions[1:])
-    assert all(0 < q["ttft_s"] <= q["total_s"] for q in questions)
+    assert all(0 < q["ttft_s"] <= q["total_s"] and q["replica"] is None for q in questions)
     levels = {r["clients"]: r for r in records if r["kind"] == "concurrency"}
     assert set(levels) == {1, 4}
     for record in levels.values():
@@ -414,15 +418,59 @@ def test_serve_tiny() -> None:
         assert record["prefix_sources"] == ["memory"]
     ratios = {r["name"]: r for r in records if r["kind"] == "ratio"}
     assert set(ratios) == {"ttft_repeated_over_first", "requests_per_second_4_over_1_clients", "ttft_4_over_1_clients"}
-    assert all(r["value"] > 0 and r["meets_target"] is None for r in ratios.values())
+    assert all(r["value"] > 0 and r["meets_target"] is None and r["replicas"] == 1 for r in ratios.values())
+    (route,) = [r for r in records if r["kind"] == "routing"]
+    assert route["affinity"] and route["distinct_prefixes"] == 1
     (shutdown,) = [r for r in records if r["kind"] == "shutdown"]
     assert shutdown["exit_code"] == 0 and shutdown["stopped_line"] and shutdown["refused_total"] == 0
+    assert shutdown["leftover_processes"] == 0
 
 
-def test_serve_replicas_not_available_yet() -> None:
-    proc = run_script("benchmarks/serve.py", "--replicas", "2")
+@pytest.mark.slow
+def test_serve_tiny_replicas() -> None:
+    """``benchmarks/serve.py --tiny --replicas 2`` (local Ray Serve, two CPU replicas): the same load
+    on one process then on 2 replicas; 4 videos spread over both replicas, each video's questions
+    stay on one replica (from memory after the first), and the 2-over-1 ratios."""
+    pytest.importorskip("ray.serve", reason="Ray Serve is not installed (pip install 'omnizip[serve-ray]')")
+    proc = run_script("benchmarks/serve.py", "--tiny", "--replicas", "2", "--concurrency", "4")
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    records = json_lines(proc.stdout)
+    assert all(r["bench"] == "serve" for r in records)
+    (setup,) = [r for r in records if r["kind"] == "setup"]
+    assert setup["replicas"] == 2 and setup["compared_replicas"] == [1, 2] and setup["videos"] == 4
+    servers = {r["replicas"]: r for r in records if r["kind"] == "server"}
+    assert set(servers) == {1, 2}
+    assert servers[2]["replicas_listed"] == 2 and servers[2]["replica_states"] == ["running"]
+    assert len(set(servers[2]["replica_pids"])) == 2
+    for replicas in (1, 2):
+        questions = [r for r in records if r["kind"] == "question" and r["replicas"] == replicas]
+        assert len(questions) == 4 * 4 and {q["video"] for q in questions} == {0, 1, 2, 3}
+        assert [q["prefix_source"] for q in questions] == ["fresh"] * 4 + ["memory"] * 12
+        (level,) = [r for r in records if r["kind"] == "concurrency" and r["replicas"] == replicas]
+        assert level["clients"] == 4 and level["answered"] == level["requests"] == 8 and level["failed"] == 0
+        assert level["prefix_sources"] == ["memory"] and level["requests_per_second"] > 0
+        (route,) = [r for r in records if r["kind"] == "routing" and r["replicas"] == replicas]
+        assert route["affinity"] and route["distinct_prefixes"] == 4
+        assert all(v["answers"] == 6 and v["fresh"] == 1 for v in route["per_video"])
+        (shutdown,) = [r for r in records if r["kind"] == "shutdown" and r["replicas"] == replicas]
+        assert shutdown["exit_code"] == 0 and shutdown["stopped_line"] and shutdown["leftover_processes"] == 0
+    (route,) = [r for r in records if r["kind"] == "routing" and r["replicas"] == 2]
+    assert route["replicas_answered"] == 2 and route["unknown_replicas"] == []
+    assert all(len(v["replicas"]) == 1 for v in route["per_video"])
+    assert {v["replicas"][0] for v in route["per_video"]} == set(route["replica_ids"])
+    assert level["replicas_answered"] == 2
+    ratios = {r["name"]: r for r in records if r["kind"] == "ratio" and r.get("over_replicas") == 1}
+    assert set(ratios) == {"ttft_repeated_2_over_1_replicas", "requests_per_second_2_over_1_replicas_4_clients",
+                           "ttft_2_over_1_replicas_4_clients"}
+    assert all(r["value"] > 0 and r["replicas"] == 2 and r["meets_target"] is None for r in ratios.values())
+
+
+@pytest.mark.parametrize("flags", [("--replicas", "0"), ("--videos", "0"),
+                                   ("--replicas", "2", "--videos", "2", "--video", "samples/speech.wav")])
+def test_serve_usage_errors(flags: tuple[str, ...]) -> None:
+    proc = run_script("benchmarks/serve.py", *flags)
     assert proc.returncode == 2 and proc.stdout == ""
-    assert "not available yet" in proc.stderr
+    assert "usage:" in proc.stderr
 
 
 @pytest.mark.slow
