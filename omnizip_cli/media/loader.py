@@ -34,7 +34,7 @@ import numpy as np
 
 from omnizip_cli.errors import MediaError
 from omnizip_cli.media import container as ct
-from omnizip_cli.media import segments
+from omnizip_cli.media import hwdecode, segments
 from omnizip_cli.media.audio import MIN_AUDIO_SECONDS, AudioResult, AudioSink, align_audio, load_audio_with_librosa
 from omnizip_cli.media.datatypes import (
     AUDIO_SAMPLE_RATE,
@@ -147,11 +147,11 @@ class DecodeCancelled(Exception):
 
 
 def _run_pass(path: Path, stream_index: int, make_sink: Callable[[av.stream.Stream], Sink],
-              cancel: threading.Event | None = None) -> tuple[Sink, str | None]:
+              cancel: threading.Event | None = None, hwaccel: object | None = None) -> tuple[Sink, str | None]:
     """Demux one stream into a sink; a read error ends the pass early. Returns (flushed sink, error).
 
-    ``cancel`` set: :class:`DecodeCancelled` at the next packet."""
-    with ct.open_container(path) as container:
+    ``cancel`` set: :class:`DecodeCancelled` at the next packet. ``hwaccel``: hardware decoding."""
+    with ct.open_container(path, hwaccel) as container:
         stream = container.streams[stream_index]
         sink = make_sink(stream)
         errors: list[str] = []
@@ -171,8 +171,19 @@ def _run_pass(path: Path, stream_index: int, make_sink: Callable[[av.stream.Stre
 
 def _decode_video(path: Path, plan: VideoPlan, options: MediaOptions, cancel: threading.Event | None = None,
                   container_format: str = "") -> tuple[VideoResult, str | None]:
-    """The planned frames: in keyframe-bounded segments on several threads where that pays
-    (:mod:`.segments`), else (or when that gives up) one sequential pass."""
+    """The planned frames: with ``$OMNIZIP_HW_DECODE`` on NVDEC (:mod:`.hwdecode`, the CPU when it
+    cannot), else in keyframe-bounded segments on several threads where that pays (:mod:`.segments`),
+    else (or when that gives up) one sequential pass."""
+    accel, note = hwdecode.hardware_accel()
+    if note is not None:
+        hwdecode.note_once(note)
+    if accel is not None:
+        try:
+            sink, read_error = _run_pass(path, plan.stream_index, lambda s: VideoSink(s, plan, options, path),
+                                         cancel, accel)
+            return sink.result(), read_error
+        except (MediaError, av.error.FFmpegError) as exc:
+            hwdecode.note_once(f"hardware decoding failed, decoding on the CPU: {ct.one_line(exc)}")
     count = segments.segment_count(plan, container_format)
     if count > 1:
         parts = segments.plan_segments(plan, count)
