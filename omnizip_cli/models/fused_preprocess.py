@@ -5,13 +5,13 @@ full-size copies of the frames: channels first (uint8), then float32, normalised
 layout. Here each pair of frames (the temporal patch) goes from the decoded ``[T, H, W, 3]`` uint8
 array straight into its rows of one preallocated ``[T/2 * h * w, 3 * 2 * 14 * 14]`` float32 output:
 a strided copy (the patchify permutation and the uint8 -> float32 conversion in one step), then
-``(x - mean') / std'`` per channel in place, one band of merge rows (cache-sized) at a time.
+``(x - mean') / std'`` per channel in place, a few temporal steps (:data:`STEP_BYTES`) at a time.
 
 Bitwise the stock values: the stock processor computes ``float32(x)`` then subtracts ``mean'`` and
 divides by ``std'`` (torchvision ``normalize``, ``sub`` then ``div``), with ``mean' = tensor(mean) *
 (1 / rescale_factor)`` and the same for ``std'`` (its fused rescale + normalise). Those are
 elementwise IEEE operations, correctly rounded whatever the loop order, and patchify is a
-permutation, so doing them per band on the patch layout gives the same bits. The frames must
+permutation, so doing them per step on the patch layout gives the same bits. The frames must
 already have the size the processor would resize them to (omnizip's media layer sizes them; the
 resize is then a no-op): :class:`FusedVideoProcessor` checks that, and the first pair's values
 against the stock call, at run time, and otherwise hands the call to the chunked stock path.
@@ -32,6 +32,9 @@ __all__ = ["FusedVideoProcessor", "PatchLayout", "fused_pixel_values", "layout_o
 
 logger = logging.getLogger(__name__)
 
+#: float32 output bytes per step of the pass: a few temporal steps at a time (few, large operations:
+#: on a loaded 2-core machine each small torch operation cost milliseconds of thread wake-up).
+STEP_BYTES = 16 * 2**20
 _SETTINGS = ("patch_size", "temporal_patch_size", "merge_size", "do_rescale", "rescale_factor", "do_normalize",
              "image_mean", "image_std")
 #: Keyword arguments of a video processor call the fused pass understands (others: the stock call).
@@ -102,22 +105,36 @@ def fused_pixel_values(frames: np.ndarray, layout: PatchLayout, *, out: Any = No
     p, tp, m = layout.patch, layout.temporal, layout.merge
     grid_t, grid_h, grid_w = layout.grid(count, height, width)
     rows = grid_h * grid_w
+    width_out = 3 * tp * p * p
     if out is None:
-        out = torch.empty((grid_t * rows, 3 * tp * p * p), dtype=torch.float32)
-    source = torch.from_numpy(np.ascontiguousarray(frames))
-    mean, std = layout.mean.view(1, 3, 1), layout.std.view(1, 3, 1)
-    bands = grid_h // m
-    for t in pairs if pairs is not None else range(grid_t):
-        index = [min(t * tp + k, count - 1) for k in range(tp)]  # the last frame repeated to fill a pair
-        pair = source[t * tp : t * tp + tp] if index[-1] == t * tp + tp - 1 else source[index]
-        # [tp, H, W, C] -> [bands, gw/m, m, m, C, tp, p, p]: merge blocks row-major, then C, tp, p, p
-        patches = pair.view(tp, bands, m, p, grid_w // m, m, p, 3).permute(1, 4, 2, 5, 7, 0, 3, 6)
-        block = out[t * rows : (t + 1) * rows].view(bands, grid_w // m, m, m, 3, tp, p, p)
-        for band in range(bands):  # one band of merge rows: ~1 MB at 1036 px, stays in cache
-            target = block[band]
-            target.copy_(patches[band])
-            target.view(-1, 3, tp * p * p).sub_(mean).div_(std)
+        out = torch.empty((grid_t * rows, width_out), dtype=torch.float32)
+    frames = np.ascontiguousarray(frames)
+    source = torch.from_numpy(frames) if frames.flags.writeable else torch.from_numpy(frames.copy())
+    steps = pairs if pairs is not None else range(grid_t)
+    whole = count // tp  # steps with all their frames (the last one may need its last frame repeated)
+    per_chunk = max(1, STEP_BYTES // (rows * width_out * 4))
+    first, stop = steps.start, steps.stop
+    t = first
+    while t < stop:
+        end = min(stop, t + per_chunk, whole) if t < whole else t + 1
+        if t < whole:
+            part = source[t * tp : end * tp]
+        else:  # the last, partial step: its last frame repeated, as the stock patchify pads
+            part = source[[min(t * tp + k, count - 1) for k in range(tp)]]
+        _fill(out[t * rows : end * rows], part, layout, end - t, grid_h, grid_w)
+        t = end
     return out
+
+
+def _fill(target: Any, part: Any, layout: PatchLayout, steps: int, grid_h: int, grid_w: int) -> None:
+    """``target [steps * gh * gw, 3 * tp * p * p]`` float32 from ``part [steps * tp, H, W, 3]`` uint8:
+    one strided copy (patchify + conversion), then ``sub_`` and ``div_`` per channel, in place."""
+    p, tp, m = layout.patch, layout.temporal, layout.merge
+    # [n, tp, gh/m, m, p, gw/m, m, p, C] -> [n, gh/m, gw/m, m, m, C, tp, p, p]: merge blocks, then C, tp, p, p
+    patches = part.view(steps, tp, grid_h // m, m, p, grid_w // m, m, p, 3).permute(0, 2, 5, 3, 6, 8, 1, 4, 7)
+    target.view(steps, grid_h // m, grid_w // m, m, m, 3, tp, p, p).copy_(patches)
+    values = target.view(-1, 3, tp * p * p)
+    values.sub_(layout.mean.view(1, 3, 1)).div_(layout.std.view(1, 3, 1))
 
 
 class FusedVideoProcessor:
