@@ -140,6 +140,7 @@ def child(side: str, clip: Path, cores: int) -> dict[str, Any]:
     if side == "omnizip":
         from omnizip_cli.media import MediaOptions, load_media
 
+        reader = "pyav"
         started = time.perf_counter()
         media = load_media(clip, MediaOptions())
         decoded = time.perf_counter()
@@ -155,12 +156,15 @@ def child(side: str, clip: Path, cores: int) -> dict[str, Any]:
                                                                return_video_kwargs=True)
         decoded = time.perf_counter()
         fps = video_kwargs.get("fps")
+        from qwen_omni_utils.v2_5.vision_process import get_video_reader_backend
+
+        reader = get_video_reader_backend()
         tensors = processor(text=[text], audio=audios, images=images, videos=videos, return_tensors="pt",
                             load_audio_from_video=True, audio_from_video_indices=[0],
                             videos_kwargs={"fps": fps[0] if isinstance(fps, list) else fps})
     done = time.perf_counter()
     pixels = tensors["pixel_values_videos"]
-    return dict(kind="child", side=side, clip=clip.name, cores=used, media_decode_s=decoded - started,
+    return dict(kind="child", side=side, clip=clip.name, cores=used, reader=reader, media_decode_s=decoded - started,
                 processor_s=done - decoded, media_and_processor_s=done - started,
                 peak_rss_bytes=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
                 video_grid_thw=[int(v) for v in tensors["video_grid_thw"].reshape(-1).tolist()],
@@ -219,7 +223,8 @@ def versus(args: argparse.Namespace) -> int:
             emit(dict(kind="versus", clip=clip.name, cores=cores, statistic="median", runs=len(sides["omnizip"]),
                       stock=med["stock"], omnizip=med["omnizip"], stock_over_omnizip=ratio,
                       same_video_grid=sides["stock"][0]["video_grid_thw"] == sides["omnizip"][0]["video_grid_thw"],
-                      video_grid_thw={s: rs[0]["video_grid_thw"] for s, rs in sides.items()}))
+                      video_grid_thw={s: rs[0]["video_grid_thw"] for s, rs in sides.items()},
+                      readers={s: rs[0].get("reader") for s, rs in sides.items()}))
             log(f"{clip.name}, {cores} cores: stock {med['stock']['media_and_processor_s']:.2f} s, omnizip"
                 f" {med['omnizip']['media_and_processor_s']:.2f} s ({med['omnizip']['media_decode_s']:.2f} +"
                 f" {med['omnizip']['processor_s']:.2f}): {ratio:.2f}x")

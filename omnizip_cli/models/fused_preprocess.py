@@ -2,10 +2,11 @@
 
 The stock video processor (transformers' ``Qwen2VLVideoProcessor``, also Qwen3-Omni's) makes several
 full-size copies of the frames: channels first (uint8), then float32, normalised, then the patch
-layout. Here each pair of frames (the temporal patch) goes from the decoded ``[T, H, W, 3]`` uint8
-array straight into its rows of one preallocated ``[T/2 * h * w, 3 * 2 * 14 * 14]`` float32 output:
-a strided copy (the patchify permutation and the uint8 -> float32 conversion in one step), then
-``(x - mean') / std'`` per channel in place, a few temporal steps (:data:`STEP_BYTES`) at a time.
+layout. Here the pairs of frames (temporal patches) go from the decoded ``[T, H, W, 3]`` uint8
+array straight into their rows of one preallocated ``[T/2 * h * w, 3 * 2 * 14 * 14]`` float32 output:
+the patchify permutation in uint8 into a small staging buffer, one contiguous conversion to float32,
+then ``(x - mean') / std'`` per channel in place, :data:`STEP_BYTES` of output at a time (the
+extra memory is the uint8 staging of one step).
 
 Bitwise the stock values: the stock processor computes ``float32(x)`` then subtracts ``mean'`` and
 divides by ``std'`` (torchvision ``normalize``, ``sub`` then ``div``), with ``mean' = tensor(mean) *
@@ -16,9 +17,10 @@ already have the size the processor would resize them to (omnizip's media layer 
 resize is then a no-op): :class:`FusedVideoProcessor` checks that, and the first pair's values
 against the stock call, at run time, and otherwise hands the call to the chunked stock path.
 
-Measured (2 shared cores, 120 frames of 1036x588, the 60-s 720p clip at 2 fps): 0.45-0.50 s
-against 1.48 s for the stock processor over bounded chunks; half of the 0.45 s is the first touch
-of the 0.88 GB output's pages, which any path pays.
+Measured (2 shared cores, other jobs running, the 60-s 720p clip's 120 frames of 1008x560, the
+adapter's whole ``prepare`` with the audio features, interleaved, medians of 4): 1.08 s against
+2.43 s for the stock processor over bounded chunks and 1.29 s for the uint8-first processor call
+of the device path on the CPU.
 """
 
 from __future__ import annotations
@@ -32,9 +34,11 @@ __all__ = ["FusedVideoProcessor", "PatchLayout", "fused_pixel_values", "layout_o
 
 logger = logging.getLogger(__name__)
 
-#: float32 output bytes per step of the pass: a few temporal steps at a time (few, large operations:
-#: on a loaded 2-core machine each small torch operation cost milliseconds of thread wake-up).
-STEP_BYTES = 16 * 2**20
+#: float32 output bytes per step of the pass (its uint8 staging: a quarter of it). Few, large
+#: operations: on the shared 2-core VM (60-s 720p clip, 120 frames of 1008x560, medians of 3) steps
+#: of 16 / 64 / 256 MiB took 1.37 / 1.04 / 0.82 s against 1.17 s for the uint8-first processor call
+#: of the device path on the CPU; pre-faulting the output with MAP_POPULATE made every size slower.
+STEP_BYTES = 256 * 2**20
 _SETTINGS = ("patch_size", "temporal_patch_size", "merge_size", "do_rescale", "rescale_factor", "do_normalize",
              "image_mean", "image_std")
 #: Keyword arguments of a video processor call the fused pass understands (others: the stock call).
@@ -113,26 +117,29 @@ def fused_pixel_values(frames: np.ndarray, layout: PatchLayout, *, out: Any = No
     steps = pairs if pairs is not None else range(grid_t)
     whole = count // tp  # steps with all their frames (the last one may need its last frame repeated)
     per_chunk = max(1, STEP_BYTES // (rows * width_out * 4))
-    first, stop = steps.start, steps.stop
-    t = first
+    staging = torch.empty((min(per_chunk, max(1, len(steps))) * rows, width_out), dtype=torch.uint8)
+    t, stop = steps.start, steps.stop
     while t < stop:
         end = min(stop, t + per_chunk, whole) if t < whole else t + 1
         if t < whole:
             part = source[t * tp : end * tp]
         else:  # the last, partial step: its last frame repeated, as the stock patchify pads
             part = source[[min(t * tp + k, count - 1) for k in range(tp)]]
-        _fill(out[t * rows : end * rows], part, layout, end - t, grid_h, grid_w)
+        _fill(out[t * rows : end * rows], staging[: (end - t) * rows], part, layout, grid_h, grid_w)
         t = end
     return out
 
 
-def _fill(target: Any, part: Any, layout: PatchLayout, steps: int, grid_h: int, grid_w: int) -> None:
-    """``target [steps * gh * gw, 3 * tp * p * p]`` float32 from ``part [steps * tp, H, W, 3]`` uint8:
-    one strided copy (patchify + conversion), then ``sub_`` and ``div_`` per channel, in place."""
+def _fill(target: Any, staging: Any, part: Any, layout: PatchLayout, grid_h: int, grid_w: int) -> None:
+    """``target [n * gh * gw, 3 * tp * p * p]`` float32 from ``part [n * tp, H, W, 3]`` uint8: the
+    patchify permutation in uint8 into ``staging`` (same shape as ``target``, a quarter of the bytes),
+    one contiguous conversion to float32, then ``sub_`` and ``div_`` per channel, in place."""
     p, tp, m = layout.patch, layout.temporal, layout.merge
+    steps = part.shape[0] // tp
     # [n, tp, gh/m, m, p, gw/m, m, p, C] -> [n, gh/m, gw/m, m, m, C, tp, p, p]: merge blocks, then C, tp, p, p
     patches = part.view(steps, tp, grid_h // m, m, p, grid_w // m, m, p, 3).permute(0, 2, 5, 3, 6, 8, 1, 4, 7)
-    target.view(steps, grid_h // m, grid_w // m, m, m, 3, tp, p, p).copy_(patches)
+    staging.view(steps, grid_h // m, grid_w // m, m, m, 3, tp, p, p).copy_(patches)
+    target.copy_(staging)
     values = target.view(-1, 3, tp * p * p)
     values.sub_(layout.mean.view(1, 3, 1)).div_(layout.std.view(1, 3, 1))
 
