@@ -18,9 +18,9 @@ picture size change, a cancel) returns None and the caller runs the sequential p
 handles damaged files and reports them: the parallel path only ever gives the sequential result
 faster.
 
-When it pays (:func:`segment_count`), measured with ``benchmarks/media_decode.py`` and
-``benchmarks/preprocess.py`` on the 60-s 1280x720 H.264 + AAC clip (8 keyframes): see
-:data:`PARALLEL_MIN_CPUS` and :data:`PARALLEL_MIN_FRAMES`.
+When it pays (:func:`segment_count`), measured with ``benchmarks/media_decode.py --segments 1,2``
+on the 60-s 1280x720 H.264 + AAC clip and the 300-s 640x360 one: see :data:`PARALLEL_MIN_CPUS`
+and :data:`PARALLEL_MIN_FRAMES`. ``OMNIZIP_DECODE_SEGMENTS=N`` forces N segments (``1``: sequential).
 """
 
 from __future__ import annotations
@@ -58,9 +58,12 @@ ENV_VAR = "OMNIZIP_DECODE_SEGMENTS"
 __all__ = ["ENV_VAR", "PARALLEL_MIN_CPUS", "PARALLEL_MIN_FRAMES", "Segment", "decode_segments", "forced_segments",
            "plan_segments", "segment_count"]
 
-#: Parallel segments need this many usable cores. On the 2-core development machine, 2 segments
-#: beside the audio thread and each segment's inline conversion were slower than the sequential
-#: path with its conversion thread (measured: see the README's Performance section).
+#: Parallel segments need this many usable cores. On the 2-core development VM (shared, other jobs
+#: running; ``load_media`` at 2 fps, interleaved, medians of 3), 2 segments against the sequential
+#: pass took 3.66 vs 3.78 s (60-s 1280x720 clip) and 5.76 vs 6.76 s (300-s 640x360), but 3.46 vs
+#: 2.59 s in ``benchmarks/media_decode.py``'s run: no reliable gain on 2 cores, where the sequential
+#: pass already keeps the second core busy with frame conversion and the audio. From 3 cores each
+#: segment adds a core the sequential pass leaves idle (not measurable on this 2-core machine).
 PARALLEL_MIN_CPUS = 3
 #: ... and a stream of at least this many frames (below, opening K containers and seeking costs
 #: more than it saves: a few milliseconds per segment against ~1 ms per 720p frame).
