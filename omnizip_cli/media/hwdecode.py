@@ -23,7 +23,7 @@ from typing import Any
 
 from omnizip_cli.errors import UsageError
 
-__all__ = ["ENV_VAR", "cuda_driver_present", "hardware_accel", "note_once"]
+__all__ = ["ENV_VAR", "accel_with_note", "cuda_driver_present", "hardware_accel", "note_once"]
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +60,14 @@ def hardware_accel(setting: str | None = None, *, driver: bool | None = None) ->
     if not (cuda_driver_present() if driver is None else driver):
         return None, "no NVIDIA driver for hardware decoding; decoding on the CPU"
     return HWAccel(device_type="cuda", allow_software_fallback=True), None
+
+
+def accel_with_note() -> Any:
+    """:func:`hardware_accel` for ``$OMNIZIP_HW_DECODE``, its note (if any) logged once."""
+    accel, note = hardware_accel()
+    if note is not None:
+        note_once(note)
+    return accel
 
 
 def note_once(note: str) -> None:

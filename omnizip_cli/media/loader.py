@@ -174,9 +174,7 @@ def _decode_video(path: Path, plan: VideoPlan, options: MediaOptions, cancel: th
     """The planned frames: with ``$OMNIZIP_HW_DECODE`` on NVDEC (:mod:`.hwdecode`, the CPU when it
     cannot), else in keyframe-bounded segments on several threads where that pays (:mod:`.segments`),
     else (or when that gives up) one sequential pass."""
-    accel, note = hwdecode.hardware_accel()
-    if note is not None:
-        hwdecode.note_once(note)
+    accel = hwdecode.accel_with_note()
     if accel is not None:
         try:
             sink, read_error = _run_pass(path, plan.stream_index, lambda s: VideoSink(s, plan, options, path),
@@ -184,15 +182,11 @@ def _decode_video(path: Path, plan: VideoPlan, options: MediaOptions, cancel: th
             return sink.result(), read_error
         except (MediaError, av.error.FFmpegError) as exc:
             hwdecode.note_once(f"hardware decoding failed, decoding on the CPU: {ct.one_line(exc)}")
-    count = segments.segment_count(plan, container_format)
-    if count > 1:
-        parts = segments.plan_segments(plan, count)
-        result = segments.decode_segments(path, plan, options, parts,
-                                          cancelled=(cancel.is_set if cancel is not None else lambda: False))
-        if cancel is not None and cancel.is_set():
-            raise DecodeCancelled(f"decoding {path} was cancelled")
-        if result is not None:
-            return result, None
+    result = segments.decode_in_segments(path, plan, options, container_format, cancel)
+    if cancel is not None and cancel.is_set():
+        raise DecodeCancelled(f"decoding {path} was cancelled")
+    if result is not None:
+        return result, None
     sink, read_error = _run_pass(path, plan.stream_index, lambda s: VideoSink(s, plan, options, path), cancel)
     return sink.result(), read_error
 

@@ -55,8 +55,8 @@ logger = logging.getLogger(__name__)
 #: Environment variable: a segment count instead of the measured rule (``1``: sequential).
 ENV_VAR = "OMNIZIP_DECODE_SEGMENTS"
 
-__all__ = ["ENV_VAR", "PARALLEL_MIN_CPUS", "PARALLEL_MIN_FRAMES", "Segment", "decode_segments", "forced_segments",
-           "plan_segments", "segment_count"]
+__all__ = ["ENV_VAR", "PARALLEL_MIN_CPUS", "PARALLEL_MIN_FRAMES", "Segment", "decode_in_segments", "decode_segments",
+           "forced_segments", "plan_segments", "segment_count"]
 
 #: Parallel segments need this many usable cores. On the 2-core development VM (shared, other jobs
 #: running; ``load_media`` at 2 fps, interleaved, medians of 3), 2 segments against the sequential
@@ -247,6 +247,17 @@ def _convert_into(shared: _Shared, reformatter: VideoReformatter, frame: av.Vide
         shared.frames[k] = rgb
     with shared.lock:
         shared.filled.update(targets)
+
+
+def decode_in_segments(path: Path, plan: VideoPlan, options: MediaOptions, container_format: str,
+                       cancel: threading.Event | None = None) -> VideoResult | None:
+    """The planned frames decoded in :func:`segment_count` segments, or None where the rule says one
+    segment or the parallel path gave up (the caller then decodes sequentially)."""
+    count = segment_count(plan, container_format)
+    if count < 2:
+        return None
+    cancelled = cancel.is_set if cancel is not None else (lambda: False)
+    return decode_segments(path, plan, options, plan_segments(plan, count), cancelled=cancelled)
 
 
 def decode_segments(path: Path, plan: VideoPlan, options: MediaOptions, segments: list[Segment],

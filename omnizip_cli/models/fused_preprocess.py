@@ -43,8 +43,7 @@ _SETTINGS = ("patch_size", "temporal_patch_size", "merge_size", "do_rescale", "r
              "image_mean", "image_std")
 #: Keyword arguments of a video processor call the fused pass understands (others: the stock call).
 _KNOWN_KWARGS = frozenset({*_SETTINGS, "size", "fps", "do_sample_frames", "return_tensors", "do_convert_rgb",
-                           "cap_pixels_per_frame", "do_resize", "resample", "device", "input_data_format",
-                           "video_metadata", "return_metadata"})
+                           "cap_pixels_per_frame", "do_resize", "resample", "device"})
 
 
 class PatchLayout:
@@ -71,14 +70,16 @@ class PatchLayout:
 def layout_of(video_processor: Any, kwargs: dict[str, Any]) -> PatchLayout | None:
     """The :class:`PatchLayout` of a call ``video_processor(videos, **kwargs)``, or None when the fused
     pass cannot reproduce it (unknown keyword arguments, rescale or normalise off, a per-frame pixel
-    cap that depends on the frame count)."""
+    cap that depends on the frame count, frame sampling by the processor, another device)."""
     import torch
 
     if set(kwargs) - _KNOWN_KWARGS or kwargs.get("device") is not None:
         return None
     value = {name: kwargs[name] if kwargs.get(name) is not None else getattr(video_processor, name, None)
-             for name in (*_SETTINGS, "cap_pixels_per_frame", "do_resize")}
+             for name in (*_SETTINGS, "cap_pixels_per_frame", "do_resize", "do_sample_frames")}
     if not (value["do_rescale"] and value["do_normalize"]) or value["cap_pixels_per_frame"]:
+        return None
+    if value["do_sample_frames"]:  # the processor would choose frames itself
         return None
     if any(value[name] is None for name in _SETTINGS) or value["do_resize"] is False:
         return None

@@ -82,7 +82,8 @@ def test_a_resize_to_other_whole_patches_goes_to_the_stock_path(processor: Any) 
 def test_calls_it_cannot_reproduce_go_to_the_stock_path(processor: Any) -> None:
     frames = _frames(4, 56, 84)
     fused = FusedVideoProcessor(processor.video_processor, processor.video_processor)
-    for extra in ({"do_normalize": False}, {"cap_pixels_per_frame": True}, {"something_new": 1}):
+    for extra in ({"do_normalize": False}, {"cap_pixels_per_frame": True}, {"something_new": 1},
+                  {"do_sample_frames": True}, {"device": "cpu"}, {"return_metadata": True}):
         assert layout_of(processor.video_processor, {**_kwargs(56, 84), **extra}) is None
     stock = processor.video_processor([frames], **{**_kwargs(56, 84), "do_normalize": False})
     ours = fused([frames], **{**_kwargs(56, 84), "do_normalize": False})

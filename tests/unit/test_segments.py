@@ -146,3 +146,18 @@ def test_the_rule(clips: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> No
     with pytest.raises(UsageError) as info:
         seg.segment_count(short, "mkv")
     assert "\n" not in str(info.value) and seg.ENV_VAR in str(info.value)
+
+
+def test_a_cancel_stops_the_segments(clips: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+
+    from omnizip_cli.media.loader import DecodeCancelled, decode_media
+
+    plan = plan_media(clips["closed"], MediaOptions(fps=4.0)).video
+    assert seg.decode_segments(clips["closed"], plan, MediaOptions(fps=4.0), seg.plan_segments(plan, 3),
+                               cancelled=lambda: True) is None
+    monkeypatch.setenv(seg.ENV_VAR, "3")
+    cancel = threading.Event()
+    cancel.set()
+    with pytest.raises(DecodeCancelled):
+        decode_media(plan_media(clips["closed"], MediaOptions(fps=4.0)), cancel=cancel)
