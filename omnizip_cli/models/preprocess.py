@@ -24,8 +24,8 @@ Use::
     tensors = processor(text=..., videos=[frames], ...)
 
 :func:`bounded_processor` returns a shallow copy of the processor whose ``video_processor`` is a
-:class:`~.fused_preprocess.FusedVideoProcessor` over a :class:`ChunkedVideoProcessor` (the original processor is not modified), after checking
-:func:`estimate_peak_bytes` against :func:`available_bytes`.
+:class:`~.fused_preprocess.FusedVideoProcessor` over a :class:`ChunkedVideoProcessor` (the original
+processor is not modified), after checking :func:`estimate_peak_bytes` against :func:`available_bytes`.
 """
 
 from __future__ import annotations
