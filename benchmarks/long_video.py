@@ -105,7 +105,8 @@ def child(frames: int, variant: str) -> dict[str, Any]:
     start = time.perf_counter()
     if variant.startswith("chunked"):
         estimate = check_fits(frames, height, width, chunk_frames=chunk_frames_for(height, width)).peak_bytes
-        out = bounded_processor(processor, video)(**kwargs)
+        # the chunked stock call this benchmark measures (the one-pass path is the default since issue 28)
+        out = bounded_processor(processor, video, fused=False)(**kwargs)
     else:
         out = processor(**kwargs)
     wall = time.perf_counter() - start

@@ -9,7 +9,11 @@ later runs skip the encoding. Each repeat times, on the same file:
   converting nothing;
 * ``sampler_s``: ``omnizip_cli.media.load_media(path, MediaOptions(fps=2))``, which also decodes
   the audio track, resamples it to 16 kHz and converts the sampled frames to RGB at their
-  smart-resized size.
+  smart-resized size (the parallel segments where the rule in ``omnizip_cli/media/segments.py``
+  chooses them);
+* ``segments_<N>_s`` for each ``--segments N`` (default ``1`` and the usable cores): the same with
+  ``OMNIZIP_DECODE_SEGMENTS=N`` (``1``: the sequential pass; more: N keyframe-bounded segments
+  decoded on N threads, issue 28), with ``segments_equal`` saying whether the frames were the same.
 
 The figure of merit is ``ratio = plain_loop_s / sampler_s`` (> 1 means the sampler is faster); the
 summary line uses the medians of the interleaved repeats. CPU seconds (all threads) are reported
@@ -120,6 +124,21 @@ def sampler(path: Path, fps: float) -> tuple[float, float, dict]:
     return time.perf_counter() - wall, time.process_time() - cpu, media.summary.to_dict()
 
 
+def segments_run(path: Path, fps: float, count: int) -> tuple[float, np.ndarray]:
+    """Time ``load_media`` with ``OMNIZIP_DECODE_SEGMENTS=count``; returns (wall s, frames)."""
+    old = os.environ.get("OMNIZIP_DECODE_SEGMENTS")
+    os.environ["OMNIZIP_DECODE_SEGMENTS"] = str(count)
+    try:
+        wall = time.perf_counter()
+        media = load_media(path, MediaOptions(fps=fps))
+        return time.perf_counter() - wall, media.frames
+    finally:
+        if old is None:
+            os.environ.pop("OMNIZIP_DECODE_SEGMENTS", None)
+        else:
+            os.environ["OMNIZIP_DECODE_SEGMENTS"] = old
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=60.0, help="clip length (default 60)")
@@ -130,7 +149,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--work-dir", type=Path, default=None, help="where the clip is cached")
     parser.add_argument("--quick", action="store_true", help="small CI smoke run: 4 s 320x240, 1 repeat")
+    parser.add_argument("--segments", default=None,
+                        help="segment counts to time load_media with (default: 1 and the usable cores)")
     args = parser.parse_args(argv)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    args.segment_counts = sorted({int(v) for v in (args.segments or f"1,{max(2, cores)}").split(",")})
     if args.quick:
         args.seconds, args.width, args.height, args.repeats = 4.0, 320, 240, 1
     if args.repeats < 1 or args.seconds <= 0 or args.width < 64 or args.height < 64:
@@ -164,12 +187,20 @@ def main(argv: list[str] | None = None) -> int:
     plain_loop(clip)
     sampler(clip, args.fps)
     plain_times, sampler_times = [], []
+    segment_times: dict[int, list[float]] = {n: [] for n in args.segment_counts}
+    segments_equal = True
     summary: dict = {}
     for i in range(args.repeats):  # interleaved, so that load changes on the machine hit both sides
         plain_s, plain_cpu, n_decoded = plain_loop(clip)
         sampler_s, sampler_cpu, summary = sampler(clip, args.fps)
         plain_times.append(plain_s)
         sampler_times.append(sampler_s)
+        reference = None
+        for count in args.segment_counts:
+            seconds, frames = segments_run(clip, args.fps, count)
+            segment_times[count].append(seconds)
+            reference = frames if reference is None else reference
+            segments_equal = segments_equal and bool(np.array_equal(frames, reference))
         record = {
             **common,
             "repeat": i,
@@ -182,6 +213,7 @@ def main(argv: list[str] | None = None) -> int:
             "frames_sampled": summary["frames_sampled"],
             "frame_size": f"{summary['frame_width']}x{summary['frame_height']}",
             "audio_seconds": summary["audio_seconds"],
+            **{f"segments_{n}_s": round(t[-1], 4) for n, t in segment_times.items()},
         }
         print(json.dumps(record), flush=True)
     sampler_med, plain_med = statistics.median(sampler_times), statistics.median(plain_times)
@@ -195,6 +227,8 @@ def main(argv: list[str] | None = None) -> int:
         "ratio": round(plain_med / sampler_med, 3),
         "frames_sampled": summary["frames_sampled"],
         "sampler_not_slower": sampler_med <= plain_med,
+        **{f"segments_{n}_s": round(statistics.median(t), 4) for n, t in segment_times.items()},
+        "segments_equal": segments_equal,
     }
     print(json.dumps(final), flush=True)
     return 0

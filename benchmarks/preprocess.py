@@ -1,36 +1,52 @@
 #!/usr/bin/env python
-"""Media decode + processor per clip: the stock CPU pixel work against the device path (issue 19).
+"""Media decode + processor per clip: omnizip's CPU paths, the device path, and the stock path (issues 19, 28).
 
-    python benchmarks/preprocess.py                    # 60 s 1280x720 clip; device path on cuda if there is one
+    python benchmarks/preprocess.py                    # 60 s 1280x720 clip: stock / fused / device processor
     python benchmarks/preprocess.py --device cpu       # the device path on the CPU (uint8 patchify first)
     python benchmarks/preprocess.py --tiny             # CPU smoke: 8 s 320x180 clip
+    python benchmarks/preprocess.py --versus-stock --stock-python /tmp/venv-stock/bin/python
+                                                       # against qwen-omni-utils + the stock processor
 
-The clip (H.264 + AAC, ``media_decode.make_clip``) is decoded with ``load_media`` at omnizip's
-defaults (2 fps, at most 768 x 28 x 28 pixels per frame: 1036 x 588 for 720p), then the stock
-``Qwen2_5OmniProcessor`` (the tiny checkpoint's: real Omni preprocessing values; no model is
-needed) builds the question-independent prompt through the adapter's ``prepare``:
+In-process mode: the clip (H.264 + AAC, ``media_decode.make_clip``) is decoded with ``load_media``
+at omnizip's defaults, then the stock ``Qwen2_5OmniProcessor`` (the tiny checkpoint's: real Omni
+preprocessing values; no model is needed) builds the question-independent prompt through the
+adapter's ``prepare`` in three variants:
 
-* ``stock``: ``prepare(..., device=None)``: rescale, normalise and patchify of every frame in
-  float32 on the CPU;
-* ``device``: ``prepare(..., device=D)`` (:mod:`omnizip_cli.models.device_preprocess`): frames
-  moved to D as uint8, patchified in uint8, converted and normalised on the patches there. D is
-  ``--device`` (default: ``cuda`` when there is a GPU, else ``cpu``).
+* ``stock``: ``OMNIZIP_PREPROCESS_DEVICE=stock``: the stock video processor (float32 rescale,
+  normalise, patchify) over bounded chunks of frames;
+* ``fused``: the CPU default (:mod:`omnizip_cli.models.fused_preprocess`): uint8 frames straight
+  into the float32 patches in one pass; must be bitwise ``stock``;
+* ``device``: ``prepare(..., device=D)`` (:mod:`omnizip_cli.models.device_preprocess`), D =
+  ``--device`` (default ``cuda`` when there is a GPU, else ``cpu``); within 1e-5 of ``stock``.
 
-Each repeat decodes the media once and runs both variants on it (interleaved), after one untimed
-warm-up of each; CUDA is synchronised before a variant's clock stops. Output: JSON lines (``kind``:
-``setup``, ``run`` per repeat and variant, ``equivalence``, ``summary`` with medians and the ratio
-``stock_over_device`` of media + processor). Median seconds, so one slow repeat on a shared machine
-does not move them.
+Each repeat decodes the media once and runs the variants on it (interleaved), after one untimed
+warm-up of each. Output: JSON lines (``setup``, ``run`` per repeat and variant, ``equivalence``,
+``summary`` with medians and ``stock_over_device`` / ``stock_over_fused`` of media + processor).
+
+``--versus-stock`` (issue 28): each side runs in its own process, pinned to the first N usable
+cores (``--cores``, default ``2,all``), interleaved, ``--repeats`` times (default 3): omnizip
+(``load_media`` + ``prepare`` on the whole one-turn prompt) against the stock path as the model
+card writes it (qwen-omni-utils ``process_mm_info`` with the audio of the video, then
+``Qwen2_5OmniProcessor``; the card's own call raises in transformers 5.23, so the audio is passed as
+``load_audio_from_video``), in ``--stock-python``'s environment (qwen-omni-utils installed there,
+FFmpeg on its PATH). Records: ``child`` per process (decode, processor, peak RSS, token grid),
+``versus`` per clip and core count (medians, ratio stock / omnizip, peak RSS of both).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import hashlib
+import json
 import os
 import platform
+import resource
 import statistics
+import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -42,19 +58,42 @@ from benchmarks.jsonlines import json_lines_output  # noqa: E402
 
 BENCH = "preprocess"
 log, emit = json_lines_output(BENCH)
+QUESTION = "What happens in this video?"
+#: The issue-28 clips: (seconds, width, height).
+VERSUS_CLIPS = ((60.0, 1280, 720), (300.0, 640, 360))
+TINY_CLIPS = ((8.0, 320, 180),)
 
 
-def timed_prepare(processor: Any, media: Any, device: str | None) -> tuple[Any, float]:
-    """The adapter's ``prepare`` with the pixel work on ``device`` (None: stock); (prompt, seconds)."""
+@contextlib.contextmanager
+def preprocess_setting(value: str | None) -> Iterator[None]:
+    """``OMNIZIP_PREPROCESS_DEVICE`` set to ``value`` (None: unset) inside the block."""
+    old = os.environ.get("OMNIZIP_PREPROCESS_DEVICE")
+    if value is None:
+        os.environ.pop("OMNIZIP_PREPROCESS_DEVICE", None)
+    else:
+        os.environ["OMNIZIP_PREPROCESS_DEVICE"] = value
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("OMNIZIP_PREPROCESS_DEVICE", None)
+        else:
+            os.environ["OMNIZIP_PREPROCESS_DEVICE"] = old
+
+
+def timed_prepare(processor: Any, media: Any, variant: str, device: str | None) -> tuple[Any, float]:
+    """The adapter's ``prepare`` for ``variant`` (stock / fused / device); (prompt, seconds)."""
     import torch
 
     from omnizip_cli.models.qwen2_5_omni import ADAPTER
 
-    started = time.perf_counter()
-    prepared = ADAPTER.prepare(processor, media, device=device)
-    if device is not None and device.startswith("cuda"):
-        torch.cuda.synchronize(device)
-    return prepared, time.perf_counter() - started
+    target = device if variant == "device" else None
+    with preprocess_setting("stock" if variant == "stock" else None):
+        started = time.perf_counter()
+        prepared = ADAPTER.prepare(processor, media, device=target)
+        if target is not None and target.startswith("cuda"):
+            torch.cuda.synchronize(target)
+        return prepared, time.perf_counter() - started
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -66,6 +105,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--height", type=int, default=None, help="clip height (default 720; --tiny 180)")
     parser.add_argument("--repeats", type=int, default=None, help="timed repeats (default 3; --tiny 1)")
     parser.add_argument("--work-dir", type=Path, default=None, help="where the generated clip is cached")
+    parser.add_argument("--versus-stock", action="store_true", help="omnizip against qwen-omni-utils + processor")
+    parser.add_argument("--stock-python", default=os.environ.get("OMNIZIP_STOCK_PYTHON", sys.executable),
+                        help="interpreter with qwen-omni-utils installed (default $OMNIZIP_STOCK_PYTHON or this one)")
+    parser.add_argument("--cores", default="2,all", help="core counts to pin each side to (--versus-stock)")
+    parser.add_argument("--child", choices=("omnizip", "stock"), default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--clip", type=Path, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     args.seconds = args.seconds or (8.0 if args.tiny else 60.0)
     args.width = args.width or (320 if args.tiny else 1280)
@@ -74,14 +119,132 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+# -- versus the stock path: one process per measurement ---------------------------------------------
+def pin_cores(count: int) -> int:
+    """Run this process on the first ``count`` usable cores (before torch starts its threads)."""
+    cores = sorted(os.sched_getaffinity(0))[:count]
+    os.sched_setaffinity(0, cores)
+    return len(cores)
+
+
+def child(side: str, clip: Path, cores: int) -> dict[str, Any]:
+    """One measurement in this process: decode + processor of ``clip`` by ``side``, pinned to ``cores``."""
+    used = pin_cores(cores)
+    import torch
+
+    torch.set_num_threads(used)
+    from omnizip_cli.models.prompts import media_messages
+    from omnizip_cli.models.qwen2_5_omni import ADAPTER
+
+    processor = ADAPTER.tiny_processor()
+    if side == "omnizip":
+        from omnizip_cli.media import MediaOptions, load_media
+
+        reader = "pyav"
+        started = time.perf_counter()
+        media = load_media(clip, MediaOptions())
+        decoded = time.perf_counter()
+        tensors = ADAPTER.prepare(processor, media, question=QUESTION).tensors
+    else:
+        from qwen_omni_utils import process_mm_info
+
+        messages = media_messages("video+audio", QUESTION, None)
+        messages[0]["content"][0]["video"] = str(clip)
+        text = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        started = time.perf_counter()
+        audios, images, videos, video_kwargs = process_mm_info(messages, use_audio_in_video=True,
+                                                               return_video_kwargs=True)
+        decoded = time.perf_counter()
+        fps = video_kwargs.get("fps")
+        from qwen_omni_utils.v2_5.vision_process import get_video_reader_backend
+
+        reader = get_video_reader_backend()
+        tensors = processor(text=[text], audio=audios, images=images, videos=videos, return_tensors="pt",
+                            load_audio_from_video=True, audio_from_video_indices=[0],
+                            videos_kwargs={"fps": fps[0] if isinstance(fps, list) else fps})
+    done = time.perf_counter()
+    pixels = tensors["pixel_values_videos"]
+    return dict(kind="child", side=side, clip=clip.name, cores=used, reader=reader, media_decode_s=decoded - started,
+                processor_s=done - decoded, media_and_processor_s=done - started,
+                peak_rss_bytes=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+                video_grid_thw=[int(v) for v in tensors["video_grid_thw"].reshape(-1).tolist()],
+                input_tokens=int(tensors["input_ids"].shape[-1]),
+                pixel_values_sha256=hashlib.sha256(pixels.contiguous().numpy().tobytes()).hexdigest()[:16])
+
+
+def run_child(python: str, side: str, clip: Path, cores: int) -> dict[str, Any]:
+    """:func:`child` in a fresh process (its own peak RSS); the record, or one with ``error``."""
+    command = [python, str(Path(__file__).resolve()), "--child", side, "--clip", str(clip), "--cores", str(cores)]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
+    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    if done.returncode != 0 or not lines:
+        tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        return dict(kind="child", side=side, clip=clip.name, cores=cores, error=tail[-300:])
+    return json.loads(lines[-1])
+
+
+def versus(args: argparse.Namespace) -> int:
+    """Both sides, interleaved, medians per clip and core count, ratios in one run."""
+    from benchmarks.session import benchmark_clip
+    from omnizip_cli.media.video import usable_cpus
+
+    usable = usable_cpus()
+    counts = sorted({usable if c == "all" else min(int(c), usable) for c in args.cores.split(",")})
+    specs = TINY_CLIPS if args.tiny else VERSUS_CLIPS
+    clips = [benchmark_clip(s, w, h, args.work_dir)[0] for s, w, h in specs]
+    emit(dict(kind="setup", mode="versus_stock", clips=[c.name for c in clips], cores=counts, usable_cpus=usable,
+              repeats=args.repeats, stock_python=args.stock_python, python=platform.python_version(),
+              load_average=list(os.getloadavg())))
+    runs: dict[tuple[str, int, str], list[dict[str, Any]]] = {}
+    for repeat in range(args.repeats):
+        for cores in counts:
+            for clip in clips:
+                for side in ("stock", "omnizip"):
+                    record = run_child(args.stock_python if side == "stock" else sys.executable, side, clip, cores)
+                    record["repeat"] = repeat
+                    emit(record)
+                    if "error" in record:
+                        log(f"{clip.name} {cores} cores {side}: failed ({record['error']})")
+                        continue
+                    runs.setdefault((clip.name, cores, side), []).append(record)
+                    log(f"repeat {repeat} {clip.name} {cores} cores {side:<7}: decode {record['media_decode_s']:.2f} s"
+                        f" + processor {record['processor_s']:.2f} s, peak RSS {record['peak_rss_bytes'] / 1e9:.2f} GB")
+    for clip in clips:
+        for cores in counts:
+            sides = {side: runs.get((clip.name, cores, side), []) for side in ("stock", "omnizip")}
+            if not all(sides.values()):
+                emit(dict(kind="versus", clip=clip.name, cores=cores, skipped="a side failed every run"))
+                continue
+            med = {side: {key: statistics.median(r[key] for r in rs) for key in
+                          ("media_decode_s", "processor_s", "media_and_processor_s", "peak_rss_bytes")}
+                   for side, rs in sides.items()}
+            ratio = med["stock"]["media_and_processor_s"] / med["omnizip"]["media_and_processor_s"]
+            emit(dict(kind="versus", clip=clip.name, cores=cores, statistic="median", runs=len(sides["omnizip"]),
+                      stock=med["stock"], omnizip=med["omnizip"], stock_over_omnizip=ratio,
+                      same_video_grid=sides["stock"][0]["video_grid_thw"] == sides["omnizip"][0]["video_grid_thw"],
+                      video_grid_thw={s: rs[0]["video_grid_thw"] for s, rs in sides.items()},
+                      readers={s: rs[0].get("reader") for s, rs in sides.items()}))
+            log(f"{clip.name}, {cores} cores: stock {med['stock']['media_and_processor_s']:.2f} s, omnizip"
+                f" {med['omnizip']['media_and_processor_s']:.2f} s ({med['omnizip']['media_decode_s']:.2f} +"
+                f" {med['omnizip']['processor_s']:.2f}): {ratio:.2f}x")
+    return 0
+
+
+# -- in process: the processor variants on one decode ------------------------------------------------
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.child is not None:
+        print(json.dumps(child(args.child, args.clip, int(args.cores))), flush=True)
+        return 0
+    if args.versus_stock:
+        return versus(args)
     import torch
     import transformers
 
     from benchmarks.session import benchmark_clip
-    from omnizip_cli.models.qwen2_5_omni import ADAPTER
     from omnizip_cli.media import MediaOptions, load_media
+    from omnizip_cli.models.qwen2_5_omni import ADAPTER
 
     device = args.device or ("cuda:0" if torch.cuda.is_available() else "cpu")
     clip, generated_s = benchmark_clip(args.seconds, args.width, args.height, args.work_dir)
@@ -91,44 +254,49 @@ def main(argv: list[str] | None = None) -> int:
               torch_threads=torch.get_num_threads(), torch=torch.__version__, transformers=transformers.__version__,
               python=platform.python_version(),
               gpu=torch.cuda.get_device_name(device) if device.startswith("cuda") else None))
-    variants = {"stock": None, "device": device}
+    variants = ("stock", "fused", "device")
     media = load_media(clip, MediaOptions())
-    for name, target in variants.items():  # warm-up (CUDA context, allocator, kernels)
-        timed_prepare(processor, media, target)
+    for name in variants:  # warm-up (CUDA context, allocator, kernels)
+        timed_prepare(processor, media, name, device)
     runs: dict[str, list[dict[str, float]]] = {name: [] for name in variants}
     outputs: dict[str, Any] = {}
     for repeat in range(args.repeats):
         started = time.perf_counter()
         media = load_media(clip, MediaOptions())
         decode_s = time.perf_counter() - started
-        for name, target in variants.items():
-            prepared, seconds = timed_prepare(processor, media, target)
+        for name in variants:
+            prepared, seconds = timed_prepare(processor, media, name, device)
             outputs[name] = prepared.tensors
             runs[name].append({"media_decode_s": decode_s, "processor_s": seconds})
             frames = media.frames
-            emit(dict(kind="run", variant=name, device=target or "cpu", repeat=repeat, media_decode_s=decode_s,
+            target = device if name == "device" else "cpu"
+            emit(dict(kind="run", variant=name, device=target, repeat=repeat, media_decode_s=decode_s,
                       processor_s=seconds, media_and_processor_s=decode_s + seconds,
                       frames=int(frames.shape[0]), frame_px=[int(frames.shape[1]), int(frames.shape[2])],
                       pixel_values_shape=list(prepared.tensors["pixel_values_videos"].shape),
                       pixel_values_device=str(prepared.tensors["pixel_values_videos"].device)))
-            log(f"repeat {repeat} {name:<6} ({target or 'cpu'}): media decode {decode_s:6.3f} s, "
-                f"processor {seconds:6.3f} s")
+            log(f"repeat {repeat} {name:<6} ({target}): media decode {decode_s:6.3f} s, processor {seconds:6.3f} s")
     stock, moved = outputs["stock"]["pixel_values_videos"], outputs["device"]["pixel_values_videos"].cpu()
     difference = float((stock - moved).abs().max()) if stock.shape == moved.shape else float("inf")
     others_equal = all(
-        torch.equal(value, outputs["device"][key].cpu()) for key, value in outputs["stock"].items()
-        if key != "pixel_values_videos" and isinstance(value, torch.Tensor)
+        torch.equal(value, outputs["device"][key].cpu()) and torch.equal(value, outputs["fused"][key])
+        for key, value in outputs["stock"].items() if key != "pixel_values_videos" and isinstance(value, torch.Tensor)
     )
     emit(dict(kind="equivalence", what="pixel_values_videos", max_abs_err=difference, bound=1e-5,
-              within_bound=difference <= 1e-5, other_tensors_equal=others_equal))
+              within_bound=difference <= 1e-5, other_tensors_equal=others_equal,
+              fused_bitwise_equal=bool(torch.equal(outputs["fused"]["pixel_values_videos"], stock))))
     medians = {name: {key: statistics.median(r[key] for r in rs) for key in rs[0]} for name, rs in runs.items()}
     total = {name: m["media_decode_s"] + m["processor_s"] for name, m in medians.items()}
     emit(dict(kind="summary", device_path=device, statistic="median",
               stock_processor_s=medians["stock"]["processor_s"], device_processor_s=medians["device"]["processor_s"],
+              fused_processor_s=medians["fused"]["processor_s"],
               media_decode_s=medians["stock"]["media_decode_s"], stock_media_and_processor_s=total["stock"],
-              device_media_and_processor_s=total["device"], stock_over_device=total["stock"] / total["device"],
-              processor_stock_over_device=medians["stock"]["processor_s"] / medians["device"]["processor_s"]))
-    log(f"media + processor: stock {total['stock']:.3f} s, device path on {device} {total['device']:.3f} s")
+              device_media_and_processor_s=total["device"], fused_media_and_processor_s=total["fused"],
+              stock_over_device=total["stock"] / total["device"], stock_over_fused=total["stock"] / total["fused"],
+              processor_stock_over_device=medians["stock"]["processor_s"] / medians["device"]["processor_s"],
+              processor_stock_over_fused=medians["stock"]["processor_s"] / medians["fused"]["processor_s"]))
+    log(f"media + processor: stock {total['stock']:.3f} s, fused {total['fused']:.3f} s,"
+        f" device path on {device} {total['device']:.3f} s")
     return 0
 
 

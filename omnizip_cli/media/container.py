@@ -242,12 +242,15 @@ def images_error(path: Path) -> MediaError:
     return MediaError(f"{path} is an image; images are not supported, only video and audio files", hint=_IMAGES_HINT)
 
 
-def open_container(path: Path) -> av.container.InputContainer:
-    """Open ``path`` for reading, mapping FFmpeg failures to :class:`MediaError`."""
+def open_container(path: Path, hwaccel: object | None = None) -> av.container.InputContainer:
+    """Open ``path`` for reading, mapping FFmpeg failures to :class:`MediaError`.
+
+    ``hwaccel``: a PyAV ``HWAccel`` for hardware decoding (:mod:`.hwdecode`), or None."""
     try:
         # Absolute, so FFmpeg never takes a relative name with a colon ("a:b.mp4", "http:/x.mp4")
         # for a protocol (issue 18, case 10): check_path already rejected real URLs.
-        container = av.open(os.path.abspath(path), mode="r")
+        extra = {"hwaccel": hwaccel} if hwaccel is not None else {}
+        container = av.open(os.path.abspath(path), mode="r", **extra)
     except av.error.FFmpegError as exc:
         if is_image_path(path):
             raise images_error(path) from None

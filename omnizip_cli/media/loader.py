@@ -34,6 +34,7 @@ import numpy as np
 
 from omnizip_cli.errors import MediaError
 from omnizip_cli.media import container as ct
+from omnizip_cli.media import hwdecode, segments
 from omnizip_cli.media.audio import MIN_AUDIO_SECONDS, AudioResult, AudioSink, align_audio, load_audio_with_librosa
 from omnizip_cli.media.datatypes import (
     AUDIO_SAMPLE_RATE,
@@ -146,11 +147,11 @@ class DecodeCancelled(Exception):
 
 
 def _run_pass(path: Path, stream_index: int, make_sink: Callable[[av.stream.Stream], Sink],
-              cancel: threading.Event | None = None) -> tuple[Sink, str | None]:
+              cancel: threading.Event | None = None, hwaccel: object | None = None) -> tuple[Sink, str | None]:
     """Demux one stream into a sink; a read error ends the pass early. Returns (flushed sink, error).
 
-    ``cancel`` set: :class:`DecodeCancelled` at the next packet."""
-    with ct.open_container(path) as container:
+    ``cancel`` set: :class:`DecodeCancelled` at the next packet. ``hwaccel``: hardware decoding."""
+    with ct.open_container(path, hwaccel) as container:
         stream = container.streams[stream_index]
         sink = make_sink(stream)
         errors: list[str] = []
@@ -168,8 +169,24 @@ def _run_pass(path: Path, stream_index: int, make_sink: Callable[[av.stream.Stre
         return sink, errors[0] if errors else None
 
 
-def _decode_video(path: Path, plan: VideoPlan, options: MediaOptions,
-                  cancel: threading.Event | None = None) -> tuple[VideoResult, str | None]:
+def _decode_video(path: Path, plan: VideoPlan, options: MediaOptions, cancel: threading.Event | None = None,
+                  container_format: str = "") -> tuple[VideoResult, str | None]:
+    """The planned frames: with ``$OMNIZIP_HW_DECODE`` on NVDEC (:mod:`.hwdecode`, the CPU when it
+    cannot), else in keyframe-bounded segments on several threads where that pays (:mod:`.segments`),
+    else (or when that gives up) one sequential pass."""
+    accel = hwdecode.accel_with_note()
+    if accel is not None:
+        try:
+            sink, read_error = _run_pass(path, plan.stream_index, lambda s: VideoSink(s, plan, options, path),
+                                         cancel, accel)
+            return sink.result(), read_error
+        except (MediaError, av.error.FFmpegError) as exc:
+            hwdecode.note_once(f"hardware decoding failed, decoding on the CPU: {ct.one_line(exc)}")
+    result = segments.decode_in_segments(path, plan, options, container_format, cancel)
+    if cancel is not None and cancel.is_set():
+        raise DecodeCancelled(f"decoding {path} was cancelled")
+    if result is not None:
+        return result, None
     sink, read_error = _run_pass(path, plan.stream_index, lambda s: VideoSink(s, plan, options, path), cancel)
     return sink.result(), read_error
 
@@ -182,7 +199,8 @@ def _decode_audio(path: Path, index: int, max_samples: int | None,
 
 
 def _decode(path: Path, plan: VideoPlan | None, audio_index: int | None, options: MediaOptions,
-            on_audio: Callable[[np.ndarray], None] | None = None, cancel: threading.Event | None = None) -> _Decoded:
+            on_audio: Callable[[np.ndarray], None] | None = None, cancel: threading.Event | None = None,
+            container_format: str = "") -> _Decoded:
     """Decode the chosen streams; with both, the audio runs on a worker thread beside the video.
 
     ``on_audio`` (with both streams) gets the audio :func:`load_media` will most likely return, on
@@ -212,7 +230,7 @@ def _decode(path: Path, plan: VideoPlan | None, audio_index: int | None, options
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="omnizip-audio") as pool:
         audio_job = pool.submit(decode_audio) if audio_index is not None else None
         try:
-            video, video_error = _decode_video(path, plan, options, cancel)
+            video, video_error = _decode_video(path, plan, options, cancel, container_format)
         except DecodeCancelled:
             if audio_job is not None:
                 audio_job.cancel()
@@ -512,7 +530,8 @@ def decode_media(plan: MediaPlan, on_audio: Callable[[np.ndarray], None] | None 
     if plan.selection is None:
         assert plan.fallback_error is not None
         return _librosa_fallback(plan.path, plan.fallback_error, plan.options, plan.started)
-    decoded = _decode(plan.path, plan.video, plan.selection.audio_index, plan.options, on_audio, cancel)
+    decoded = _decode(plan.path, plan.video, plan.selection.audio_index, plan.options, on_audio, cancel,
+                      plan.selection.container)
     return _assemble(plan.path, plan.selection, plan.video, decoded, plan.options, plan.started)
 
 

@@ -76,6 +76,7 @@ class VideoScan:
     start_s: float  # container start time, subtracted from all times
     rate: float | None  # nominal frame rate from the header
     error: str | None  # a demuxing error that ended the scan early
+    keyframe_pts: tuple[int, ...] = ()  # timestamps of the keyframe packets (where decoding can start)
 
 
 @dataclass(frozen=True)
@@ -102,6 +103,8 @@ class VideoPlan:
     token_pixels: int = IMAGE_FACTOR  # frame sides are multiples of it (the model's token, in pixels)
     gap_s: float = 0.0  # the largest jump between consecutive frame times, when it is a gap (else 0)
     gap_at_s: float = 0.0  # the time of the frame before that gap
+    slot_pts: tuple[int, ...] | None = None  # [n_frames] raw timestamp of the frame chosen for each target
+    keyframe_pts: tuple[int, ...] = ()  # sorted timestamps of the keyframes (segment starts for parallel decoding)
 
     @property
     def available(self) -> int:
@@ -116,6 +119,7 @@ class VideoPlan:
 def scan_video(path: Path, stream_index: int) -> VideoScan:
     """Demux (without decoding) the video stream ``stream_index`` and collect packet timestamps."""
     pts: list[int] = []
+    keys: list[int] = []
     n_packets = 0
     errors: list[str] = []
     with open_container(path) as container:
@@ -126,6 +130,8 @@ def scan_video(path: Path, stream_index: int) -> VideoScan:
             n_packets += 1
             if packet.pts is not None:
                 pts.append(packet.pts)
+                if packet.is_keyframe:
+                    keys.append(packet.pts)
         return VideoScan(
             pts=tuple(pts),
             n_packets=n_packets,
@@ -133,6 +139,7 @@ def scan_video(path: Path, stream_index: int) -> VideoScan:
             start_s=container_start(container),
             rate=stream_rate(stream),
             error=errors[0] if errors else None,
+            keyframe_pts=tuple(keys),
         )
 
 
@@ -200,9 +207,10 @@ def plan_video(scan: VideoScan, stream_index: int, options: MediaOptions, path: 
     gap, gap_at = _largest_gap(times, step)
     n = sizing.count_frames(duration, options.fps, len(times), options.max_frames)
     targets = sizing.target_times(float(times[0]), float(times[-1]), n)
-    wanted = None
+    wanted = slot_pts = None
     if raw is not None:
-        wanted = frozenset(int(v) for v in raw[sizing.nearest_indices(times, targets)])
+        slot_pts = tuple(int(v) for v in raw[sizing.nearest_indices(times, targets)])
+        wanted = frozenset(slot_pts)
     budget = sizing.frame_pixel_budget(n, options.min_pixels, options.max_pixels, options.effective_total_pixels)
     return VideoPlan(
         stream_index=stream_index,
@@ -220,6 +228,8 @@ def plan_video(scan: VideoScan, stream_index: int, options: MediaOptions, path: 
         token_pixels=token_pixels,
         gap_s=gap,
         gap_at_s=gap_at,
+        slot_pts=slot_pts,
+        keyframe_pts=tuple(sorted(set(scan.keyframe_pts))) if raw is not None else (),
     )
 
 
@@ -319,6 +329,30 @@ def rotation_of(frame: av.VideoFrame, stream: av.video.stream.VideoStream) -> in
             degrees = 0.0
     quarter = int(round(degrees / 90.0)) % 4
     return {0: 0, 1: 90, 2: 180, 3: -90}[quarter]
+
+
+def output_geometry(source: tuple[int, int], rotation: int, options: MediaOptions,
+                    plan: VideoPlan) -> tuple[tuple[int, int], str]:
+    """``((height, width), interpolation)`` of the output frames for a ``source`` of ``(width, height)``
+    pixels shown rotated by ``rotation`` degrees."""
+    width, height = source
+    size = sizing.output_size(height, width, (rotation // 90) % 4, options.min_pixels, plan.pixel_budget,
+                              plan.token_pixels)
+    shrinking = size[0] * size[1] < width * height
+    return size, DOWNSCALE_INTERPOLATION if shrinking else UPSCALE_INTERPOLATION
+
+
+def convert_frame(reformatter: VideoReformatter, frame: av.VideoFrame, stream: av.video.stream.VideoStream,
+                  size: tuple[int, int], interpolation: str) -> np.ndarray:
+    """``frame`` scaled straight to ``size`` (height, width) in RGB ``[H, W, 3]`` uint8, then rotated
+    for display."""
+    out_h, out_w = size
+    turns = (rotation_of(frame, stream) // 90) % 4
+    width, height = (out_h, out_w) if turns % 2 else (out_w, out_h)
+    rgb = reformatter.reformat(
+        frame, width=width, height=height, format="rgb24", interpolation=interpolation, threads=1
+    ).to_ndarray()
+    return np.rot90(rgb, turns) if turns else rgb
 
 
 class FrameConverter:
@@ -481,24 +515,12 @@ class VideoSink:
 
     def _frames_array(self) -> np.ndarray:
         if self._frames is None:
-            width, height = self._source
-            turns = (self._rotation // 90) % 4
-            self._size = sizing.output_size(height, width, turns, self._options.min_pixels, self._plan.pixel_budget,
-                                            self._plan.token_pixels)
-            shrinking = self._size[0] * self._size[1] < width * height
-            self._interpolation = DOWNSCALE_INTERPOLATION if shrinking else UPSCALE_INTERPOLATION
+            self._size, self._interpolation = output_geometry(self._source, self._rotation, self._options, self._plan)
             self._frames = allocate_frames((self._plan.n_frames, *self._size, 3))
         return self._frames
 
     def _convert(self, frame: av.VideoFrame) -> np.ndarray:
-        """Scale ``frame`` straight to its final size in RGB, then rotate it for display."""
-        out_h, out_w = self._size
-        turns = (rotation_of(frame, self._stream) // 90) % 4
-        width, height = (out_h, out_w) if turns % 2 else (out_w, out_h)
-        rgb = self._reformatter.reformat(
-            frame, width=width, height=height, format="rgb24", interpolation=self._interpolation, threads=1
-        ).to_ndarray()
-        return np.rot90(rgb, turns) if turns else rgb
+        return convert_frame(self._reformatter, frame, self._stream, self._size, self._interpolation)
 
     def close(self) -> None:
         """Stop the conversion worker (also after a failure)."""

@@ -13,19 +13,25 @@ pair of frames (temporal patches of 2), and patchify orders the rows grid-step m
 an even number of frames give the same rows, in the same order, as one call (``tests/model/test_preprocess.py``
 checks ``torch.equal`` on ``pixel_values_videos``, ``video_grid_thw`` and ``video_second_per_grid``).
 
+By default the video processor's call runs in one pass instead (:mod:`.fused_preprocess`: uint8
+frames straight into the preallocated float32 patches, bitwise the same); the chunked stock call
+is where that pass cannot reproduce the call (frames the processor resizes, other settings) and
+with ``OMNIZIP_PREPROCESS_DEVICE=stock``. The memory check covers both.
+
 Use::
 
     processor = bounded_processor(processor, frames)  # raises OutOfMemory if it cannot fit
     tensors = processor(text=..., videos=[frames], ...)
 
 :func:`bounded_processor` returns a shallow copy of the processor whose ``video_processor`` is a
-:class:`ChunkedVideoProcessor` (the original processor is not modified), after checking
-:func:`estimate_peak_bytes` against :func:`available_bytes`.
+:class:`~.fused_preprocess.FusedVideoProcessor` over a :class:`ChunkedVideoProcessor` (the original
+processor is not modified), after checking :func:`estimate_peak_bytes` against :func:`available_bytes`.
 """
 
 from __future__ import annotations
 
 import copy
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,6 +50,7 @@ __all__ = [
     "check_fits",
     "chunk_frames_for",
     "estimate_peak_bytes",
+    "fused_enabled",
     "process_video_in_chunks",
 ]
 
@@ -220,18 +227,32 @@ class ChunkedVideoProcessor:
         return BatchFeature(data=data)
 
 
-def bounded_processor(processor: Any, frames: np.ndarray | None, *, chunk_bytes: int = CHUNK_BYTES,
-                      available: int | None = None) -> Any:
-    """The processor to call for ``frames [T, H, W, 3]``: a shallow copy that preprocesses the video in
-    chunks, after checking that it fits in memory (:func:`check_fits`, raises :class:`OutOfMemory`).
+def fused_enabled(setting: str | None = None) -> bool:
+    """Whether the CPU path runs the one-pass pixel work (:mod:`.fused_preprocess`): yes unless
+    ``$OMNIZIP_PREPROCESS_DEVICE`` (or ``setting``) is ``stock``."""
+    value = setting if setting is not None else os.environ.get("OMNIZIP_PREPROCESS_DEVICE", "auto")
+    return value.strip().lower() != "stock"
 
-    Without frames, ``processor`` itself. The input ``processor`` is not modified.
+
+def bounded_processor(processor: Any, frames: np.ndarray | None, *, chunk_bytes: int = CHUNK_BYTES,
+                      available: int | None = None, fused: bool | None = None) -> Any:
+    """The processor to call for ``frames [T, H, W, 3]``: a shallow copy whose video processor runs the
+    one-pass pixel work (:class:`~.fused_preprocess.FusedVideoProcessor`, bitwise the stock values)
+    or, where that cannot reproduce the call, the stock one in chunks, after checking that it fits
+    in memory (:func:`check_fits`, raises :class:`OutOfMemory`).
+
+    ``fused``: False for the chunked stock path only (default :func:`fused_enabled`). Without
+    frames, ``processor`` itself. The input ``processor`` is not modified.
     """
+    from .fused_preprocess import FusedVideoProcessor
+
     if frames is None:
         return processor
     total, height, width = (int(v) for v in frames.shape[:3])
     chunk = chunk_frames_for(height, width, chunk_bytes=chunk_bytes)
     check_fits(total, height, width, chunk_frames=chunk, available=available)
     bounded = copy.copy(processor)
-    bounded.video_processor = ChunkedVideoProcessor(processor.video_processor, chunk)
+    chunked = ChunkedVideoProcessor(processor.video_processor, chunk)
+    use_fused = fused_enabled() if fused is None else fused
+    bounded.video_processor = FusedVideoProcessor(processor.video_processor, chunked) if use_fused else chunked
     return bounded

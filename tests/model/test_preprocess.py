@@ -55,7 +55,7 @@ def test_the_whole_processor_call_is_bitwise_the_stock_one(processor: Any) -> No
         add_generation_prompt=True,
         tokenize=False,
     )
-    bounded = bounded_processor(processor, media.frames, chunk_bytes=4 * 3 * 56 * 84 * 4)  # 4 frames a chunk
+    bounded = bounded_processor(processor, media.frames, chunk_bytes=4 * 3 * 56 * 84 * 4, fused=False)  # 4 a chunk
     assert isinstance(bounded.video_processor, ChunkedVideoProcessor) and bounded.video_processor.chunk_frames == 4
     ours = bounded(
         text=[text],
