@@ -235,7 +235,7 @@ def versus(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.child is not None:
-        print(json.dumps(child(args.child, args.clip, int(args.cores))), flush=True)
+        print(json.dumps(child(args.child, args.clip, int(args.cores))), file=sys.stdout, flush=True)  # to the parent
         return 0
     if args.versus_stock:
         return versus(args)
