@@ -81,9 +81,9 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from benchmarks.jsonlines import json_lines_output  # noqa: E402
+from omnizip_cli.serve.listening import StderrWatcher  # noqa: E402
 
 BENCH = "serve"
-LISTENING = re.compile(r"omnizip serve: listening on (http://\S+) \(pid (\d+)\)")
 FIRST_QUESTION = "What happens in this video?"
 #: Containers a trailing ``free`` box keeps valid (ISO base media file format).
 ISO_BMFF = {".mp4", ".m4v", ".mov", ".m4a", ".3gp"}
@@ -107,23 +107,11 @@ class Server:
         self.proc = subprocess.Popen(command, cwd=ROOT, env=dict(os.environ, PYTHONUNBUFFERED="1"),
                                      stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                      text=True, start_new_session=True)
-        self.lines: list[str] = []
-        self.url: str | None = None
-        ready = threading.Event()
-
-        def read() -> None:
-            assert self.proc.stderr is not None
-            for line in self.proc.stderr:
-                self.lines.append(line)
-                found = LISTENING.search(line)
-                if found and self.url is None:
-                    self.url = found.group(1)
-                    ready.set()
-            ready.set()
-
-        self.reader = threading.Thread(target=read, daemon=True)
-        self.reader.start()
-        if not ready.wait(args.start_timeout) or self.url is None:
+        assert self.proc.stderr is not None
+        self.watcher = StderrWatcher(self.proc.stderr)
+        self.url = self.watcher.wait(args.start_timeout)
+        self.lines = self.watcher.lines
+        if self.url is None:
             self.kill()
             raise SystemExit(f"{BENCH}: the server (replicas {replicas}) did not start:\n{''.join(self.lines)[-3000:]}")
         self.ready_s = time.perf_counter() - self.started
@@ -133,7 +121,7 @@ class Server:
         sent = time.perf_counter()
         self.proc.send_signal(signal.SIGTERM)
         code = self.proc.wait(120)
-        self.reader.join(timeout=5)
+        self.watcher.join()
         return code, time.perf_counter() - sent
 
     def leftovers(self) -> int:

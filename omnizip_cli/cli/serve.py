@@ -206,8 +206,9 @@ class _Server:
                     bound = [s.getsockname() for server in self.servers for s in server.sockets]
                     address = bound[0] if bound else (config.host, config.port)
                     url_host = f"[{address[0]}]" if ":" in str(address[0]) else address[0]
-                    sys.stderr.write(f"omnizip serve: listening on http://{url_host}:{address[1]} "
-                                     f"(pid {os.getpid()})\n")
+                    from ..serve.listening import listening_line
+
+                    sys.stderr.write(listening_line(f"http://{url_host}:{address[1]}", os.getpid()))
                     sys.stderr.flush()
 
         self.force = False

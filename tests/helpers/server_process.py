@@ -18,7 +18,6 @@ handling are the real ones.
 from __future__ import annotations
 
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -30,20 +29,26 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[2]
 FAIL_BEFORE = "raise before the answer"
 FAIL_DURING = "raise during the answer"
-LISTENING = re.compile(r"omnizip serve: listening on (http://\S+) \(pid (\d+)\)")
 
 
 class ServerProcess:
     """One ``omnizip serve`` child process (see the module docstring)."""
 
     def __init__(self, proc: subprocess.Popen, args: list[str]) -> None:
+        from omnizip_cli.serve.listening import StderrWatcher
+
+        assert proc.stderr is not None
         self.proc = proc
         self.args = args
-        self.url: str | None = None
-        self.lines: list[str] = []
-        self._ready = threading.Event()
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
+        self._watcher = StderrWatcher(proc.stderr)
+
+    @property
+    def url(self) -> str | None:
+        return self._watcher.url
+
+    @property
+    def lines(self) -> list[str]:
+        return self._watcher.lines
 
     @classmethod
     def start(cls, *args: str, env: dict[str, str] | None = None, endless: bool = False, token_delay: float = 0.0,
@@ -70,23 +75,13 @@ class ServerProcess:
             server.wait_ready(wait)
         return server
 
-    def _read(self) -> None:
-        assert self.proc.stderr is not None
-        for line in self.proc.stderr:
-            self.lines.append(line)
-            found = LISTENING.search(line)
-            if found and self.url is None:
-                self.url = found.group(1)
-                self._ready.set()
-        self._ready.set()  # the process ended
-
     def wait_ready(self, timeout: float) -> None:
-        if not self._ready.wait(timeout) or self.url is None:
+        if self._watcher.wait(timeout) is None:
             self.kill()
             raise RuntimeError(f"omnizip serve did not start:\n{self.stderr_text()[-3000:]}")
 
     def stderr_text(self) -> str:
-        return "".join(self.lines)
+        return self._watcher.text()
 
     def client(self, api_key: str = "unused", **kwargs: Any) -> Any:
         from openai import OpenAI
@@ -98,14 +93,14 @@ class ServerProcess:
 
     def wait(self, timeout: float) -> int:
         code = self.proc.wait(timeout)
-        self._reader.join(timeout=5)
+        self._watcher.join()
         return code
 
     def kill(self) -> None:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(10)
-        self._reader.join(timeout=5)
+        self._watcher.join()
 
     def __enter__(self) -> ServerProcess:
         return self

@@ -39,9 +39,6 @@ def video_message(path: Path | str, question: str, *, kind: str = "video_url") -
 def running_server(loaded: Any, **fields: Any) -> Iterator[RunningServer]:
     """Serve ``loaded`` with :class:`~omnizip_cli.serve.settings.ServeSettings` ``fields`` (the model
     name defaults to ``loaded.name``, the samples folder is an allowed media path, the disk cache off)."""
-    import uvicorn
-
-    from omnizip_cli.serve.app import create_app
     from omnizip_cli.serve.engine import Engine
     from omnizip_cli.serve.metrics import ServerMetrics
     from omnizip_cli.serve.settings import ServeSettings
@@ -51,7 +48,18 @@ def running_server(loaded: Any, **fields: Any) -> Iterator[RunningServer]:
     fields.setdefault("use_disk_cache", False)
     fields.setdefault("max_tokens", 8)
     settings = ServeSettings(**fields)
-    engine = Engine(loaded, settings, ServerMetrics())
+    with serving(Engine(loaded, settings, ServerMetrics()), settings) as running:
+        yield running
+
+
+@contextmanager
+def serving(engine: Any, settings: Any) -> Iterator[RunningServer]:
+    """The app over ``engine`` (an :class:`~omnizip_cli.serve.engine.Engine` or the Ray backend) on
+    a loopback port, uvicorn on a thread; the engine is closed when the block ends."""
+    import uvicorn
+
+    from omnizip_cli.serve.app import create_app
+
     server = uvicorn.Server(uvicorn.Config(create_app(engine, settings), host="127.0.0.1", port=0,
                                            log_level="warning", lifespan="off", timeout_graceful_shutdown=1))
     thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)

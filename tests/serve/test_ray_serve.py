@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from omnizip_cli.serve.ray_backend import OmnizipReplica
-from tests.helpers.serving import SAMPLES, RunningServer, running_server, video_message
+from tests.helpers.serving import SAMPLES, RunningServer, running_server, serving, video_message
 
 pytest.importorskip("ray.serve", reason="Ray Serve is not installed (pip install 'omnizip[serve-ray]')")
 pytestmark = pytest.mark.slow
@@ -54,10 +54,7 @@ QUESTIONS = ["What happens in the video?", "Who is speaking?", "Describe the col
 
 @pytest.fixture(scope="module")
 def ray_server(tiny_cpu_model: Any) -> Iterator[RunningServer]:
-    import uvicorn
-
     from omnizip_cli.models import ModelSpec
-    from omnizip_cli.serve.app import create_app
     from omnizip_cli.serve.ray_backend import start_ray_engine
     from omnizip_cli.serve.settings import ServeSettings
 
@@ -65,20 +62,8 @@ def ray_server(tiny_cpu_model: Any) -> Iterator[RunningServer]:
                              use_disk_cache=False, max_tokens=8, shutdown_grace=1.0)
     engine = start_ray_engine(ModelSpec(model="tiny", device="cpu", dtype="float32"), settings, 2,
                               cpus_per_replica=0.5, ray_init={"num_cpus": 2}, replica_class=StallingReplica)
-    server = uvicorn.Server(uvicorn.Config(create_app(engine, settings), host="127.0.0.1", port=0,
-                                           log_level="warning", lifespan="off", timeout_graceful_shutdown=1))
-    thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
-    thread.start()
-    while not server.started:
-        assert thread.is_alive()
-        time.sleep(0.02)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    try:
-        yield RunningServer(f"http://127.0.0.1:{port}", engine, settings)
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        engine.close(grace=0.0)
+    with serving(engine, settings) as running:
+        yield running
 
 
 def health(server: RunningServer) -> dict[str, Any]:
