@@ -393,6 +393,7 @@ class RayEngine:
 
         self._accepting = False
         self._stop.set()
+        self._poller.join(timeout=10)  # before Ray stops under it
         if self.owns_ray:  # the HTTP side has drained: stopping Ray stops the replicas (a controller that a
             ray.shutdown()  # Ctrl-C in the terminal already stopped would make serve.delete wait forever)
             return
@@ -460,7 +461,12 @@ class RayEngine:
 
     def _poll_loop(self) -> None:
         while not self._stop.wait(REPORT_S):
-            self._poll_once()
+            try:
+                self._poll_once()
+            except BaseException:  # noqa: BLE001 - Ray going away under the poller (SystemExit from its client)
+                if self._stop.is_set():
+                    return
+                raise
 
 
 def start_ray_engine(model: ModelSpec, settings: ServeSettings, replicas: int, address: str | None = None, *,
