@@ -99,3 +99,13 @@ def sanitize_answer(text: str) -> str:
         else:
             out.append(char)
     return "".join(out)
+
+
+def is_valid_text(text: str) -> bool:
+    """False for text holding bytes that were not valid UTF-8 (Python keeps them as lone surrogates:
+    command-line arguments, stdin read with ``surrogateescape``, ``\\ud800`` escapes in JSON)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import UsageError
+from ..terminal import is_valid_text
 from .progress import Spinner
 
 if TYPE_CHECKING:
@@ -27,16 +28,6 @@ if TYPE_CHECKING:
 
 #: Tokens reserved for a question that is not known when the video is opened (``chat``, ``keep-map``).
 CHAT_QUESTION_RESERVE = 128
-
-
-def is_valid_text(text: str) -> bool:
-    """False for text holding bytes that were not valid UTF-8 (Python keeps them as lone surrogates:
-    command-line arguments, and stdin read with ``surrogateescape``)."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def check_text(text: str | None, what: str) -> None:

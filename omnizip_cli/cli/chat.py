@@ -33,7 +33,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from .answering import CHAT_QUESTION_RESERVE, Answering, check_text, is_valid_text, open_options, request_config
+from ..terminal import is_valid_text
+from .answering import CHAT_QUESTION_RESERVE, Answering, check_text, open_options, request_config
 from .app import app
 from .options import (
     COMPRESSION,

@@ -125,6 +125,52 @@ def tensor_bytes(value: Any, seen: set[int] | None = None) -> int:
     return 0
 
 
+class ContentHashes:
+    """The SHA-256 of local media files, memoised by (path, size, modification time); a file the
+    server wrote itself (content-addressed) carries its own."""
+
+    def __init__(self) -> None:
+        self._known: dict[tuple[str, int, int], str] = {}
+
+    def of(self, media: LocalMedia) -> str:
+        if media.sha256 is not None:
+            return media.sha256
+        from ..integrity import sha256_file
+
+        stat = media.path.stat()
+        memo = (str(media.path), stat.st_size, stat.st_mtime_ns)
+        if memo not in self._known:
+            self._known[memo] = sha256_file(media.path)
+        return self._known[memo]
+
+
+@dataclass(frozen=True)
+class PrefixSpec:
+    """What a request's prefix is opened with (the server's defaults under its overrides) and the key
+    it is held under: content, media options, compression setting, system prompt. ``id``: the short
+    form of the key (an answer's ``omnizip.prefix_id``, and the Ray backend's routing key)."""
+
+    media: Any
+    compression: Any
+    system: str | None
+    key: tuple[Any, ...]
+
+    @property
+    def id(self) -> str:
+        return hashlib.sha256(repr(self.key).encode()).hexdigest()[:16]
+
+
+def prefix_spec(request: ChatRequest, settings: ServeSettings, content_sha256: str) -> PrefixSpec:
+    """The request's :class:`PrefixSpec`; a ``UsageError`` when its media options are invalid."""
+    from ..generation.prefix import canonical
+
+    media = request.media_options(settings.media)
+    compression = request.compression if request.compression is not None else settings.compression
+    system = request.system if request.system is not None else settings.system
+    return PrefixSpec(media, compression, system,
+                      (content_sha256, canonical(dataclasses.asdict(media)), compression.key, system))
+
+
 def _api_error(exc: BaseException) -> ApiError:
     """A library error as an HTTP error: what the user can fix is a 400; the rest a 500 or 503."""
     from ..generation import PromptTooLong, SessionBusy
@@ -158,7 +204,7 @@ class Engine:
         self._waiting = 0
         self._running: Job | None = None
         self._lock = threading.Lock()
-        self._hashes: dict[tuple[str, int, int], str] = {}
+        self.hashes = ContentHashes()
         self._job_seconds: list[float] = []
         self._accepting = True
         self._worker = threading.Thread(target=self._work, name="omnizip-model", daemon=True)
@@ -208,14 +254,16 @@ class Engine:
         deadline = time.monotonic() + grace
         threading.Thread(target=self._cancel_at, args=(deadline,), name="omnizip-shutdown", daemon=True).start()
 
-    def _cancel_at(self, deadline: float) -> None:
+    def _cancel_at(self, deadline: float, why: str | None = None) -> None:
+        """Wait until nothing runs or waits, or until ``deadline``; then end the running answer (an
+        error event saying ``why``) and every queued one."""
         while (self._running is not None or self._waiting) and time.monotonic() < deadline:
             time.sleep(0.05)
         running = self._running
         if running is not None:
-            running.emit("error", ApiError(503, "the server is shutting down: the answer was cancelled after "
-                                                f"--shutdown-grace {self.settings.shutdown_grace:g} s",
-                                           code="shutting_down"))
+            why = why or (f"the server is shutting down: the answer was cancelled after --shutdown-grace "
+                          f"{self.settings.shutdown_grace:g} s")
+            running.emit("error", ApiError(503, why, code="shutting_down"))
             running.cancel()
         self._drain()
 
@@ -238,14 +286,7 @@ class Engine:
         every queued one; stop the worker."""
         with self._lock:
             self._accepting = False
-        deadline = time.monotonic() + grace
-        while (self._running is not None or self._waiting) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        running = self._running
-        if running is not None:
-            running.emit("error", ApiError(503, "the server is shutting down", code="shutting_down"))
-            running.cancel()
-        self._drain()
+        self._cancel_at(time.monotonic() + grace, "the server is shutting down")
         self._queue.put(None)
         self._worker.join(timeout=max(grace, 5.0))
 
@@ -281,31 +322,17 @@ class Engine:
                 self._job_seconds.append(time.perf_counter() - started)
                 del self._job_seconds[:-100]
 
-    def _content_hash(self, media: LocalMedia) -> str:
-        if media.sha256 is not None:
-            return media.sha256
-        from ..integrity import sha256_file
-
-        stat = media.path.stat()
-        memo = (str(media.path), stat.st_size, stat.st_mtime_ns)
-        if memo not in self._hashes:
-            self._hashes[memo] = sha256_file(media.path)
-        return self._hashes[memo]
-
     def _held(self, job: Job) -> tuple[Held, bool]:
         """The prefix for the job's media and options (opened when not in memory); True when it was."""
         from ..generation import OpenOptions, Session
-        from ..generation.prefix import canonical
 
         request, settings = job.request, self.settings
         try:
-            media = request.media_options(settings.media)
+            spec = prefix_spec(request, settings, self.hashes.of(job.media))
         except UsageError as exc:
             raise bad_request(f"mm_processor_kwargs: {exc.one_line().replace('--', '')}", "mm_processor_kwargs") \
                 from None
-        compression = request.compression if request.compression is not None else settings.compression
-        system = request.system if request.system is not None else settings.system
-        key = (self._content_hash(job.media), canonical(dataclasses.asdict(media)), compression.key, system)
+        key = spec.key
         held = self.held.get(key)
         if held is not None:
             summary = held.session.summary
@@ -315,7 +342,8 @@ class Engine:
             return held, True
         if request.use_audio_in_video:
             self._check_audio_track(job.media.path)
-        options = OpenOptions(media=media, compression=compression, system=system, max_new_tokens=settings.max_tokens,
+        options = OpenOptions(media=spec.media, compression=spec.compression, system=spec.system,
+                              max_new_tokens=settings.max_tokens,
                               question_reserve=QUESTION_RESERVE, decoder=settings.decoder,
                               cache=settings.use_disk_cache)
         warnings: list[str] = []
@@ -330,10 +358,9 @@ class Engine:
                 warnings.append(f"no keep map: {type(exc).__name__}: {exc}")
         session.video = None  # the encoded media is only needed to re-plan; the prefix is what answers
         session.open_warnings = warnings  # type: ignore[attr-defined]
-        prefix_id = hashlib.sha256(repr(key).encode()).hexdigest()[:16]
-        held = Held(key=key, prefix_id=prefix_id, session=session, path=job.media.path, keep_map=keep_map)
+        held = Held(key=key, prefix_id=spec.id, session=session, path=job.media.path, keep_map=keep_map)
         self.held[key] = held
-        self.by_id[prefix_id] = held
+        self.by_id[spec.id] = held
         return held, False
 
     @staticmethod

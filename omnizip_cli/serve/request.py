@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..errors import UsageError
+from ..terminal import is_valid_text
 from .errors import bad_request
 
 if TYPE_CHECKING:
@@ -104,18 +105,10 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def _valid_text(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
 def _text(value: Any, param: str) -> str:
     if not isinstance(value, str):
         raise bad_request(f"{param} must be a string", param)
-    if not _valid_text(value):
+    if not is_valid_text(value):
         raise bad_request(f"{param} is not valid UTF-8 (a lone surrogate escape)", param)
     return value
 
@@ -352,8 +345,10 @@ def parse_chat_request(body: Any) -> ChatRequest:
         include_usage = options.get("include_usage", False)
         if not isinstance(include_usage, bool):
             raise bad_request("stream_options.include_usage must be true or false", "stream_options.include_usage")
+    from ..generation.sampling import SEED_MAX
+
     seed = body.get("seed")
-    if seed is not None and (not _is_int(seed) or not 0 <= seed <= 2**63 - 1):
+    if seed is not None and (not _is_int(seed) or not 0 <= seed <= SEED_MAX):
         raise bad_request(f"seed must be an integer in [0, 2^63) (got {seed!r})", "seed")
     audio, overrides = _media_overrides(body.get("mm_processor_kwargs"))
     return ChatRequest(
