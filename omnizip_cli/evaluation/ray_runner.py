@@ -20,12 +20,12 @@ from __future__ import annotations
 import os
 import socket
 from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 from omnizip_cli.errors import EnvironmentProblem, OmnizipError, UsageError
 from omnizip_cli.evaluation.jobs import VideoJob, answer_job
 from omnizip_cli.evaluation.protocol import AnswererFactory, Setting
+from omnizip_cli.ray_cluster import check_resources, start_ray
 
 __all__ = ["run_jobs_on_ray"]
 
@@ -73,23 +73,13 @@ def run_jobs_on_ray(
     ray = _import_ray()
     if gpus_per_worker < 0 or cpus_per_worker <= 0:
         raise UsageError("GPUs per worker must be >= 0 and CPUs per worker > 0")
-    started_here = not ray.is_initialized()
-    if started_here:
-        init: dict[str, Any] = {"address": address, "include_dashboard": False, "logging_level": "warning",
-                                "log_to_driver": True}
-        if address is None:
-            package_root = str(Path(__file__).resolve().parents[2])
-            pythonpath = os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH")) if p)
-            init["runtime_env"] = {"env_vars": {"PYTHONPATH": pythonpath}}
-        try:
-            ray.init(**init)
-        except ConnectionError as exc:
-            raise OmnizipError(f"could not connect to the Ray cluster at {address}: {exc}") from None
+    started_here = start_ray(ray, address)
     actors: list[Any] = []
     jobs_per_worker: dict[str, int] = {}
     try:
         count = min(workers, len(jobs))  # no more actors (models) than videos
-        _check_resources(ray, count, gpus_per_worker, cpus_per_worker)
+        check_resources(ray, count, "workers", gpus_per_worker, cpus_per_worker,
+                        hint="lower --workers, or the GPUs/CPUs per worker")
         remote = ray.remote(num_cpus=cpus_per_worker, num_gpus=gpus_per_worker, max_restarts=0)(_Worker)
         actors = [remote.remote(factory, list(settings)) for _ in range(count)]
         try:
@@ -121,16 +111,6 @@ def run_jobs_on_ray(
         if started_here:
             ray.shutdown()
     return jobs_per_worker
-
-
-def _check_resources(ray: Any, workers: int, gpus: float, cpus: float) -> None:
-    available = ray.cluster_resources()
-    need = {"GPU": gpus * workers, "CPU": cpus * workers}
-    short = [f"{need[k]:g} {k}s (the cluster has {available.get(k, 0):g})" for k in need
-             if need[k] > available.get(k, 0) + 1e-9]
-    if short:
-        raise UsageError(f"{workers} workers need {' and '.join(short)}",
-                         hint="lower --workers, or the GPUs/CPUs per worker")
 
 
 def _cause(exc: BaseException) -> str:

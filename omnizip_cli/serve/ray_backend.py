@@ -38,7 +38,6 @@ downloads); the replicas read the same paths, so on several machines these folde
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import hashlib
 import os
 import socket
@@ -46,9 +45,10 @@ import sys
 import threading
 import time
 import uuid
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..ray_cluster import check_resources, start_ray
+from .engine import ContentHashes, prefix_spec
 from .errors import ApiError
 
 if TYPE_CHECKING:
@@ -85,20 +85,15 @@ def import_ray_serve() -> Any:
 
 # ---------------------------------------------------------------------------------------------- prefix keys
 def prefix_id(request: ChatRequest, settings: ServeSettings, content_sha256: str) -> str:
-    """The id the engine holds the request's prefix under (the same computation as ``Engine._held``);
-    the routing key. A request whose media options are invalid gets a key of its content alone (the
-    replica answers it with the 400)."""
+    """The id the engine holds the request's prefix under (:func:`.engine.prefix_spec`); the routing
+    key. A request whose media options are invalid gets a key of its content alone (the replica
+    answers it with the 400)."""
     from ..errors import UsageError
-    from ..generation.prefix import canonical
 
     try:
-        media = request.media_options(settings.media)
+        return prefix_spec(request, settings, content_sha256).id
     except UsageError:
         return hashlib.sha256(content_sha256.encode()).hexdigest()[:16]
-    compression = request.compression if request.compression is not None else settings.compression
-    system = request.system if request.system is not None else settings.system
-    key = (content_sha256, canonical(dataclasses.asdict(media)), compression.key, system)
-    return hashlib.sha256(repr(key).encode()).hexdigest()[:16]
 
 
 # ---------------------------------------------------------------------------------------------- replica side
@@ -346,7 +341,7 @@ class RayEngine:
         self.metrics = _AggregatedMetrics(self)
         #: keep maps are drawn by the replica holding the prefix; not served through Ray yet
         self.by_id: dict[str, Any] = {}
-        self._hashes: dict[tuple[str, int, int], str] = {}
+        self.hashes = ContentHashes()
         self._reports: dict[str, dict[str, Any]] = {}
         self._deployment: dict[str, Any] = {}
         self._accepting = True
@@ -403,17 +398,7 @@ class RayEngine:
 
     # ------------------------------------------------------------------------------ routing
     def routing_key(self, request: ChatRequest, media: LocalMedia) -> str:
-        if media.sha256 is not None:
-            content = media.sha256
-        else:
-            from ..integrity import sha256_file
-
-            stat = media.path.stat()
-            memo = (str(media.path), stat.st_size, stat.st_mtime_ns)
-            if memo not in self._hashes:
-                self._hashes[memo] = sha256_file(media.path)
-            content = self._hashes[memo]
-        return prefix_id(request, self.settings, content)
+        return prefix_id(request, self.settings, self.hashes.of(media))
 
     # ------------------------------------------------------------------------------ replica state
     def reports(self) -> dict[str, dict[str, Any]]:
@@ -482,27 +467,10 @@ def start_ray_engine(model: ModelSpec, settings: ServeSettings, replicas: int, a
 
     if replicas < 1:
         raise UsageError("--replicas must be at least 1")
-    owns_ray = not ray.is_initialized()
-    if owns_ray:
-        init: dict[str, Any] = {"address": address, "include_dashboard": False, "logging_level": "warning",
-                                "log_to_driver": verbose, **(ray_init or {})}
-        if address is None:
-            package_root = str(Path(__file__).resolve().parents[2])
-            pythonpath = os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH")) if p)
-            env = {name: os.environ[name] for name in PASSED_ENV if name in os.environ}
-            init["runtime_env"] = {"env_vars": {"PYTHONPATH": pythonpath, **env}}
-        try:
-            ray.init(**init)
-        except ConnectionError as exc:
-            raise OmnizipError(f"could not connect to the Ray cluster at {address}: {exc}") from None
+    owns_ray = start_ray(ray, address, log_to_driver=verbose, env_names=PASSED_ENV, **(ray_init or {}))
     try:
         gpus = 1 if model.device != "cpu" and ray.cluster_resources().get("GPU", 0) >= 1 else 0
-        available = ray.cluster_resources()
-        need = {"GPU": gpus * replicas, "CPU": cpus_per_replica * replicas}
-        short = [f"{need[k]:g} {k}s (the cluster has {available.get(k, 0):g})" for k in need
-                 if need[k] > available.get(k, 0) + 1e-9]
-        if short:
-            raise UsageError(f"{replicas} replicas need {' and '.join(short)}", hint="lower --replicas")
+        check_resources(ray, replicas, "replicas", gpus, cpus_per_replica, hint="lower --replicas")
         serve.start(proxy_location="Disabled")
         registry = ray.remote(num_cpus=0)(Registry).remote()
         deployment = serve.deployment(
