@@ -93,6 +93,7 @@ class ServeApp:
             Route("/v1/uploads", self.upload, methods=["POST"]),
             Route("/v1/prefixes/{prefix_id}/keep-map.png", self.keep_map, methods=["GET"]),
         ]
+        self.fixed_paths = frozenset(r.path for r in routes if "{" not in r.path)  # metric labels
         app = Starlette(routes=routes)
         app.add_exception_handler(Exception, self._unexpected)
         from starlette.exceptions import HTTPException
@@ -351,8 +352,7 @@ class _Guard:
                 await error_response(error)(scope, receive, counting_send)
         finally:
             route = scope.get("path", "")
-            route = route if route in ("/", "/health", "/metrics", "/v1/models", "/v1/chat/completions",
-                                       "/v1/uploads") else "other"
+            route = route if route in self.state.fixed_paths else "other"
             self.state.engine.metrics.requests.labels(route=route, status=str(status[0] if status else 500)).inc()
 
 

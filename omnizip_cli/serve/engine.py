@@ -58,6 +58,7 @@ class Held:
     turns: OrderedDict[tuple[tuple[str, str], ...], list[int]] = field(default_factory=OrderedDict)
     bytes: int = 0
     answers: int = 0
+    warnings: list[str] = field(default_factory=list)  # the opening's
     keep_map: Any = None  # a KeepMapData (frames, plan) for GET /v1/prefixes/{id}/keep-map.png; None from disk
 
 
@@ -357,8 +358,8 @@ class Engine:
             except Exception as exc:  # noqa: BLE001 - a keep map never fails an answer
                 warnings.append(f"no keep map: {type(exc).__name__}: {exc}")
         session.video = None  # the encoded media is only needed to re-plan; the prefix is what answers
-        session.open_warnings = warnings  # type: ignore[attr-defined]
-        held = Held(key=key, prefix_id=spec.id, session=session, path=job.media.path, keep_map=keep_map)
+        held = Held(key=key, prefix_id=spec.id, session=session, path=job.media.path, warnings=warnings,
+                    keep_map=keep_map)
         self.held[key] = held
         self.by_id[spec.id] = held
         return held, False
@@ -457,7 +458,7 @@ class Engine:
             "timings": payload["timings"],
             "context": payload["context"],
             "prefix_cache": payload["prefix_cache"],
-            "warnings": list(getattr(session, "open_warnings", [])) + list(stats.warnings),
+            "warnings": held.warnings + list(stats.warnings),
         }
         self.metrics.answered(tokens, len(stats.token_ids), stats.prefix_source, stats.time_to_first_token_seconds)
         held.bytes = tensor_bytes(session.prefix) + tensor_bytes(session.kv.cache) + tensor_bytes(held.keep_map)
