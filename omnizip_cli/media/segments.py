@@ -58,13 +58,14 @@ ENV_VAR = "OMNIZIP_DECODE_SEGMENTS"
 __all__ = ["ENV_VAR", "PARALLEL_MIN_CPUS", "PARALLEL_MIN_FRAMES", "Segment", "decode_in_segments", "decode_segments",
            "forced_segments", "plan_segments", "segment_count"]
 
-#: Parallel segments need this many usable cores. On the 2-core development VM (shared, other jobs
-#: running; ``load_media`` at 2 fps, interleaved, medians of 3), 2 segments against the sequential
-#: pass took 3.66 vs 3.78 s (60-s 1280x720 clip) and 5.76 vs 6.76 s (300-s 640x360), but 3.46 vs
-#: 2.59 s in ``benchmarks/media_decode.py``'s run: no reliable gain on 2 cores, where the sequential
-#: pass already keeps the second core busy with frame conversion and the audio. From 3 cores each
-#: segment adds a core the sequential pass leaves idle (not measurable on this 2-core machine).
-PARALLEL_MIN_CPUS = 3
+#: Parallel segments need this many usable cores. On the 2-core development VM with nothing else
+#: running (``benchmarks/media_decode.py --segments 1,2 --repeats 5``, ``load_media`` at 2 fps),
+#: 2 segments against the sequential pass took 1.24 vs 1.62 s (60-s 1280x720 clip) and 2.15 vs
+#: 2.66 s (300-s 640x360), faster in every one of the 5 repeats: the sequential pass leaves most of
+#: the second core idle (it only converts the chosen frames and decodes the audio there). An earlier
+#: run with other jobs on the machine saw no reliable gain (3.66 vs 3.78 s, and once 3.46 vs 2.59 s):
+#: on a machine already busy, the second decoder competes for a core someone else holds.
+PARALLEL_MIN_CPUS = 2
 #: ... and a stream of at least this many frames (below, opening K containers and seeking costs
 #: more than it saves: a few milliseconds per segment against ~1 ms per 720p frame).
 PARALLEL_MIN_FRAMES = 240

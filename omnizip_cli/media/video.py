@@ -14,7 +14,9 @@ Two passes over the file:
 Threads: the chosen frames are converted on a worker thread (:class:`FrameConverter`) while the
 decoder goes on, and the loader decodes the audio track on another; PyAV releases the GIL in both.
 The decoder itself uses frame threads only on machines with 4 or more cores
-(:func:`decoder_threading`).
+(:func:`decoder_threading`). Where there are 2 or more cores, an indexed container and enough
+frames, :mod:`.segments` decodes keyframe-bounded pieces of the stream on several threads instead,
+and this sequential pass is its fallback.
 
 What it costs, on the 2-core machine this was built on, for a 60 s 1280x720 30 fps H.264 clip at
 2 fps (``benchmarks/media_decode.py``): the decoder skips about 45 % of the frames (non-reference

@@ -133,7 +133,8 @@ def test_the_rule(clips: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.delenv(seg.ENV_VAR, raising=False)
     plan = plan_media(clips["closed"], MediaOptions(fps=4.0)).video  # 360 frames, 12 keyframes
     assert plan.available >= seg.PARALLEL_MIN_FRAMES
-    assert seg.segment_count(plan, "mp4", cpus=2) == 1  # 2 cores: the sequential path measured faster
+    assert seg.segment_count(plan, "mp4", cpus=2) == 2  # 2 cores: 2 segments measured faster
+    assert seg.segment_count(plan, "mp4", cpus=1) == 1
     assert seg.segment_count(plan, "mp4", cpus=8) == 8
     assert seg.segment_count(plan, "mp4", cpus=64) == 12
     assert seg.segment_count(plan, "mpegts", cpus=8) == 1  # no index to seek by
