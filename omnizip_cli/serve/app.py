@@ -210,6 +210,7 @@ class ServeApp:
         chat = parse_chat_request(parsed)
         self.check_model(chat.model)
         media = await asyncio.to_thread(resolve_media, chat.media, self.settings)
+        media = await asyncio.to_thread(self.engine.hashes.hashed, media)
         job = self.engine.submit(chat, media, asyncio.get_running_loop())
         if chat.stream:
             # the status line waits for the first event, so that a request the engine refuses (a bad

@@ -128,7 +128,7 @@ def tensor_bytes(value: Any, seen: set[int] | None = None) -> int:
 
 class ContentHashes:
     """The SHA-256 of local media files, memoised by (path, size, modification time); a file the
-    server wrote itself (content-addressed) carries its own."""
+    server wrote itself (content-addressed) carries its own. Safe to call from several threads."""
 
     def __init__(self) -> None:
         self._known: dict[tuple[str, int, int], str] = {}
@@ -140,9 +140,23 @@ class ContentHashes:
 
         stat = media.path.stat()
         memo = (str(media.path), stat.st_size, stat.st_mtime_ns)
-        if memo not in self._known:
-            self._known[memo] = sha256_file(media.path)
-        return self._known[memo]
+        known = self._known.get(memo)
+        if known is None:
+            known = self._known[memo] = sha256_file(media.path)
+        return known
+
+    def hashed(self, media: LocalMedia) -> LocalMedia:
+        """``media`` with its ``sha256`` filled in: called on the request's side (a thread of the event
+        loop's pool) before the job is queued, so that hashing a large file never holds the model's
+        worker thread, and every request behind it, while it reads. A file that cannot be read is a
+        400 ``invalid_media``."""
+        if media.sha256 is not None:
+            return media
+        try:
+            return dataclasses.replace(media, sha256=self.of(media))
+        except OSError as exc:
+            raise ApiError(400, f"cannot read {media.path.name} ({exc.strerror or type(exc).__name__})",
+                           code="invalid_media") from None
 
 
 @dataclass(frozen=True)
@@ -301,8 +315,10 @@ class Engine:
                 self._waiting -= 1
                 self.metrics.queue_length.set(self._waiting)
             if job.cancelled.is_set():
+                self.metrics.cancelled.labels(when="queued").inc()
                 continue
             if time.perf_counter() - job.arrived > self.settings.request_timeout:
+                self.metrics.failed.labels(reason="timeout").inc()
                 job.emit("error", ApiError(504, f"the request waited longer than --request-timeout "
                                                 f"{self.settings.request_timeout:g} s", code="timeout"))
                 continue
@@ -399,10 +415,16 @@ class Engine:
         return ids + session.question_ids(request.question, after=ids)
 
     def _answer(self, job: Job) -> None:
+        held, in_memory = self._held(job)
+        try:
+            self._answer_on(job, held, in_memory)
+        finally:  # whole, cancelled or failed: a prefix just opened counts against the memory budget
+            self._account(held)
+
+    def _answer_on(self, job: Job, held: Held, in_memory: bool) -> None:
         from ..report.payload import answer_payload
 
         request = job.request
-        held, in_memory = self._held(job)
         session = held.session
         options = request.generation(self.settings.max_tokens)
         turn = self._turn_ids(held, request)
@@ -412,6 +434,7 @@ class Engine:
                                 f"model's context of {session.context_length}", param="max_tokens",
                            code="context_length_exceeded")
         if job.cancelled.is_set():
+            self.metrics.cancelled.labels(when="answering").inc()
             return
         closed: list[list[int]] = []
         stats = None
@@ -429,7 +452,8 @@ class Engine:
                                         f"{self.settings.request_timeout:g} s", code="timeout")
         finally:
             chunks.close()
-        if stats is None:  # cancelled
+        if stats is None:  # cancelled: the client went away
+            self.metrics.cancelled.labels(when="answering").inc()
             return
         if closed and stats.stop_reason != "stop":
             held.turns[(*request.turns, (request.question, stats.text))] = closed[0]
@@ -461,13 +485,18 @@ class Engine:
             "warnings": held.warnings + list(stats.warnings),
         }
         self.metrics.answered(tokens, len(stats.token_ids), stats.prefix_source, stats.time_to_first_token_seconds)
-        held.bytes = tensor_bytes(session.prefix) + tensor_bytes(session.kv.cache) + tensor_bytes(held.keep_map)
-        self._evict()
         finish = "length" if stats.stop_reason == "max_new_tokens" else "stop"
         job.emit("done", Result(text=stats.text, finish_reason=finish, prompt_tokens=stats.prompt_tokens,
                                 completion_tokens=len(stats.token_ids),
                                 cached_tokens=stats.prompt_tokens - stats.prefilled_tokens, omnizip=omnizip,
                                 stats=stats))
+
+    def _account(self, held: Held) -> None:
+        """Measure ``held`` (its prefix, KV cache and keep map) after an answer, whole, cancelled or
+        failed, then evict what no longer fits."""
+        session = held.session
+        held.bytes = tensor_bytes(session.prefix) + tensor_bytes(session.kv.cache) + tensor_bytes(held.keep_map)
+        self._evict()
 
     def _evict(self) -> None:
         """Drop least recently used prefixes until the held ones fit ``max_prefix_memory``."""

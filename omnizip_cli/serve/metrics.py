@@ -44,6 +44,10 @@ class ServerMetrics:
                                registry=r)
         self.failed = Counter("omnizip_answers_failed", "Chat requests that ended in an error, by reason",
                               ["reason"], registry=r)
+        self.cancelled = Counter("omnizip_answers_cancelled", "Chat requests whose client went away before "
+                                 "the answer ended (queued: before it started)", ["when"], registry=r)
+        for when in ("queued", "answering"):
+            self.cancelled.labels(when=when)
         for source in ("fresh", "memory", "disk"):
             self.prefixes.labels(source=source)
 

@@ -239,6 +239,34 @@ def test_models_health_and_metrics(server: RunningServer, client: Any) -> None:
     assert before > after > 0
 
 
+def test_the_content_hash_is_read_off_the_models_thread(server: RunningServer, client: Any, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """Hashing a file reads all of it: that happens on the request's side, before the job is queued,
+    never on the model's worker thread (where it would hold every request behind it)."""
+    import shutil
+    import threading
+
+    from omnizip_cli.serve.engine import ContentHashes
+
+    copy = SAMPLES / f"hash-{tmp_path.name}.mp4"  # a file the server has not hashed yet, in its allowed root
+    shutil.copyfile(SILENT, copy)
+    read_on: list[str] = []
+    hash_file = ContentHashes.of
+
+    def recording(self: ContentHashes, media: Any) -> str:
+        if media.sha256 is None:
+            read_on.append(threading.current_thread().name)
+        return hash_file(self, media)
+
+    monkeypatch.setattr(ContentHashes, "of", recording)
+    try:
+        answer = client.chat.completions.create(model="tiny", messages=[video_message(copy, "Q?")])
+    finally:
+        copy.unlink()
+    assert answer.choices[0].message.content is not None
+    assert read_on and "omnizip-model" not in read_on, read_on
+
+
 # ---------------------------------------------------------------------------------------------- bad requests
 def post(server: RunningServer, body: Any, **kwargs: Any) -> httpx.Response:
     content = body if isinstance(body, (bytes, str)) else json.dumps(body)
@@ -307,6 +335,18 @@ def test_symlink_escape_is_refused(tiny_model: Any, tmp_path: Path) -> None:
         inside = post(running, body_with([{"type": "video_url", "video_url": {"url": (allowed / "real.mp4").as_uri()}},
                                           TEXT]))
         assert inside.status_code == 200
+
+
+def test_a_request_that_waited_past_the_timeout_is_a_504_and_counted(tiny_model: Any) -> None:
+    """A request still queued at --request-timeout gets its 504 without being answered, and
+    ``/metrics`` counts it with the other timeouts."""
+    with running_server(tiny_model, media=media_options(), request_timeout=1e-6) as running:
+        late = post(running, body_with([VIDEO, TEXT]))
+        assert late.status_code == 504 and error_of(late)["code"] == "timeout"
+        assert "waited longer" in error_of(late)["message"]  # refused in the queue, not cut mid-answer
+        assert running.engine.held == {}  # nothing was opened for it
+        text = httpx.get(f"{running.url}/metrics").text
+        assert 'omnizip_answers_failed_total{reason="timeout"} 1.0' in text
 
 
 def test_size_caps_and_the_api_key(tiny_model: Any) -> None:

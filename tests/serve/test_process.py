@@ -32,9 +32,12 @@ def health(url: str) -> dict[str, Any]:
     return httpx.get(f"{url}/health", timeout=10).json()
 
 
-def metric(url: str, name: str) -> float:
+def metric(url: str, name: str, missing: float | None = None) -> float:
+    """The value of series ``name`` in ``/metrics``; ``missing`` when it is not there (None: an error)."""
     text = httpx.get(f"{url}/metrics", headers={"Authorization": f"Bearer {KEY}"}, timeout=10).text
     found = re.search(rf"^{re.escape(name)} (\S+)$", text, re.MULTILINE)
+    if found is None and missing is not None:
+        return missing
     assert found, f"{name} is not in /metrics"
     return float(found.group(1))
 
@@ -92,6 +95,9 @@ def test_api_key_from_the_environment(server: ServerProcess) -> None:
 def test_a_client_that_disconnects_cancels_its_answer(server: ServerProcess) -> None:
     client = server.client(api_key=KEY)
     generated = metric(server.url, "omnizip_generated_tokens_total")
+    cancelled = 'omnizip_answers_cancelled_total{when="answering"}'
+    assert metric(server.url, cancelled) == 0
+    assert health(server.url)["prefix_memory_bytes"] == 0  # this video's prefix is opened by the request below
     stream = client.chat.completions.create(model="tiny", messages=[video_message(VIDEO, "Tell me everything.")],
                                             max_tokens=LONG, stream=True)
     received = 0
@@ -103,7 +109,9 @@ def test_a_client_that_disconnects_cancels_its_answer(server: ServerProcess) -> 
     stream.close()  # the connection goes away mid-answer
     # the answer stops at its next token (it had 10 s and more to go, and 3 s before its timeout)
     assert wait_for(lambda: not health(server.url)["running"], timeout=1.5) < 1.5
-    assert metric(server.url, "omnizip_generated_tokens_total") == generated  # a cancelled answer counts nothing
+    assert metric(server.url, "omnizip_generated_tokens_total") == generated  # a cancelled answer's tokens: none
+    assert metric(server.url, cancelled) == 1  # but the answer itself is counted, as cancelled
+    assert health(server.url)["prefix_memory_bytes"] > 0  # and the prefix it opened counts against the budget
     # the next request is served at once, and the counter does not move without one
     started = time.monotonic()
     answer = client.chat.completions.create(model="tiny", messages=[video_message(VIDEO, "And now?")], max_tokens=4)
@@ -123,6 +131,8 @@ def test_request_timeout_streaming_and_not(server: ServerProcess) -> None:
 
     client = server.client(api_key=KEY, timeout=30)
     results: dict[str, Any] = {}
+    timeouts = 'omnizip_answers_failed_total{reason="timeout"}'
+    timeouts_before = metric(server.url, timeouts, missing=0.0)
 
     def waiting() -> None:
         try:
@@ -149,7 +159,7 @@ def test_request_timeout_streaming_and_not(server: ServerProcess) -> None:
     assert wait_for(lambda: not health(server.url)["running"], timeout=2.0) < 2.0
     short = client.chat.completions.create(model="tiny", messages=[video_message(VIDEO, "Short?")], max_tokens=3)
     assert short.usage.completion_tokens == 3
-    assert metric(server.url, 'omnizip_answers_failed_total{reason="timeout"}') >= 1
+    assert metric(server.url, timeouts) == timeouts_before + 2  # the one answering, and the one still queued
     no_traceback(server)
 
 
