@@ -186,15 +186,7 @@ class ServeApp:
         prefix_id = request.path_params["prefix_id"]
         png = self.keep_maps.get(prefix_id)
         if png is None:
-            held = self.engine.by_id.get(prefix_id)
-            if held is None:
-                raise ApiError(404, f"no prefix {prefix_id!r} is held by this server (unknown, or evicted from "
-                                    "memory)", param="prefix_id", code="prefix_not_found")
-            png = await asyncio.to_thread(_keep_map_png, held)
-            if png is None:
-                raise ApiError(404, f"no keep map for prefix {prefix_id!r}: the server did not keep its decoded "
-                                    "frames and keep plan (a prefix read from the disk cache has none)",
-                               param="prefix_id", code="keep_map_unavailable")
+            png = await asyncio.to_thread(self.engine.keep_map_png, prefix_id)
             self.keep_maps[prefix_id] = png
             while len(self.keep_maps) > KEEP_MAPS_CACHED:
                 self.keep_maps.pop(next(iter(self.keep_maps)))
@@ -293,25 +285,6 @@ class ServeApp:
 
         return StreamingResponse(events(), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
-
-
-def _keep_map_png(held: Any) -> bytes | None:
-    """The keep map of a held prefix as PNG bytes; None when its data was not kept. Uses the
-    :class:`~omnizip_cli.report.keep_map.KeepMapData` the engine kept (``held.keep_map``), else builds
-    it from the session while its encoded media (``session.video``) is still there."""
-    import io
-
-    from ..report.keep_map import keep_map_for_session, render_keep_map
-
-    data = getattr(held, "keep_map", None)
-    if data is None:
-        session = held.session
-        if session.video is None or session.media is None:
-            return None
-        data = keep_map_for_session(session)
-    buffer = io.BytesIO()
-    render_keep_map(data).save(buffer, format="PNG")
-    return buffer.getvalue()
 
 
 async def _cancel_on_disconnect(request: Request, job: Job) -> None:

@@ -186,6 +186,25 @@ def prefix_spec(request: ChatRequest, settings: ServeSettings, content_sha256: s
                       (content_sha256, canonical(dataclasses.asdict(media)), compression.key, system))
 
 
+def render_keep_map_png(held: Held) -> bytes | None:
+    """The keep map of a held prefix as PNG bytes; None when its data was not kept. Uses the
+    :class:`~omnizip_cli.report.keep_map.KeepMapData` the engine kept (``held.keep_map``), else builds
+    it from the session while its encoded media (``session.video``) is still there."""
+    import io
+
+    from ..report.keep_map import keep_map_for_session, render_keep_map
+
+    data = held.keep_map
+    if data is None:
+        session = held.session
+        if session.video is None or session.media is None:
+            return None
+        data = keep_map_for_session(session)
+    buffer = io.BytesIO()
+    render_keep_map(data).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
 def _api_error(exc: BaseException) -> ApiError:
     """A library error as an HTTP error: what the user can fix is a 400; the rest a 500 or 503."""
     from ..generation import PromptTooLong, SessionBusy
@@ -379,6 +398,21 @@ class Engine:
         self.held[key] = held
         self.by_id[spec.id] = held
         return held, False
+
+    def keep_map_png(self, prefix_id: str) -> bytes:
+        """The keep map of held prefix ``prefix_id`` as PNG bytes (rendered here: call it off the event
+        loop). A 404 ``prefix_not_found`` for an id not held (unknown, or evicted from memory), a 404
+        ``keep_map_unavailable`` for a prefix whose decoded frames and keep plan were not kept."""
+        held = self.by_id.get(prefix_id)
+        if held is None:
+            raise ApiError(404, f"no prefix {prefix_id!r} is held by this server (unknown, or evicted from memory)",
+                           param="prefix_id", code="prefix_not_found")
+        png = render_keep_map_png(held)
+        if png is None:
+            raise ApiError(404, f"no keep map for prefix {prefix_id!r}: the server did not keep its decoded "
+                                "frames and keep plan (a prefix read from the disk cache has none)",
+                           param="prefix_id", code="keep_map_unavailable")
+        return png
 
     @staticmethod
     def _no_audio(path: Path) -> ApiError:

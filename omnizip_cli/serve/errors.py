@@ -40,6 +40,11 @@ class ApiError(Exception):
     def __post_init__(self) -> None:
         super().__init__(self.message)
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # pickled whole (a Ray replica sends its errors to the ingress): Exception's own pickling
+        # would call ApiError(message) alone
+        return ApiError, (self.status, self.message, self.param, self.code, self.headers)
+
     @property
     def type(self) -> str:
         return ERROR_TYPES.get(self.status, "server_error" if self.status >= 500 else "invalid_request_error")

@@ -3,7 +3,7 @@
 Design. The HTTP side is the single-process server's own app (:class:`~.app.ServeApp`: the same routes,
 options, errors, streaming and API key), running in the ``omnizip serve`` process; only its backend
 changes. :class:`RayEngine` has the :class:`~.engine.Engine` interface the app uses (``submit`` ->
-a job with ``events``, ``status()``, ``metrics``, ``by_id``) and hands every chat request to a Ray
+a job with ``events``, ``status()``, ``metrics``, ``keep_map_png``) and hands every chat request to a Ray
 Serve deployment (:class:`OmnizipReplica`) through a :class:`~ray.serve.handle.DeploymentHandle`
 (``stream=True``: answer pieces come back as they are generated; a client that goes away cancels
 the call, which cancels the answer on its replica). Each replica holds one model and one
@@ -67,6 +67,8 @@ GONE_S = 15.0
 #: Prefix keys one replica tells the router it holds (least recently used first out); the engine's
 #: own memory limit (``--max-prefix-memory``) decides what it really keeps.
 KEYS_PER_REPLICA = 256
+#: Seconds a replica gets to draw a keep map.
+KEEP_MAP_TIMEOUT_S = 60.0
 #: Environment variables the replicas get from the ``omnizip serve`` process (a local Ray).
 PASSED_ENV = ("OMNIZIP_CACHE", "OMNIZIP_CACHE_MAX_BYTES", "OMNIZIP_DEBUG", "HF_HOME", "HF_HUB_OFFLINE",
               "TRANSFORMERS_OFFLINE", "HF_HUB_CACHE")
@@ -151,6 +153,14 @@ class OmnizipReplica:
 
     async def prefix_slot(self, key: str) -> str:
         return key
+
+    def keep_map(self, prefix_id: str) -> tuple[str, Any]:
+        """``("png", bytes)``, or ``("error", ApiError)`` when this replica does not hold ``prefix_id``
+        or kept no keep map for it (the ingress may then ask again: see :meth:`RayEngine.keep_map_png`)."""
+        try:
+            return "png", self.engine.keep_map_png(prefix_id)
+        except ApiError as error:
+            return "error", error
 
     def check_health(self) -> None:
         if not self._reporter.is_alive() or not self.engine._worker.is_alive():
@@ -339,8 +349,6 @@ class RayEngine:
         self.target = replicas
         self.owns_ray = owns_ray
         self.metrics = _AggregatedMetrics(self)
-        #: keep maps are drawn by the replica holding the prefix; not served through Ray yet
-        self.by_id: dict[str, Any] = {}
         self.hashes = ContentHashes()
         self._reports: dict[str, dict[str, Any]] = {}
         self._deployment: dict[str, Any] = {}
@@ -395,6 +403,29 @@ class RayEngine:
         deleting = threading.Thread(target=serve.delete, args=(APP_NAME,), daemon=True)
         deleting.start()
         deleting.join(timeout=grace + 30)
+
+    def keep_map_png(self, prefix_id: str) -> bytes:
+        """The keep map of ``prefix_id``, drawn by the replica that holds the prefix (blocking: call it
+        off the event loop). The call is routed by the prefix id, as the prefix's answers are, so it
+        reaches the holding replica unless that one is at ``max_ongoing_requests``; a replica that
+        does not hold the prefix says so and the call is sent again, up to once per replica, before
+        the 404 (``prefix_not_found``, or ``keep_map_unavailable`` from the holder)."""
+        error: ApiError | None = None
+        for _ in range(max(1, len(self._replica_list()))):
+            try:
+                kind, value = self.handle.options(multiplexed_model_id=prefix_id).keep_map.remote(prefix_id) \
+                    .result(timeout_s=KEEP_MAP_TIMEOUT_S)
+            except Exception as exc:  # noqa: BLE001 - a Ray failure: a clear error, not a hang
+                first = (str(exc).strip().splitlines() or [""])[0][:200]
+                raise ApiError(503, f"the model replicas could not draw the keep map ({type(exc).__name__}: "
+                                    f"{first}); retry", code="replica_unavailable") from None
+            if kind == "png":
+                return value
+            error = value
+            if error.code != "prefix_not_found":
+                break
+        assert error is not None
+        raise error
 
     # ------------------------------------------------------------------------------ routing
     def routing_key(self, request: ChatRequest, media: LocalMedia) -> str:

@@ -113,6 +113,39 @@ def test_videos_spread_over_the_replicas(ray_server: RunningServer) -> None:
     assert again["replica"] == others[0].model_extra["omnizip"]["replica"] and again["prefix_source"] == "memory"
 
 
+def test_keep_maps_come_from_the_replica_holding_the_prefix(ray_server: RunningServer,
+                                                           tiny_cpu_model: Any) -> None:
+    """Each replica draws the keep maps of the prefixes it holds, for a prefix on either replica; each
+    picture is the single-process server's for the same request, byte for byte; an unknown id is a 404."""
+    import httpx
+
+    def keep_map(url: str, answer: Any) -> httpx.Response:
+        return httpx.get(f"{url}/v1/prefixes/{answer.model_extra['omnizip']['prefix_id']}/keep-map.png", timeout=60)
+
+    requests = [("What is this?", "silent.mp4", {}), (QUESTIONS[0], "talking.mp4", {}),
+                ("What is this?", "talking.mp4", {"extra_body": {"mm_processor_kwargs": {"fps": 1.0}}})]
+    client = ray_server.client()
+    by_replica: dict[str, tuple[Any, Any]] = {}
+    for question, media, extra in requests:
+        answer = ask(client, question, media, **extra)
+        by_replica.setdefault(answer.model_extra["omnizip"]["replica"], ((question, media, extra), answer))
+    assert len(by_replica) == 2  # the videos' prefixes are spread over both replicas
+    missing = httpx.get(f"{ray_server.url}/v1/prefixes/{'0' * 16}/keep-map.png", timeout=60)
+    assert missing.status_code == 404 and missing.json()["error"]["code"] == "prefix_not_found"
+    # a replica's own 4xx reaches the client whole (the error is pickled back from the replica)
+    import openai
+
+    with pytest.raises(openai.BadRequestError) as refused:
+        ask(client, "Q?", "silent.mp4", extra_body={"mm_processor_kwargs": {"use_audio_in_video": True}})
+    assert refused.value.body["code"] == "no_audio_track"
+    with running_server(tiny_cpu_model) as single:
+        for replica, ((question, media, extra), answer) in by_replica.items():
+            png = keep_map(ray_server.url, answer)
+            assert png.status_code == 200 and png.headers["content-type"] == "image/png", (replica, png.text[:200])
+            reference = keep_map(single.url, ask(single.client(), question, media, **extra))
+            assert reference.status_code == 200 and png.content == reference.content
+
+
 def test_streaming_and_cancellation_through_the_handle(ray_server: RunningServer) -> None:
     client = ray_server.client()
     chunks = list(ask(client, QUESTIONS[1], stream=True))

@@ -200,3 +200,14 @@ def test_remote_media_is_downloaded_with_a_cap(tmp_path: Path, web_folder: str) 
     with pytest.raises(ApiError) as caught:
         resolve_media(part(f"{web_folder}/missing.mp4"), remote)
     assert caught.value.code == "download_failed" and "404" in caught.value.message
+
+
+def test_an_api_error_survives_pickling() -> None:
+    """Ray replicas send their errors to the ingress pickled: every field comes back."""
+    import pickle
+
+    from omnizip_cli.serve.errors import ApiError
+
+    error = ApiError(429, "busy", param="messages", code="queue_full", headers={"Retry-After": "3"})
+    again = pickle.loads(pickle.dumps(error))
+    assert again == error and str(again) == "busy" and again.body() == error.body()
