@@ -35,6 +35,8 @@ if TYPE_CHECKING:
 OPEN_PATHS = ("/health", "/", "/favicon.ico")
 #: Keep map PNGs kept per prefix id (the most recently rendered ones).
 KEEP_MAPS_CACHED = 16
+#: The longest ``?title=`` of a keep map.
+MAX_TITLE_CHARS = 200
 
 
 def error_response(error: ApiError) -> Response:
@@ -76,7 +78,7 @@ class ServeApp:
         self.engine = engine
         self.settings = settings
         self.started = int(time.time())
-        self.keep_maps: dict[str, bytes] = {}  # prefix id -> keep map PNG (see keep_map)
+        self.keep_maps: dict[tuple[str, str | None], bytes] = {}  # (prefix id, title) -> PNG (see keep_map)
 
     # ------------------------------------------------------------------------------ plumbing
     def build(self) -> Starlette:
@@ -178,16 +180,21 @@ class ServeApp:
 
     async def keep_map(self, request: Request) -> Response:
         """The keep map PNG of a prefix held in memory (``omnizip.prefix_id`` of an answer), rendered
-        off the event loop once and kept (the last :data:`KEEP_MAPS_CACHED`). A 404 for an unknown
+        off the event loop once and kept (the last :data:`KEEP_MAPS_CACHED`); ``?title=`` names the
+        picture (the page sends the name of the file it uploaded). A 404 for an unknown
         (or evicted) id, and for a prefix whose decoded frames and plan were not kept (read from the
         disk cache, or dropped after opening)."""
         from starlette.responses import Response
 
         prefix_id = request.path_params["prefix_id"]
-        png = self.keep_maps.get(prefix_id)
+        title = request.query_params.get("title")
+        if title is not None and not (0 < len(title) <= MAX_TITLE_CHARS and title.isprintable()):
+            raise bad_request(f"title must be 1 to {MAX_TITLE_CHARS} printable characters", "title",
+                              code="invalid_title")
+        png = self.keep_maps.get((prefix_id, title))
         if png is None:
-            png = await asyncio.to_thread(self.engine.keep_map_png, prefix_id)
-            self.keep_maps[prefix_id] = png
+            png = await asyncio.to_thread(self.engine.keep_map_png, prefix_id, title)
+            self.keep_maps[(prefix_id, title)] = png
             while len(self.keep_maps) > KEEP_MAPS_CACHED:
                 self.keep_maps.pop(next(iter(self.keep_maps)))
         return Response(png, media_type="image/png", headers={"Cache-Control": "private, max-age=3600"})

@@ -186,10 +186,11 @@ def prefix_spec(request: ChatRequest, settings: ServeSettings, content_sha256: s
                       (content_sha256, canonical(dataclasses.asdict(media)), compression.key, system))
 
 
-def render_keep_map_png(held: Held) -> bytes | None:
+def render_keep_map_png(held: Held, title: str | None = None) -> bytes | None:
     """The keep map of a held prefix as PNG bytes; None when its data was not kept. Uses the
     :class:`~omnizip_cli.report.keep_map.KeepMapData` the engine kept (``held.keep_map``), else builds
-    it from the session while its encoded media (``session.video``) is still there."""
+    it from the session while its encoded media (``session.video``) is still there. ``title``: the
+    picture's title instead of the file's name (an upload's file is named by its SHA-256)."""
     import io
 
     from ..report.keep_map import keep_map_for_session, render_keep_map
@@ -200,6 +201,8 @@ def render_keep_map_png(held: Held) -> bytes | None:
         if session.video is None or session.media is None:
             return None
         data = keep_map_for_session(session)
+    if title is not None:
+        data = dataclasses.replace(data, title=title)
     buffer = io.BytesIO()
     render_keep_map(data).save(buffer, format="PNG")
     return buffer.getvalue()
@@ -399,15 +402,16 @@ class Engine:
         self.by_id[spec.id] = held
         return held, False
 
-    def keep_map_png(self, prefix_id: str) -> bytes:
-        """The keep map of held prefix ``prefix_id`` as PNG bytes (rendered here: call it off the event
-        loop). A 404 ``prefix_not_found`` for an id not held (unknown, or evicted from memory), a 404
-        ``keep_map_unavailable`` for a prefix whose decoded frames and keep plan were not kept."""
+    def keep_map_png(self, prefix_id: str, title: str | None = None) -> bytes:
+        """The keep map of held prefix ``prefix_id`` as PNG bytes, titled ``title`` (None: the file's
+        name), rendered here: call it off the event loop. A 404 ``prefix_not_found`` for an id not held
+        (unknown, or evicted from memory), a 404 ``keep_map_unavailable`` for a prefix whose decoded
+        frames and keep plan were not kept."""
         held = self.by_id.get(prefix_id)
         if held is None:
             raise ApiError(404, f"no prefix {prefix_id!r} is held by this server (unknown, or evicted from memory)",
                            param="prefix_id", code="prefix_not_found")
-        png = render_keep_map_png(held)
+        png = render_keep_map_png(held, title)
         if png is None:
             raise ApiError(404, f"no keep map for prefix {prefix_id!r}: the server did not keep its decoded "
                                 "frames and keep plan (a prefix read from the disk cache has none)",

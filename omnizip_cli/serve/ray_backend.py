@@ -154,11 +154,11 @@ class OmnizipReplica:
     async def prefix_slot(self, key: str) -> str:
         return key
 
-    def keep_map(self, prefix_id: str) -> tuple[str, Any]:
+    def keep_map(self, prefix_id: str, title: str | None = None) -> tuple[str, Any]:
         """``("png", bytes)``, or ``("error", ApiError)`` when this replica does not hold ``prefix_id``
         or kept no keep map for it (the ingress may then ask again: see :meth:`RayEngine.keep_map_png`)."""
         try:
-            return "png", self.engine.keep_map_png(prefix_id)
+            return "png", self.engine.keep_map_png(prefix_id, title)
         except ApiError as error:
             return "error", error
 
@@ -404,7 +404,7 @@ class RayEngine:
         deleting.start()
         deleting.join(timeout=grace + 30)
 
-    def keep_map_png(self, prefix_id: str) -> bytes:
+    def keep_map_png(self, prefix_id: str, title: str | None = None) -> bytes:
         """The keep map of ``prefix_id``, drawn by the replica that holds the prefix (blocking: call it
         off the event loop). The call is routed by the prefix id, as the prefix's answers are, so it
         reaches the holding replica unless that one is at ``max_ongoing_requests``; a replica that
@@ -413,7 +413,7 @@ class RayEngine:
         error: ApiError | None = None
         for _ in range(max(1, len(self._replica_list()))):
             try:
-                kind, value = self.handle.options(multiplexed_model_id=prefix_id).keep_map.remote(prefix_id) \
+                kind, value = self.handle.options(multiplexed_model_id=prefix_id).keep_map.remote(prefix_id, title) \
                     .result(timeout_s=KEEP_MAP_TIMEOUT_S)
             except Exception as exc:  # noqa: BLE001 - a Ray failure: a clear error, not a hang
                 first = (str(exc).strip().splitlines() or [""])[0][:200]

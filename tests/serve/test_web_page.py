@@ -156,6 +156,9 @@ def test_the_page_uploads_asks_streams_and_shows_what_was_kept(browser: Any, ser
         expect(keep_map).to_be_visible(timeout=30_000)
         width, height = keep_map.evaluate("img => [img.naturalWidth, img.naturalHeight]")
         assert width > 200 and height > 200
+        # titled with the name of the file picked, not the SHA-256 the upload is stored under
+        fetched = page.evaluate("() => performance.getEntriesByType('resource').map(e => e.name)")
+        assert any(url.endswith("/keep-map.png?title=talking.mp4") for url in fetched), fetched
 
         # a follow-up re-sends the conversation, the media in the first user message only
         first_answer = page.locator("#conversation .assistant .text").first.text_content()
@@ -247,6 +250,17 @@ def test_keep_map_route(server: Any) -> None:
     assert first.status_code == 200 and first.headers["content-type"] == "image/png"
     assert first.content.startswith(b"\x89PNG\r\n\x1a\n")
     assert httpx.get(f"{server.url}/v1/prefixes/{prefix_id}/keep-map.png").content == first.content  # kept
+    # ?title= names the picture (the page sends the name of the file it uploaded): the same map, titled so
+    from omnizip_cli.serve.engine import render_keep_map_png
+
+    held = server.engine.by_id[prefix_id]
+    titled = httpx.get(f"{server.url}/v1/prefixes/{prefix_id}/keep-map.png", params={"title": "my clip.mp4"})
+    assert titled.status_code == 200 and titled.content != first.content
+    assert titled.content == render_keep_map_png(held, "my clip.mp4")
+    assert held.keep_map.title == "talking.mp4"  # the kept data is untouched
+    for bad in ("", "x" * 201, "two\nlines"):
+        refused = httpx.get(f"{server.url}/v1/prefixes/{prefix_id}/keep-map.png", params={"title": bad})
+        assert refused.status_code == 400 and refused.json()["error"]["code"] == "invalid_title", bad
 
 
 def test_keep_map_route_without_the_data(tiny_model: Any) -> None:
