@@ -200,6 +200,7 @@ class ServeApp:
         return Response(png, media_type="image/png", headers={"Cache-Control": "private, max-age=3600"})
 
     async def chat(self, request: Request) -> Response:
+        arrived = time.perf_counter()  # reading the body, the file's checks and its hash count as waiting
         body = await read_body(request, self.settings.request_byte_limit)
         try:
             parsed = json.loads(body)
@@ -210,7 +211,7 @@ class ServeApp:
         self.check_model(chat.model)
         media = await asyncio.to_thread(resolve_media, chat.media, self.settings)
         media = await asyncio.to_thread(self.engine.hashes.hashed, media)
-        job = self.engine.submit(chat, media, asyncio.get_running_loop())
+        job = self.engine.submit(chat, media, asyncio.get_running_loop(), arrived)
         if chat.stream:
             # the status line waits for the first event, so that a request the engine refuses (a bad
             # file, a prompt too long) gets its 4xx like a non-streaming one

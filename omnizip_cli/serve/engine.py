@@ -80,13 +80,15 @@ class Job:
     """One chat request on its way through the engine. Events (on the event loop's queue):
     ``("text", str)``, then ``("done", Result)`` or ``("error", ApiError)``."""
 
-    def __init__(self, request: ChatRequest, media: LocalMedia, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, request: ChatRequest, media: LocalMedia, loop: asyncio.AbstractEventLoop,
+                 arrived: float | None = None) -> None:
         self.id = f"chatcmpl-{uuid.uuid4().hex}"
         self.request = request
         self.media = media
         self.loop = loop
         self.events: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
-        self.arrived = time.perf_counter()
+        #: ``time.perf_counter()`` when the request arrived (the timeout and time to first token count from it)
+        self.arrived = time.perf_counter() if arrived is None else arrived
         self.created = int(time.time())
         self.cancelled = threading.Event()
 
@@ -248,8 +250,10 @@ class Engine:
         self._worker.start()
 
     # ------------------------------------------------------------------------------ the event loop's side
-    def submit(self, request: ChatRequest, media: LocalMedia, loop: asyncio.AbstractEventLoop) -> Job:
-        """Queue a request; a 429 when ``max_queue`` requests already wait, a 503 when shutting down."""
+    def submit(self, request: ChatRequest, media: LocalMedia, loop: asyncio.AbstractEventLoop,
+               arrived: float | None = None) -> Job:
+        """Queue a request that arrived at ``arrived`` (``time.perf_counter()``; None: now); a 429 when
+        ``max_queue`` requests already wait, a 503 when shutting down."""
         with self._lock:
             if not self._accepting:
                 raise ApiError(503, "the server is shutting down", code="shutting_down")
@@ -260,7 +264,7 @@ class Engine:
                                headers={"Retry-After": str(self.retry_after())})
             self._waiting += 1
             self.metrics.queue_length.set(self._waiting)
-        job = Job(request, media, loop)
+        job = Job(request, media, loop, arrived)
         self._queue.put(job)
         return job
 

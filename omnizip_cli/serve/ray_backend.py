@@ -166,17 +166,19 @@ class OmnizipReplica:
         if not self._reporter.is_alive() or not self.engine._worker.is_alive():
             raise RuntimeError("the model worker thread stopped")
 
-    async def answer(self, request: ChatRequest, media: LocalMedia) -> Any:
+    async def answer(self, request: ChatRequest, media: LocalMedia, waited: float = 0.0) -> Any:
         """An async generator of ``("started", replica)``, then the engine's events for the request:
         ``("text", str)``..., then ``("done", Result)`` (its ``omnizip`` naming this replica) or
-        ``("error", ApiError)``."""
+        ``("error", ApiError)``. ``waited``: seconds the request spent at the ingress before this call
+        (its timeout and time to first token count from its arrival there)."""
         from ray import serve
 
         key = serve.get_multiplexed_model_id()
         if key:
             await self.prefix_slot(key)
         try:
-            job = self.engine.submit(request, media, asyncio.get_running_loop())
+            job = self.engine.submit(request, media, asyncio.get_running_loop(),
+                                     time.perf_counter() - max(0.0, waited))
         except ApiError as error:
             yield ("error", error)
             return
@@ -217,11 +219,11 @@ class RayJob:
     """One chat request sent to the replicas: the same events as :class:`~.engine.Job`."""
 
     def __init__(self, engine: RayEngine, request: ChatRequest, media: LocalMedia,
-                 loop: asyncio.AbstractEventLoop) -> None:
+                 loop: asyncio.AbstractEventLoop, arrived: float | None = None) -> None:
         self.id = f"chatcmpl-{uuid.uuid4().hex}"
         self.request = request
         self.media = media
-        self.arrived = time.perf_counter()
+        self.arrived = time.perf_counter() if arrived is None else arrived
         self.created = int(time.time())
         self.events: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
         self.replica: str | None = None
@@ -254,7 +256,7 @@ class RayJob:
         for attempt in (1, 2):
             started = False
             response = engine.handle.options(multiplexed_model_id=key, stream=True).answer.remote(
-                self.request, self.media)
+                self.request, self.media, time.perf_counter() - self.arrived)
             self._response = response
             try:
                 async for kind, value in response:
@@ -359,13 +361,14 @@ class RayEngine:
         self._poller.start()
 
     # ------------------------------------------------------------------------------ the app's interface
-    def submit(self, request: ChatRequest, media: LocalMedia, loop: asyncio.AbstractEventLoop) -> RayJob:
+    def submit(self, request: ChatRequest, media: LocalMedia, loop: asyncio.AbstractEventLoop,
+               arrived: float | None = None) -> RayJob:
         if not self._accepting:
             raise ApiError(503, "the server is shutting down", code="shutting_down")
         if not any(r["state"] == "running" for r in self._replica_list()) and not self._deployment.get("running"):
             raise ApiError(503, "no model replica is running (Ray Serve is starting or replacing them); retry later",
                            code="no_replica", headers={"Retry-After": "5"})
-        return RayJob(self, request, media, loop)
+        return RayJob(self, request, media, loop, arrived)
 
     def status(self) -> dict[str, Any]:
         replicas = self._replica_list()

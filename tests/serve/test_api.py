@@ -242,29 +242,38 @@ def test_models_health_and_metrics(server: RunningServer, client: Any) -> None:
 def test_the_content_hash_is_read_off_the_models_thread(server: RunningServer, client: Any, tmp_path: Path,
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     """Hashing a file reads all of it: that happens on the request's side, before the job is queued,
-    never on the model's worker thread (where it would hold every request behind it)."""
+    never on the model's worker thread (where it would hold every request behind it); the time to
+    first token counts it all the same (from the request's arrival)."""
     import shutil
     import threading
+    import time
 
     from omnizip_cli.serve.engine import ContentHashes
 
     copy = SAMPLES / f"hash-{tmp_path.name}.mp4"  # a file the server has not hashed yet, in its allowed root
     shutil.copyfile(SILENT, copy)
     read_on: list[str] = []
+    slow = {"seconds": 0.0}
     hash_file = ContentHashes.of
 
     def recording(self: ContentHashes, media: Any) -> str:
         if media.sha256 is None:
             read_on.append(threading.current_thread().name)
+            time.sleep(slow["seconds"])
         return hash_file(self, media)
 
     monkeypatch.setattr(ContentHashes, "of", recording)
     try:
         answer = client.chat.completions.create(model="tiny", messages=[video_message(copy, "Q?")])
+        assert answer.choices[0].message.content is not None
+        assert read_on and "omnizip-model" not in read_on, read_on
+        # the time to first token still counts from the request's arrival: a slow hash is part of it
+        slow["seconds"] = 0.5
+        again = client.chat.completions.create(model="tiny", messages=[video_message(copy, "And?")])
     finally:
         copy.unlink()
-    assert answer.choices[0].message.content is not None
-    assert read_on and "omnizip-model" not in read_on, read_on
+    assert again.model_extra["omnizip"]["prefix_source"] == "memory"
+    assert again.model_extra["omnizip"]["timings"]["time_to_first_token_seconds"] >= 0.5
 
 
 # ---------------------------------------------------------------------------------------------- bad requests

@@ -38,8 +38,8 @@ class StallingReplica(OmnizipReplica):
     def _info(self) -> dict[str, Any]:
         return {**super()._info(), "stalls_cancelled": self.stalls_cancelled}
 
-    async def answer(self, request: Any, media: Any) -> Any:
-        async with contextlib.aclosing(super().answer(request, media)) as events:
+    async def answer(self, request: Any, media: Any, waited: float = 0.0) -> Any:
+        async with contextlib.aclosing(super().answer(request, media, waited)) as events:
             async for kind, value in events:
                 yield kind, value
                 if kind == "text" and request.question == STALL:
@@ -144,6 +144,26 @@ def test_keep_maps_come_from_the_replica_holding_the_prefix(ray_server: RunningS
             assert png.status_code == 200 and png.headers["content-type"] == "image/png", (replica, png.text[:200])
             reference = keep_map(single.url, ask(single.client(), question, media, **extra))
             assert reference.status_code == 200 and png.content == reference.content
+
+
+def test_time_to_first_token_counts_from_the_arrival_at_the_ingress(ray_server: RunningServer,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """What a request spends at the ingress (here a slow content hash) is part of its time to first
+    token, reported by the replica."""
+    from omnizip_cli.serve.engine import ContentHashes
+
+    client = ray_server.client()
+    assert ask(client, QUESTIONS[0]).model_extra["omnizip"]["prefix_source"] in ("fresh", "memory")
+    hash_file = ContentHashes.of
+
+    def slow(self: ContentHashes, media: Any) -> str:
+        time.sleep(0.5)
+        return hash_file(self, media)
+
+    monkeypatch.setattr(ContentHashes, "of", slow)
+    again = ask(client, QUESTIONS[1]).model_extra["omnizip"]
+    assert again["prefix_source"] == "memory"
+    assert again["timings"]["time_to_first_token_seconds"] >= 0.5
 
 
 def test_streaming_and_cancellation_through_the_handle(ray_server: RunningServer) -> None:
