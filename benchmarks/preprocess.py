@@ -42,9 +42,11 @@ import json
 import os
 import platform
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -111,6 +113,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--cores", default="2,all", help="core counts to pin each side to (--versus-stock)")
     parser.add_argument("--child", choices=("omnizip", "stock"), default=None, help=argparse.SUPPRESS)
     parser.add_argument("--clip", type=Path, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--sample-out", type=Path, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     args.seconds = args.seconds or (8.0 if args.tiny else 60.0)
     args.width = args.width or (320 if args.tiny else 1280)
@@ -127,8 +130,9 @@ def pin_cores(count: int) -> int:
     return len(cores)
 
 
-def child(side: str, clip: Path, cores: int) -> dict[str, Any]:
-    """One measurement in this process: decode + processor of ``clip`` by ``side``, pinned to ``cores``."""
+def child(side: str, clip: Path, cores: int, sample_out: Path | None = None) -> dict[str, Any]:
+    """One measurement in this process: decode + processor of ``clip`` by ``side``, pinned to ``cores``.
+    ``sample_out``: where to save the first temporal step's rows of ``pixel_values_videos`` (``.npy``)."""
     used = pin_cores(cores)
     import torch
 
@@ -164,6 +168,11 @@ def child(side: str, clip: Path, cores: int) -> dict[str, Any]:
                             videos_kwargs={"fps": fps[0] if isinstance(fps, list) else fps})
     done = time.perf_counter()
     pixels = tensors["pixel_values_videos"]
+    if sample_out is not None:
+        grid = [int(v) for v in tensors["video_grid_thw"].reshape(-1).tolist()]
+        import numpy as np
+
+        np.save(sample_out, pixels[: grid[1] * grid[2]].contiguous().numpy())
     return dict(kind="child", side=side, clip=clip.name, cores=used, reader=reader, media_decode_s=decoded - started,
                 processor_s=done - decoded, media_and_processor_s=done - started,
                 peak_rss_bytes=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
@@ -172,9 +181,11 @@ def child(side: str, clip: Path, cores: int) -> dict[str, Any]:
                 pixel_values_sha256=hashlib.sha256(pixels.contiguous().numpy().tobytes()).hexdigest()[:16])
 
 
-def run_child(python: str, side: str, clip: Path, cores: int) -> dict[str, Any]:
+def run_child(python: str, side: str, clip: Path, cores: int, sample_out: Path | None = None) -> dict[str, Any]:
     """:func:`child` in a fresh process (its own peak RSS); the record, or one with ``error``."""
     command = [python, str(Path(__file__).resolve()), "--child", side, "--clip", str(clip), "--cores", str(cores)]
+    if sample_out is not None:
+        command += ["--sample-out", str(sample_out)]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
     lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
@@ -182,6 +193,39 @@ def run_child(python: str, side: str, clip: Path, cores: int) -> dict[str, Any]:
         tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
         return dict(kind="child", side=side, clip=clip.name, cores=cores, error=tail[-300:])
     return json.loads(lines[-1])
+
+
+def pixel_difference(stock: Path, ours: Path) -> dict[str, Any]:
+    """How far omnizip's first two frames, as the model receives them, are from the stock path's:
+    the first temporal step's rows of ``pixel_values_videos`` from each side, mapped back to 0-255
+    pixel values with the processor's mean and std (``statistic``: PSNR in dB, mean and largest
+    absolute difference in pixel levels, the share of equal values). Frames are chosen the same way
+    on both sides for a constant-rate clip; the difference is the scaling (the stock path converts
+    to RGB at full size, then resizes with torchvision's bicubic and antialias; omnizip scales with
+    swscale from YUV)."""
+    import numpy as np
+
+    from omnizip_cli.models.qwen2_5_omni import ADAPTER
+
+    if not (stock.exists() and ours.exists()):
+        return dict(skipped="a side saved no sample")
+    a, b = np.load(stock), np.load(ours)
+    if a.shape != b.shape:
+        return dict(skipped=f"different shapes {list(a.shape)} and {list(b.shape)}")
+    video = ADAPTER.tiny_processor().video_processor
+    mean = np.asarray(video.image_mean, dtype=np.float64).reshape(1, 3, 1)
+    std = np.asarray(video.image_std, dtype=np.float64).reshape(1, 3, 1)
+
+    def levels(values: Any) -> Any:
+        return (values.astype(np.float64).reshape(len(values), 3, -1) * std + mean) * 255.0
+
+    diff = levels(b) - levels(a)
+    mse = float(np.mean(diff**2))
+    per_channel = diff.mean(axis=(0, 2))
+    return dict(psnr_db=round(10 * np.log10(255.0**2 / mse), 2) if mse > 0 else float("inf"),
+                mean_abs_levels=round(float(np.abs(diff).mean()), 3), max_abs_levels=round(float(np.abs(diff).max()), 2),
+                mean_signed_levels_rgb=[round(float(v), 3) for v in per_channel],
+                equal_share=round(float(np.mean(np.abs(diff) < 0.5)), 4), rows=int(len(a)))
 
 
 def versus(args: argparse.Namespace) -> int:
@@ -197,11 +241,14 @@ def versus(args: argparse.Namespace) -> int:
               repeats=args.repeats, stock_python=args.stock_python, python=platform.python_version(),
               load_average=list(os.getloadavg())))
     runs: dict[tuple[str, int, str], list[dict[str, Any]]] = {}
+    samples = Path(tempfile.mkdtemp(prefix="omnizip-versus-"))
     for repeat in range(args.repeats):
         for cores in counts:
             for clip in clips:
                 for side in ("stock", "omnizip"):
-                    record = run_child(args.stock_python if side == "stock" else sys.executable, side, clip, cores)
+                    sample = samples / f"{clip.stem}-{side}.npy" if repeat == 0 and cores == counts[0] else None
+                    record = run_child(args.stock_python if side == "stock" else sys.executable, side, clip, cores,
+                                       sample)
                     record["repeat"] = repeat
                     emit(record)
                     if "error" in record:
@@ -210,6 +257,10 @@ def versus(args: argparse.Namespace) -> int:
                     runs.setdefault((clip.name, cores, side), []).append(record)
                     log(f"repeat {repeat} {clip.name} {cores} cores {side:<7}: decode {record['media_decode_s']:.2f} s"
                         f" + processor {record['processor_s']:.2f} s, peak RSS {record['peak_rss_bytes'] / 1e9:.2f} GB")
+    for clip in clips:
+        emit(dict(kind="pixels", clip=clip.name, **pixel_difference(samples / f"{clip.stem}-stock.npy",
+                                                                     samples / f"{clip.stem}-omnizip.npy")))
+    shutil.rmtree(samples, ignore_errors=True)
     for clip in clips:
         for cores in counts:
             sides = {side: runs.get((clip.name, cores, side), []) for side in ("stock", "omnizip")}
@@ -235,7 +286,8 @@ def versus(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.child is not None:
-        print(json.dumps(child(args.child, args.clip, int(args.cores))), file=sys.stdout, flush=True)  # to the parent
+        print(json.dumps(child(args.child, args.clip, int(args.cores), args.sample_out)), file=sys.stdout,
+              flush=True)  # to the parent
         return 0
     if args.versus_stock:
         return versus(args)

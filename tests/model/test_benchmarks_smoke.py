@@ -490,3 +490,32 @@ def test_long_video_quick() -> None:
     sal = {(r["audio_seconds"], r["variant"]): r for r in records if r["kind"] == "saliency"}
     assert set(sal) == {(20.0, "before"), (20.0, "after"), (40.0, "before"), (40.0, "after")}
     assert sal[(20.0, "after")]["scheme"] == "global" and sal[(40.0, "after")]["scheme"] == "windowed"
+
+
+def test_versus_stock_pixel_difference(tmp_path: Path) -> None:
+    """``preprocess.py --versus-stock``'s ``pixels`` record: the two sides' first temporal step mapped
+    back to pixel levels with the processor's mean and std (the stock side needs its own
+    environment, so the comparison is checked here on known arrays)."""
+    import numpy as np
+
+    spec = importlib.util.spec_from_file_location("omnizip_benchmark_preprocess", BENCHMARKS / "preprocess.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    from omnizip_cli.models.qwen2_5_omni import ADAPTER
+
+    video = ADAPTER.tiny_processor().video_processor
+    mean = np.asarray(video.image_mean, dtype=np.float32).reshape(1, 3, 1)
+    std = np.asarray(video.image_std, dtype=np.float32).reshape(1, 3, 1)
+    levels = np.random.default_rng(0).integers(1, 254, size=(6, 3, 392)).astype(np.float32)
+    normalised = ((levels / 255.0 - mean) / std).reshape(6, -1)
+    brighter = (((levels + 1.0) / 255.0 - mean) / std).reshape(6, -1)
+    np.save(tmp_path / "stock.npy", normalised)
+    np.save(tmp_path / "same.npy", normalised)
+    np.save(tmp_path / "brighter.npy", brighter)
+    same = module.pixel_difference(tmp_path / "stock.npy", tmp_path / "same.npy")
+    assert same["psnr_db"] == float("inf") and same["equal_share"] == 1.0 and same["rows"] == 6
+    off = module.pixel_difference(tmp_path / "stock.npy", tmp_path / "brighter.npy")
+    assert off["mean_abs_levels"] == pytest.approx(1.0, abs=1e-3) and off["max_abs_levels"] == pytest.approx(1.0)
+    assert off["mean_signed_levels_rgb"] == pytest.approx([1.0, 1.0, 1.0], abs=1e-3)
+    assert off["psnr_db"] == pytest.approx(48.13, abs=0.01) and off["equal_share"] == 0.0
+    assert "skipped" in module.pixel_difference(tmp_path / "stock.npy", tmp_path / "missing.npy")
